@@ -1,0 +1,68 @@
+"""Nova: a fast, reliable event system for Python services, with a Rust core.
+
+Emit events to listeners (:class:`Emitter`), route them through partitioned topics
+(:class:`Bus`), survive failures with retries, circuit breakers and dead letters, keep them in
+a store you can replay, and watch it all in Prometheus and OpenTelemetry.
+"""
+
+from __future__ import annotations
+
+import atexit as _atexit
+
+from . import _core
+from ._core import Event, Listener, Subscription, WorkerPool
+from ._types import (
+    BusStats,
+    DeliveryMode,
+    EmitterStats,
+    Health,
+    OnFull,
+    PoolStats,
+    ShutdownReport,
+    StopReport,
+    TopicInfo,
+)
+from .emitter import Emitter
+from .errors import (
+    BackendError,
+    BufferFull,
+    BusClosed,
+    CircuitOpenError,
+    ClosedError,
+    ConcurrencyError,
+    EmitterClosed,
+    ListenerError,
+    ListenerNotFound,
+    ListenerTimeout,
+    MiddlewareError,
+    NovaError,
+    PermanentError,
+    PoolClosed,
+    RetryableError,
+    RetryLimitExceeded,
+    StoreClosed,
+    StoreError,
+    StoreFull,
+    StreamNotFound,
+    TopicNotFound,
+    ValidationError,
+)
+from .lifecycle import run, shutdown
+from .middleware import Middleware, middleware
+from .validation import strict_type_names
+
+__version__ = "0.1.0"
+
+# Native workers must be stopped before the interpreter finalises.
+_atexit.register(_core._close_all_pools)
+
+__all__ = [
+    "Event", "Listener", "Subscription", "Middleware", "middleware", "WorkerPool", "Emitter",
+    "OnFull", "DeliveryMode", "Health", "ShutdownReport", "StopReport", "EmitterStats",
+    "BusStats", "PoolStats", "TopicInfo", "shutdown", "run", "strict_type_names",
+    "NovaError", "ValidationError", "BufferFull", "ClosedError", "EmitterClosed", "BusClosed",
+    "StoreClosed", "PoolClosed", "ListenerError", "MiddlewareError", "ListenerTimeout",
+    "CircuitOpenError", "RetryLimitExceeded", "TopicNotFound", "ListenerNotFound",
+    "StreamNotFound", "ConcurrencyError", "StoreFull", "StoreError", "BackendError",
+    "RetryableError", "PermanentError",
+]

@@ -1,0 +1,129 @@
+//! Pieces every component (emitter, bus) shares: argument parsing of policies, the event
+//! check at the door, context capture, and the shutdown report.
+
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::PyList;
+
+use crate::errors::{describe_event, type_name, validation_error};
+use crate::event::Event;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OnFull {
+    Raise,
+    Block,
+    DropNewest,
+    DropOldest,
+}
+
+impl OnFull {
+    /// From `nova.OnFull` (or its string value); `None` means RAISE.
+    pub fn parse(py: Python<'_>, field: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<OnFull> {
+        let Some(value) = value.filter(|v| !v.is_none()) else {
+            return Ok(OnFull::Raise);
+        };
+        let raw = value.getattr("value").unwrap_or_else(|_| value.clone());
+        let text: String = raw.extract().unwrap_or_default();
+        match text.as_str() {
+            "raise" => Ok(OnFull::Raise),
+            "block" => Ok(OnFull::Block),
+            "drop_newest" => Ok(OnFull::DropNewest),
+            "drop_oldest" => Ok(OnFull::DropOldest),
+            _ => Err(validation_error(
+                py,
+                format!(
+                    "{field} must be a nova.OnFull (RAISE, BLOCK, DROP_NEWEST, DROP_OLDEST), got {}",
+                    value.repr()?
+                ),
+            )),
+        }
+    }
+
+    pub fn is_drop(self) -> bool {
+        matches!(self, OnFull::DropNewest | OnFull::DropOldest)
+    }
+}
+
+/// A positive integer argument, with an error naming the field.
+pub fn positive(py: Python<'_>, field: &str, value: i64) -> PyResult<usize> {
+    if value < 1 {
+        Err(validation_error(
+            py,
+            format!("{field} must be a positive integer, got {value}"),
+        ))
+    } else {
+        Ok(value as usize)
+    }
+}
+
+/// Check that `obj` is a `nova.Event` and run the component's validator on it.
+pub fn check_event(
+    py: Python<'_>,
+    component: &str,
+    obj: &Bound<'_, PyAny>,
+    validator: Option<&Py<PyAny>>,
+) -> PyResult<()> {
+    if !obj.is_instance_of::<Event>() {
+        return Err(validation_error(
+            py,
+            format!(
+                "{component}: expected a nova.Event, got {}; wrap the payload as nova.Event(type, data)",
+                type_name(obj)
+            ),
+        ));
+    }
+    if let Some(v) = validator {
+        if let Err(cause) = v.bind(py).call1((obj,)) {
+            let err = validation_error(
+                py,
+                format!(
+                    "{component}: validator rejected {}: {}",
+                    describe_event(obj),
+                    cause.value(py)
+                ),
+            );
+            err.set_cause(py, Some(cause));
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// `contextvars.copy_context()`.
+pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    static COPY: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    let f = COPY.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(py.import("contextvars")?.getattr("copy_context")?.unbind())
+    })?;
+    Ok(f.bind(py).call0()?.unbind())
+}
+
+/// The loop async listeners run on: the one given, else the one running here, else `None`
+/// (Nova's private loop thread, started on first need).
+pub fn pick_loop(py: Python<'_>, given: Option<Py<PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+    if let Some(l) = given.filter(|l| !l.is_none(py)) {
+        return Ok(Some(l));
+    }
+    match py.import("asyncio")?.getattr("get_running_loop")?.call0() {
+        Ok(l) => Ok(Some(l.unbind())),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `nova.ShutdownReport(drained, undelivered, in_flight)`.
+pub fn shutdown_report<'py>(
+    py: Python<'py>,
+    drained: u64,
+    undelivered: Vec<Py<PyAny>>,
+    in_flight: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let list = PyList::new(py, undelivered)?;
+    py.import("nova._types")?
+        .getattr("ShutdownReport")?
+        .call1((drained, list, in_flight))
+}
+
+/// Seconds (or None) to an optional deadline.
+pub fn deadline(timeout: Option<f64>) -> Option<std::time::Instant> {
+    timeout.map(|t| std::time::Instant::now() + std::time::Duration::from_secs_f64(t.max(0.0)))
+}

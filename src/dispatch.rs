@@ -1,0 +1,189 @@
+//! Running one event through a component: middleware `before` hooks in order, every matching
+//! listener in subscription order, then `after` hooks in reverse with the outcome.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::PyTuple;
+
+use crate::errors::{describe_event, group_errors, middleware_error, type_name, validation_error};
+use crate::event::Event;
+use crate::listener::Sub;
+use crate::metrics::Counter;
+
+/// A middleware object with its hooks looked up once.
+pub struct Middleware {
+    pub obj: Py<PyAny>,
+    before: Option<Py<PyAny>>,
+    after: Option<Py<PyAny>>,
+}
+
+/// The middleware of a component; replaced wholesale on `use`, read without locking for long.
+#[derive(Default)]
+pub struct Chain(RwLock<Arc<Vec<Middleware>>>);
+
+fn hook(py: Python<'_>, obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<Py<PyAny>>> {
+    match obj.getattr(name) {
+        Ok(f) if f.is_none() => Ok(None),
+        Ok(f) if f.is_callable() => Ok(Some(f.unbind())),
+        Ok(f) => Err(validation_error(
+            py,
+            format!("middleware.{name} must be callable, got {}", type_name(&f)),
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
+impl Chain {
+    pub fn add(&self, py: Python<'_>, items: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let mut added = Vec::new();
+        for obj in items.iter() {
+            let before = hook(py, &obj, "before")?;
+            let after = hook(py, &obj, "after")?;
+            if before.is_none() && after.is_none() {
+                return Err(validation_error(
+                    py,
+                    format!(
+                        "middleware must have a before(event) or after(event, error) method, got {}; \
+                         nova.middleware(before=..., after=...) builds one from functions",
+                        type_name(&obj)
+                    ),
+                ));
+            }
+            added.push(Middleware { obj: obj.unbind(), before, after });
+        }
+        let mut guard = self.0.write();
+        let mut all: Vec<Middleware> = guard
+            .iter()
+            .map(|m| Middleware {
+                obj: m.obj.clone_ref(py),
+                before: m.before.as_ref().map(|f| f.clone_ref(py)),
+                after: m.after.as_ref().map(|f| f.clone_ref(py)),
+            })
+            .collect();
+        all.extend(added);
+        *guard = Arc::new(all);
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> Arc<Vec<Middleware>> {
+        self.0.read().clone()
+    }
+}
+
+/// Counters every dispatching component keeps.
+#[derive(Default)]
+pub struct DispatchCounters {
+    pub processed: Counter,
+    pub failed: Counter,
+    pub middleware_errors: Counter,
+}
+
+/// Log a failure nobody will see raised (asynchronous delivery) on the `nova` logger.
+pub fn log_failure(py: Python<'_>, component: &str, err: &PyErr) {
+    static LOGGER: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    let logger = LOGGER.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(py.import("logging")?.getattr("getLogger")?.call1(("nova",))?.unbind())
+    });
+    if let Ok(logger) = logger {
+        let kwargs = pyo3::types::PyDict::new(py);
+        let _ = kwargs.set_item("exc_info", err.value(py));
+        let _ = logger.bind(py).call_method(
+            "error",
+            ("%s: %s", component, err.value(py).to_string()),
+            Some(&kwargs),
+        );
+    }
+}
+
+pub struct Dispatch<'a> {
+    pub component: &'a str,
+    pub chain: &'a Chain,
+    pub counters: &'a DispatchCounters,
+    pub event_loop: Option<&'a Py<PyAny>>,
+}
+
+impl Dispatch<'_> {
+    /// Run `event` through middleware and the listeners `resolve` picks for the (possibly
+    /// replaced) event. `Err` is what a synchronous caller raises: a `MiddlewareError`, a
+    /// `ListenerError`, or an `ExceptionGroup` of them.
+    pub fn run<'py>(
+        &self,
+        py: Python<'py>,
+        event: Bound<'py, PyAny>,
+        resolve: impl FnOnce(&Bound<'py, PyAny>) -> Vec<Arc<Sub>>,
+    ) -> Result<(), PyErr> {
+        let chain = self.chain.snapshot();
+        let mut event = event;
+        for mw in chain.iter() {
+            if let Some(before) = &mw.before {
+                match before.bind(py).call1((&event,)) {
+                    Ok(r) if r.is_none() => {}
+                    Ok(r) if r.is_instance_of::<Event>() => event = r,
+                    Ok(r) => {
+                        self.counters.middleware_errors.inc();
+                        return Err(middleware_error(
+                            py,
+                            format!(
+                                "{}: middleware {} returned {} from before(); return an Event or None",
+                                self.component,
+                                type_name(mw.obj.bind(py)),
+                                type_name(&r)
+                            ),
+                        ));
+                    }
+                    Err(cause) => {
+                        self.counters.middleware_errors.inc();
+                        let err = middleware_error(
+                            py,
+                            format!(
+                                "{}: middleware {} rejected {}: {}",
+                                self.component,
+                                type_name(mw.obj.bind(py)),
+                                describe_event(&event),
+                                cause.value(py)
+                            ),
+                        );
+                        err.set_cause(py, Some(cause));
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        let subs = resolve(&event);
+        let mut errors = Vec::new();
+        for sub in subs.iter() {
+            if !sub.is_active() {
+                continue;
+            }
+            let result = sub.call(py, &event, self.event_loop);
+            self.counters.processed.inc();
+            if let Err(e) = result {
+                self.counters.failed.inc();
+                errors.push(e);
+            }
+        }
+        let outcome = if errors.is_empty() {
+            None
+        } else {
+            Some(group_errors(py, &describe_event(&event), errors))
+        };
+        if chain.iter().any(|m| m.after.is_some()) {
+            let value = outcome.as_ref().map(|e| e.value(py).clone().into_any());
+            for mw in chain.iter().rev() {
+                if let Some(after) = &mw.after {
+                    if let Err(e) = after.bind(py).call1((&event, value.as_ref())) {
+                        self.counters.middleware_errors.inc();
+                        log_failure(py, self.component, &e);
+                    }
+                }
+            }
+        }
+        match outcome {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! `nova.Emitter`: events routed by type (exact or `*`/`#` patterns) to listeners, either in
+//! the caller's thread (`emit`) or through one bounded queue drained by pool workers
+//! (`emit_async`).
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::component::{check_event, copy_context, deadline, pick_loop, positive, shutdown_report, OnFull};
+use crate::dispatch::{log_failure, Chain, Dispatch, DispatchCounters};
+use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
+use crate::event::Event;
+use crate::listener::{Listener, Registry, Sub, Subscription, Unsubscribe};
+use crate::metrics::{pairs, Counter};
+use crate::pool::WorkerPool;
+use crate::queue::{Item, Lane, Pushed, Sink};
+
+pub struct EmitterCore {
+    name: String,
+    registry: Registry,
+    chain: Chain,
+    counters: DispatchCounters,
+    emitted: Counter,
+    dropped_full: Counter,
+    dropped_shutdown: Counter,
+    event_loop: Option<Py<PyAny>>,
+}
+
+impl EmitterCore {
+    fn dispatch<'py>(&self, py: Python<'py>, event: Bound<'py, PyAny>) -> Result<(), PyErr> {
+        let d = Dispatch {
+            component: &self.name,
+            chain: &self.chain,
+            counters: &self.counters,
+            event_loop: self.event_loop.as_ref(),
+        };
+        d.run(py, event, |ev| {
+            let ev = ev.downcast::<Event>().expect("middleware keeps events");
+            let t = ev.get().type_obj(py);
+            let t = t.to_str().unwrap_or("");
+            self.registry.resolve(t).subs.clone()
+        })
+    }
+
+    /// Asynchronous delivery: failures are counted (in dispatch) and logged, never raised.
+    fn dispatch_logged(&self, py: Python<'_>, event: Bound<'_, PyAny>) {
+        if let Err(e) = self.dispatch(py, event) {
+            log_failure(py, &self.name, &e);
+        }
+    }
+
+    fn count_accepted(&self, py: Python<'_>, event: &Bound<'_, PyAny>) {
+        self.emitted.inc();
+        if let Ok(ev) = event.downcast::<Event>() {
+            if let Ok(t) = ev.get().type_obj(py).to_str() {
+                self.registry.resolve(t).counters.accepted.inc();
+            }
+        }
+    }
+
+    fn count_type(&self, py: Python<'_>, event: &Bound<'_, PyAny>, dropped: bool) {
+        if let Ok(ev) = event.downcast::<Event>() {
+            if let Ok(t) = ev.get().type_obj(py).to_str() {
+                let c = &self.registry.resolve(t).counters;
+                if dropped {
+                    c.dropped.inc()
+                } else {
+                    c.rejected.inc()
+                }
+            }
+        }
+    }
+}
+
+impl Unsubscribe for EmitterCore {
+    fn unsubscribe(&self, seq: u64) {
+        self.registry.remove(seq);
+    }
+}
+
+/// Runs one event's dispatch inside `Context.run`, so listeners and middleware see the
+/// context variables of the emitting thread.
+#[pyclass(module = "nova._core", frozen)]
+struct EmitterRunner {
+    core: Arc<EmitterCore>,
+}
+
+#[pymethods]
+impl EmitterRunner {
+    fn __call__(&self, py: Python<'_>, event: Bound<'_, PyAny>) {
+        self.core.dispatch_logged(py, event);
+    }
+}
+
+struct EmitterSink {
+    core: Arc<EmitterCore>,
+    runner: Py<EmitterRunner>,
+}
+
+impl Sink for EmitterSink {
+    fn deliver(&self, py: Python<'_>, item: Item) {
+        let event = item.event.into_bound(py);
+        match item.context {
+            Some(ctx) => {
+                if let Err(e) = ctx.bind(py).call_method1("run", (self.runner.bind(py), event)) {
+                    log_failure(py, &self.core.name, &e);
+                }
+            }
+            None => self.core.dispatch_logged(py, event),
+        }
+    }
+}
+
+#[pyclass(module = "nova", name = "Emitter", subclass)]
+pub struct Emitter {
+    core: Arc<EmitterCore>,
+    lane: Arc<Lane>,
+    pool: Py<WorkerPool>,
+    owns_pool: bool,
+    on_full: OnFull,
+    validator: Option<Py<PyAny>>,
+    propagate_context: bool,
+    closed: AtomicBool,
+    reported: AtomicBool,
+}
+
+impl Emitter {
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        if self.closed.load(SeqCst) {
+            return Err(emitter_closed(
+                py,
+                format!("emitter '{}' is shut down; create a new Emitter", self.core.name),
+            ));
+        }
+        if self.lane.pool().is_closed() {
+            return Err(pool_closed(
+                py,
+                format!(
+                    "emitter '{}': its worker pool '{}' is closed",
+                    self.core.name,
+                    self.lane.pool().name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn admit(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_open(py)?;
+        if let Err(e) = check_event(py, &self.core.name, event, self.validator.as_ref()) {
+            self.count_rejected(py, event);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn count_rejected(&self, py: Python<'_>, event: &Bound<'_, PyAny>) {
+        self.core.count_type(py, event, false);
+    }
+
+    fn item(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Item> {
+        Ok(Item {
+            event: event.clone().unbind(),
+            context: if self.propagate_context {
+                Some(copy_context(py)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Queue one admitted event under `policy`.
+    fn enqueue(&self, py: Python<'_>, event: &Bound<'_, PyAny>, policy: OnFull, timeout: Option<f64>) -> PyResult<()> {
+        let item = self.item(py, event)?;
+        match policy {
+            OnFull::DropOldest => {
+                if let Some(old) = self.lane.force_push(item) {
+                    self.core.dropped_full.inc();
+                    self.core.count_type(py, old.event.bind(py), true);
+                }
+            }
+            _ => {
+                let pushed = match self.lane.try_push(item) {
+                    Pushed::Full(item) if policy == OnFull::Block => {
+                        let lane = self.lane.clone();
+                        let until = deadline(timeout);
+                        py.allow_threads(move || lane.push_blocking(item, until))
+                    }
+                    other => other,
+                };
+                if let Pushed::Full(_) = pushed {
+                    if policy == OnFull::DropNewest {
+                        self.core.dropped_full.inc();
+                        self.core.count_type(py, event, true);
+                        return Ok(());
+                    }
+                    self.count_rejected(py, event);
+                    return Err(self.full_error(py, event, policy));
+                }
+            }
+        }
+        self.core.count_accepted(py, event);
+        Ok(())
+    }
+
+    fn full_error(&self, py: Python<'_>, event: &Bound<'_, PyAny>, policy: OnFull) -> PyErr {
+        let hint = if policy == OnFull::Block {
+            "waited past the timeout; raise the timeout or buffer_size, or add workers"
+        } else {
+            "use on_full=OnFull.BLOCK to wait for room, raise buffer_size, or add workers"
+        };
+        buffer_full(
+            py,
+            format!(
+                "emitter '{}' buffer is full ({} events queued) for {}; {hint}",
+                self.core.name,
+                self.lane.capacity(),
+                describe_event(event)
+            ),
+        )
+    }
+}
+
+#[pymethods]
+impl Emitter {
+    #[new]
+    #[pyo3(signature = (*, pool=None, buffer_size=1000, max_concurrency=10, on_full=None,
+                        validator=None, r#loop=None, name="emitter", propagate_context=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        pool: Option<Py<WorkerPool>>,
+        buffer_size: i64,
+        max_concurrency: i64,
+        on_full: Option<&Bound<'_, PyAny>>,
+        validator: Option<Py<PyAny>>,
+        r#loop: Option<Py<PyAny>>,
+        name: &str,
+        propagate_context: bool,
+    ) -> PyResult<Self> {
+        let buffer_size = positive(py, "Emitter.buffer_size", buffer_size)?;
+        let max_concurrency = positive(py, "Emitter.max_concurrency", max_concurrency)?;
+        let on_full = OnFull::parse(py, "Emitter.on_full", on_full)?;
+        let validator = validator.filter(|v| !v.is_none(py));
+        if let Some(v) = &validator {
+            if !v.bind(py).is_callable() {
+                return Err(validation_error(py, "Emitter.validator must be callable or None"));
+            }
+        }
+        let (pool, owns_pool) = match pool.filter(|p| !p.is_none(py)) {
+            Some(p) => (p, false),
+            None => (
+                Py::new(py, WorkerPool::create(py, None, 1000, &format!("{name}-pool"))?)?,
+                true,
+            ),
+        };
+        let pool_inner = pool.borrow(py).inner.clone();
+        let core = Arc::new(EmitterCore {
+            name: name.to_string(),
+            registry: Registry::default(),
+            chain: Chain::default(),
+            counters: DispatchCounters::default(),
+            emitted: Counter::default(),
+            dropped_full: Counter::default(),
+            dropped_shutdown: Counter::default(),
+            event_loop: pick_loop(py, r#loop)?,
+        });
+        let runner = Py::new(py, EmitterRunner { core: core.clone() })?;
+        let sink = Arc::new(EmitterSink { core: core.clone(), runner });
+        let lane = Lane::new(buffer_size, max_concurrency, sink, pool_inner);
+        Ok(Emitter {
+            core,
+            lane,
+            pool,
+            owns_pool,
+            on_full,
+            validator,
+            propagate_context,
+            closed: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    #[getter]
+    fn pool(&self, py: Python<'_>) -> Py<WorkerPool> {
+        self.pool.clone_ref(py)
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
+    /// Subscribe `listener` to an event type or a `*`/`#` pattern.
+    #[pyo3(signature = (event_type, listener, *, config=None))]
+    fn subscribe(
+        &self,
+        py: Python<'_>,
+        event_type: &str,
+        listener: &Bound<'_, PyAny>,
+        config: Option<Py<PyAny>>,
+    ) -> PyResult<Subscription> {
+        if event_type.is_empty() {
+            return Err(validation_error(py, "subscribe: event_type must be a non-empty str"));
+        }
+        if self.closed.load(SeqCst) {
+            return Err(emitter_closed(
+                py,
+                format!("emitter '{}' is shut down; cannot subscribe", self.core.name),
+            ));
+        }
+        let listener = Listener::coerce(py, listener)?;
+        let metrics = self.core.registry.metrics_for(listener.get().name());
+        let config = config.filter(|c| !c.is_none(py));
+        let sub = Arc::new(Sub::new(py, event_type, listener, config, metrics));
+        self.core.registry.add(sub.clone());
+        let owner: Weak<dyn Unsubscribe> = Arc::downgrade(&(self.core.clone() as Arc<dyn Unsubscribe>));
+        Ok(Subscription { sub, owner })
+    }
+
+    /// Run middleware and every matching listener now, in this thread.
+    fn emit(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.admit(py, event)?;
+        self.core.count_accepted(py, event);
+        self.core.dispatch(py, event.clone())
+    }
+
+    /// Queue the event and return at once; a full buffer is handled by `on_full`.
+    #[pyo3(signature = (event, *, timeout=None))]
+    fn emit_async(&self, py: Python<'_>, event: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        self.admit(py, event)?;
+        self.enqueue(py, event, self.on_full, timeout)
+    }
+
+    /// Queue without waiting whatever the policy; `BufferFull` when there is no room
+    /// (`aemit_async` polls this).
+    fn _try_emit_async(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.admit(py, event)?;
+        self.enqueue(py, event, OnFull::Raise, None)
+    }
+
+    /// Validate all, then run (or queue) them in order.
+    #[pyo3(signature = (events, *, asynchronous=false))]
+    fn emit_batch(&self, py: Python<'_>, events: &Bound<'_, PyAny>, asynchronous: bool) -> PyResult<()> {
+        let events: Vec<Bound<'_, PyAny>> = events.try_iter()?.collect::<PyResult<_>>()?;
+        self.check_open(py)?;
+        for ev in &events {
+            if let Err(e) = check_event(py, &self.core.name, ev, self.validator.as_ref()) {
+                self.count_rejected(py, ev);
+                return Err(e);
+            }
+        }
+        if asynchronous {
+            if self.on_full == OnFull::Raise
+                && self.lane.len() + events.len() > self.lane.capacity()
+            {
+                return Err(buffer_full(
+                    py,
+                    format!(
+                        "emitter '{}': a batch of {} events does not fit in the buffer ({} of {} free); nothing was queued",
+                        self.core.name,
+                        events.len(),
+                        self.lane.capacity() - self.lane.len().min(self.lane.capacity()),
+                        self.lane.capacity()
+                    ),
+                ));
+            }
+            for ev in &events {
+                self.enqueue(py, ev, self.on_full, None)?;
+            }
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        for ev in &events {
+            self.core.count_accepted(py, ev);
+            if let Err(e) = self.core.dispatch(py, ev.clone()) {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(group_errors(py, &format!("a batch of {} events", events.len()), errors))
+        }
+    }
+
+    /// Add middleware (objects with `before(event)` and/or `after(event, error)`).
+    #[pyo3(signature = (*middleware))]
+    fn r#use(&self, py: Python<'_>, middleware: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.core.chain.add(py, middleware)
+    }
+
+    /// Wait until everything queued so far is processed; False on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        let lane = self.lane.clone();
+        let until = deadline(timeout);
+        py.allow_threads(move || lane.wait_retired(until))
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let c = &self.core;
+        py.import("nova._types")?.getattr("EmitterStats")?.call1((
+            c.emitted.get(),
+            c.counters.processed.get(),
+            c.counters.failed.get(),
+            self.lane.len(),
+            c.dropped_full.get() + c.dropped_shutdown.get(),
+            c.registry.len(),
+            c.counters.middleware_errors.get(),
+        ))
+    }
+
+    /// Stop accepting events, process the queue until `timeout`, and report what was left.
+    #[pyo3(signature = (timeout=30.0))]
+    fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        self.closed.store(true, SeqCst);
+        if self.reported.swap(true, SeqCst) {
+            return shutdown_report(py, 0, Vec::new(), 0);
+        }
+        let lane = self.lane.clone();
+        let until = deadline(timeout);
+        let before = lane.retired();
+        let left = py.allow_threads(|| {
+            lane.wait_idle(until);
+            lane.stop_and_take()
+        });
+        let drained = lane.retired() - before - left.len() as u64;
+        let in_flight = lane.in_flight();
+        self.core.dropped_shutdown.add(left.len() as u64);
+        let undelivered: Vec<Py<PyAny>> = left.into_iter().map(|i| i.event).collect();
+        if self.owns_pool {
+            let inner = self.pool.borrow(py).inner.clone();
+            let until = if in_flight > 0 { Some(std::time::Instant::now()) } else { until };
+            py.allow_threads(move || inner.close(until));
+        }
+        shutdown_report(py, drained, undelivered, in_flight)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: Option<Py<PyAny>>,
+        _v: Option<Py<PyAny>>,
+        _tb: Option<Py<PyAny>>,
+    ) -> PyResult<bool> {
+        self.shutdown(py, Some(30.0))?;
+        Ok(false)
+    }
+
+    /// Counters for `nova.metrics` (read at scrape time).
+    fn _metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = &self.core;
+        let d = PyDict::new(py);
+        d.set_item("component", &c.name)?;
+        let emitted = pyo3::types::PyList::empty(py);
+        for (t, tc) in c.registry.type_counters() {
+            for (result, n) in [("accepted", tc.accepted.get()), ("rejected", tc.rejected.get()), ("dropped", tc.dropped.get())] {
+                if n > 0 {
+                    emitted.append((t.as_str(), result, n))?;
+                }
+            }
+        }
+        d.set_item("emitted", emitted)?;
+        let processed = pyo3::types::PyList::empty(py);
+        let durations = pyo3::types::PyList::empty(py);
+        for (name, m) in c.registry.listener_metrics() {
+            processed.append((name.as_str(), "success", m.success.get()))?;
+            processed.append((name.as_str(), "failure", m.failure.get()))?;
+            let (bounds, counts, sum, count) = m.duration.snapshot(py)?;
+            durations.append((name.as_str(), bounds, counts, sum, count))?;
+        }
+        d.set_item("processed", processed)?;
+        d.set_item("durations", durations)?;
+        d.set_item("queue_size", self.lane.len())?;
+        d.set_item("active_listeners", c.registry.len())?;
+        d.set_item(
+            "dropped",
+            pairs(py, vec![
+                ("buffer_full".into(), c.dropped_full.get()),
+                ("shutdown".into(), c.dropped_shutdown.get()),
+            ])?,
+        )?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Emitter(name={:?}, listeners={}, queued={})", self.core.name, self.core.registry.len(), self.lane.len())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Emitter>()?;
+    m.add_class::<EmitterRunner>()?;
+    Ok(())
+}

@@ -1,0 +1,527 @@
+//! `nova.Event`: an immutable event with a UUIDv7 id and a UTC timestamp.
+//!
+//! The id is made eagerly (it orders events); the timestamp is kept as microseconds since the
+//! Unix epoch and becomes a `datetime` only when somebody asks for it, since most events are
+//! never looked at that way.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+
+use crate::errors::{type_name, validation_error};
+
+/// Python objects the event needs, looked up once.
+struct Helpers {
+    utc: Py<PyAny>,
+    epoch: Py<PyAny>,
+    timedelta: Py<PyAny>,
+    datetime: Py<PyAny>,
+    mapping_proxy: Py<PyAny>,
+    empty: Py<PyDict>,
+    json_dumps: Py<PyAny>,
+    json_loads: Py<PyAny>,
+}
+
+static HELPERS: GILOnceCell<Helpers> = GILOnceCell::new();
+
+fn helpers(py: Python<'_>) -> PyResult<&Helpers> {
+    HELPERS.get_or_try_init(py, || {
+        let dt = py.import("datetime")?;
+        let utc = dt.getattr("timezone")?.getattr("utc")?;
+        let datetime = dt.getattr("datetime")?;
+        let epoch = datetime.call1((1970, 1, 1, 0, 0, 0, 0, &utc))?;
+        let json = py.import("json")?;
+        Ok(Helpers {
+            utc: utc.unbind(),
+            epoch: epoch.unbind(),
+            timedelta: dt.getattr("timedelta")?.unbind(),
+            datetime: datetime.unbind(),
+            mapping_proxy: py.import("types")?.getattr("MappingProxyType")?.unbind(),
+            empty: PyDict::new(py).unbind(),
+            json_dumps: json.getattr("dumps")?.unbind(),
+            json_loads: json.getattr("loads")?.unbind(),
+        })
+    })
+}
+
+#[pyclass(module = "nova", name = "Event", subclass, frozen, weakref)]
+pub struct Event {
+    id: Py<PyString>,
+    type_: Py<PyString>,
+    data: Py<PyAny>,
+    /// Nova's private copy; never handed out mutable. `None` means empty.
+    metadata: Option<Py<PyDict>>,
+    micros: i64,
+    /// The `datetime` for `timestamp`, made on first access or given by the caller.
+    timestamp: GILOnceCell<Py<PyAny>>,
+}
+
+fn now_micros() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_micros() as i64
+}
+
+fn new_id(py: Python<'_>) -> Py<PyString> {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let s = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    PyString::new(py, s).unbind()
+}
+
+fn non_empty_str<'py>(
+    py: Python<'py>,
+    field: &str,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Py<PyString>> {
+    match value.downcast::<PyString>() {
+        Ok(s) if s.len()? > 0 => Ok(s.clone().unbind()),
+        Ok(_) => Err(validation_error(
+            py,
+            format!("Event.{field} must be a non-empty str, got ''"),
+        )),
+        Err(_) => Err(validation_error(
+            py,
+            format!(
+                "Event.{field} must be a non-empty str, got {}",
+                type_name(value)
+            ),
+        )),
+    }
+}
+
+/// Copy a `Mapping[str, str]` into a fresh dict, checking every key and value.
+fn copy_metadata<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Option<Py<PyDict>>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let items = match value.call_method0("items") {
+        Ok(items) => items,
+        Err(_) => {
+            return Err(validation_error(
+                py,
+                format!(
+                    "Event.metadata must be a mapping of str to str, got {}",
+                    type_name(value)
+                ),
+            ))
+        }
+    };
+    let out = PyDict::new(py);
+    for item in items.try_iter()? {
+        let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
+        if !k.is_instance_of::<PyString>() {
+            return Err(validation_error(
+                py,
+                format!(
+                    "Event.metadata keys must be str, got {} ({})",
+                    type_name(&k),
+                    k.repr()?
+                ),
+            ));
+        }
+        if !v.is_instance_of::<PyString>() {
+            return Err(validation_error(
+                py,
+                format!(
+                    "Event.metadata['{}'] must be a str, got {}; convert it with str()",
+                    k.str()?,
+                    type_name(&v)
+                ),
+            ));
+        }
+        out.set_item(k, v)?;
+    }
+    if out.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(out.unbind()))
+    }
+}
+
+/// Microseconds since the epoch of an aware (or naive, meaning UTC) datetime, and the aware
+/// datetime to show as `timestamp`.
+fn timestamp_micros<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<(i64, Bound<'py, PyAny>)> {
+    let h = helpers(py)?;
+    if !value.is_instance(h.datetime.bind(py))? {
+        return Err(validation_error(
+            py,
+            format!(
+                "Event.timestamp must be a datetime, got {}",
+                type_name(value)
+            ),
+        ));
+    }
+    let aware = if value.getattr("tzinfo")?.is_none() {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("tzinfo", h.utc.bind(py))?;
+        value.call_method("replace", (), Some(&kwargs))?
+    } else {
+        value.clone()
+    };
+    let delta = aware.sub(h.epoch.bind(py))?;
+    let one_us = h.timedelta.bind(py).call1((0, 0, 1))?;
+    let micros: i64 = delta.floor_div(one_us)?.extract()?;
+    Ok((micros, aware))
+}
+
+impl Event {
+    pub fn id_str(&self, py: Python<'_>) -> String {
+        self.id.bind(py).to_string()
+    }
+    pub fn type_str(&self, py: Python<'_>) -> String {
+        self.type_.bind(py).to_string()
+    }
+    pub fn type_obj<'py>(&self, py: Python<'py>) -> &Bound<'py, PyString> {
+        self.type_.bind(py)
+    }
+    pub fn id_obj<'py>(&self, py: Python<'py>) -> &Bound<'py, PyString> {
+        self.id.bind(py)
+    }
+    pub fn micros(&self) -> i64 {
+        self.micros
+    }
+    /// A metadata value, read without calling Python code (ordering keys use this).
+    pub fn metadata_get<'py>(&self, py: Python<'py>, key: &str) -> Option<Bound<'py, PyAny>> {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.bind(py).get_item(key).ok().flatten())
+    }
+
+    fn timestamp_obj<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
+        let obj = self.timestamp.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            let h = helpers(py)?;
+            let delta = h.timedelta.bind(py).call1((0, 0, self.micros))?;
+            Ok(h.epoch.bind(py).add(delta)?.unbind())
+        })?;
+        Ok(obj.bind(py))
+    }
+
+    fn metadata_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        Ok(match &self.metadata {
+            Some(m) => m.bind(py).copy()?,
+            None => PyDict::new(py),
+        })
+    }
+
+    /// Build an event of class `cls` through `Event.__new__`, so subclasses keep their class
+    /// without running a subclass `__init__` of another signature.
+    fn build<'py>(
+        py: Python<'py>,
+        cls: &Bound<'py, PyType>,
+        type_: &Bound<'py, PyAny>,
+        data: &Bound<'py, PyAny>,
+        id: &Bound<'py, PyAny>,
+        metadata: &Bound<'py, PyAny>,
+        timestamp: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("id", id)?;
+        kwargs.set_item("metadata", metadata)?;
+        kwargs.set_item("timestamp", timestamp)?;
+        py.get_type::<Event>()
+            .getattr("__new__")?
+            .call((cls, type_, data), Some(&kwargs))
+    }
+}
+
+#[pymethods]
+impl Event {
+    #[new]
+    #[pyo3(signature = (r#type, data=None, *, id=None, metadata=None, timestamp=None))]
+    fn new(
+        py: Python<'_>,
+        r#type: &Bound<'_, PyAny>,
+        data: Option<Py<PyAny>>,
+        id: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let type_ = non_empty_str(py, "type", r#type)?;
+        let id = match id {
+            Some(v) if !v.is_none() => non_empty_str(py, "id", v)?,
+            _ => new_id(py),
+        };
+        let metadata = match metadata {
+            Some(m) => copy_metadata(py, m)?,
+            None => None,
+        };
+        let cell = GILOnceCell::new();
+        let micros = match timestamp {
+            Some(ts) if !ts.is_none() => {
+                let (micros, aware) = timestamp_micros(py, ts)?;
+                let _ = cell.set(py, aware.unbind());
+                micros
+            }
+            _ => now_micros(),
+        };
+        Ok(Event {
+            id,
+            type_,
+            data: data.unwrap_or_else(|| py.None()),
+            metadata,
+            micros,
+            timestamp: cell,
+        })
+    }
+
+    #[getter]
+    fn id(&self, py: Python<'_>) -> Py<PyString> {
+        self.id.clone_ref(py)
+    }
+
+    #[getter]
+    fn r#type(&self, py: Python<'_>) -> Py<PyString> {
+        self.type_.clone_ref(py)
+    }
+
+    #[getter]
+    fn data(&self, py: Python<'_>) -> Py<PyAny> {
+        self.data.clone_ref(py)
+    }
+
+    /// A read-only view (`types.MappingProxyType`) of the metadata.
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = helpers(py)?;
+        let dict = match &self.metadata {
+            Some(m) => m.bind(py).clone(),
+            None => h.empty.bind(py).clone(),
+        };
+        h.mapping_proxy.bind(py).call1((dict,))
+    }
+
+    #[getter]
+    fn timestamp<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.timestamp_obj(py).cloned()
+    }
+
+    /// A new event whose metadata is this one's merged with `pairs` (new values win).
+    #[pyo3(signature = (**pairs))]
+    fn with_metadata<'py>(
+        slf: &Bound<'py, Self>,
+        pairs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let merged = this.metadata_dict(py)?;
+        if let Some(p) = pairs {
+            merged.update(p.as_mapping())?;
+        }
+        Event::build(
+            py,
+            &slf.get_type(),
+            this.type_.bind(py).as_any(),
+            this.data.bind(py),
+            this.id.bind(py).as_any(),
+            merged.as_any(),
+            this.timestamp_obj(py)?,
+        )
+    }
+
+    /// A new event with the given fields replaced; the rest (id and timestamp included) kept.
+    #[pyo3(signature = (*, r#type=None, data=None, metadata=None, id=None, timestamp=None))]
+    fn replace<'py>(
+        slf: &Bound<'py, Self>,
+        r#type: Option<Bound<'py, PyAny>>,
+        data: Option<Bound<'py, PyAny>>,
+        metadata: Option<Bound<'py, PyAny>>,
+        id: Option<Bound<'py, PyAny>>,
+        timestamp: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let type_ = r#type.unwrap_or_else(|| this.type_.bind(py).clone().into_any());
+        let data = data.unwrap_or_else(|| this.data.bind(py).clone());
+        let metadata = match metadata {
+            Some(m) => m,
+            None => this.metadata_dict(py)?.into_any(),
+        };
+        let id = id.unwrap_or_else(|| this.id.bind(py).clone().into_any());
+        let timestamp = match timestamp {
+            Some(t) => t,
+            None => this.timestamp_obj(py)?.clone(),
+        };
+        Event::build(py, &slf.get_type(), &type_, &data, &id, &metadata, &timestamp)
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match other.downcast::<Event>() {
+            Ok(o) => {
+                let equal = self.id.bind(py).as_any().eq(o.get().id.bind(py))?;
+                Ok(equal.into_pyobject(py)?.to_owned().into_any().unbind())
+            }
+            Err(_) => Ok(py.NotImplemented()),
+        }
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        self.id.bind(py).hash()
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let this = slf.get();
+        Ok(format!(
+            "{}(id={}, type={})",
+            slf.get_type().qualname()?,
+            this.id.bind(py).repr()?,
+            this.type_.bind(py).repr()?
+        ))
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let this = slf.get();
+        let restore = py.import("nova._core")?.getattr("_restore_event")?;
+        let args = PyTuple::new(
+            py,
+            [
+                slf.get_type().into_any(),
+                this.id.bind(py).clone().into_any(),
+                this.type_.bind(py).clone().into_any(),
+                this.data.bind(py).clone(),
+                this.metadata_dict(py)?.into_any(),
+                this.timestamp_obj(py)?.clone(),
+            ],
+        )?;
+        PyTuple::new(py, [restore, args.into_any()])
+    }
+
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __deepcopy__(slf: Py<Self>, _memo: Py<PyAny>) -> Py<Self> {
+        slf
+    }
+
+    /// `{"id", "type", "data", "metadata", "timestamp"}`; the timestamp is RFC 3339 with
+    /// microseconds, so `from_dict(to_dict())` is exact.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("id", self.id.bind(py))?;
+        d.set_item("type", self.type_.bind(py))?;
+        d.set_item("data", self.data.bind(py))?;
+        d.set_item("metadata", self.metadata_dict(py)?)?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("timespec", "microseconds")?;
+        let ts = self
+            .timestamp_obj(py)?
+            .call_method("isoformat", (), Some(&kwargs))?;
+        d.set_item("timestamp", ts)?;
+        Ok(d)
+    }
+
+    #[classmethod]
+    fn from_dict<'py>(
+        cls: &Bound<'py, PyType>,
+        d: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        let d = d.downcast::<PyDict>().map_err(|_| {
+            validation_error(
+                py,
+                format!("Event.from_dict expects a dict, got {}", type_name(d)),
+            )
+        })?;
+        let get = |key: &str| -> PyResult<Bound<'py, PyAny>> {
+            Ok(d.get_item(key)?.unwrap_or_else(|| py.None().into_bound(py)))
+        };
+        let type_ = d.get_item("type")?.ok_or_else(|| {
+            validation_error(py, "Event.from_dict: the key 'type' is missing")
+        })?;
+        let ts = get("timestamp")?;
+        let ts = if ts.is_instance_of::<PyString>() {
+            let h = helpers(py)?;
+            h.datetime
+                .bind(py)
+                .call_method1("fromisoformat", (ts.clone(),))
+                .map_err(|e| {
+                    let err = validation_error(
+                        py,
+                        format!("Event.timestamp: {} is not an RFC 3339 timestamp", ts),
+                    );
+                    err.set_cause(py, Some(e));
+                    err
+                })?
+        } else {
+            ts
+        };
+        Event::build(
+            py,
+            cls,
+            &type_,
+            &get("data")?,
+            &get("id")?,
+            &get("metadata")?,
+            &ts,
+        )
+    }
+
+    fn to_json(&self, py: Python<'_>) -> PyResult<String> {
+        let h = helpers(py)?;
+        let d = self.to_dict(py)?;
+        h.json_dumps
+            .bind(py)
+            .call1((d,))
+            .map_err(|e| {
+                let err = validation_error(
+                    py,
+                    format!(
+                        "event {} ({}): data is not JSON-serialisable: {}",
+                        self.id.bind(py),
+                        self.type_.bind(py),
+                        e.value(py)
+                    ),
+                );
+                err.set_cause(py, Some(e));
+                err
+            })?
+            .extract()
+    }
+
+    #[classmethod]
+    fn from_json<'py>(cls: &Bound<'py, PyType>, s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        let h = helpers(py)?;
+        let d = h.json_loads.bind(py).call1((s,)).map_err(|e| {
+            let err = validation_error(py, "Event.from_json: not valid JSON");
+            err.set_cause(py, Some(e));
+            err
+        })?;
+        Event::from_dict(cls, &d)
+    }
+}
+
+/// Unpickling entry point (`Event.__reduce__`).
+#[pyfunction]
+pub fn _restore_event<'py>(
+    py: Python<'py>,
+    cls: &Bound<'py, PyType>,
+    id: &Bound<'py, PyAny>,
+    type_: &Bound<'py, PyAny>,
+    data: &Bound<'py, PyAny>,
+    metadata: &Bound<'py, PyAny>,
+    timestamp: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if !cls.is_subclass_of::<Event>()? {
+        return Err(PyTypeError::new_err("_restore_event: not an Event class"));
+    }
+    Event::build(py, cls, type_, data, id, metadata, timestamp)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Event>()?;
+    m.add_function(wrap_pyfunction!(_restore_event, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! `nova._core`: the Rust core of Nova. Each concern lives in its own module; this file only
+//! registers them.
+
+use pyo3::prelude::*;
+
+mod component;
+mod dispatch;
+mod emitter;
+mod errors;
+mod event;
+mod listener;
+mod metrics;
+mod pattern;
+mod pool;
+mod queue;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    event::register(m)?;
+    listener::register(m)?;
+    pool::register(m)?;
+    emitter::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! `nova.Listener`, `nova.Subscription`, and the subscriber tables that components resolve
+//! event types against (cached per type, so an emit costs one lookup).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::PyString;
+
+use crate::errors::{listener_error, type_name, validation_error};
+use crate::metrics::{ListenerMetrics, TypeCounters};
+use crate::pattern::TypePattern;
+
+static AIO: GILOnceCell<(Py<PyAny>, Py<PyAny>)> = GILOnceCell::new();
+
+/// `nova._aio.is_async` and `nova._aio.wait`.
+fn aio(py: Python<'_>) -> PyResult<&(Py<PyAny>, Py<PyAny>)> {
+    AIO.get_or_try_init(py, || {
+        let m = py.import("nova._aio")?;
+        Ok((m.getattr("is_async")?.unbind(), m.getattr("wait")?.unbind()))
+    })
+}
+
+/// `Listener(name, handler, *, on_error=None)`.
+#[pyclass(module = "nova", name = "Listener", subclass, frozen)]
+pub struct Listener {
+    name: Py<PyString>,
+    name_str: String,
+    handler: Py<PyAny>,
+    on_error: Option<Py<PyAny>>,
+    is_async: bool,
+}
+
+/// How one call of a listener ended.
+pub enum Outcome {
+    Ok,
+    /// The handler raised and `on_error` handled it.
+    Handled,
+    /// The handler (or `on_error`) raised; the error to report.
+    Failed(PyErr),
+}
+
+impl Listener {
+    pub fn name(&self) -> &str {
+        &self.name_str
+    }
+
+    pub fn handler<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.handler.bind(py)
+    }
+
+    pub fn is_async(&self) -> bool {
+        self.is_async
+    }
+
+    /// Call the handler once, awaiting it on `event_loop` when it is `async def`, and apply
+    /// `on_error`.
+    pub fn invoke(&self, py: Python<'_>, event: &Bound<'_, PyAny>, event_loop: Option<&Py<PyAny>>) -> Outcome {
+        let mut result = self.handler.bind(py).call1((event,));
+        if self.is_async {
+            result = result.and_then(|coro| {
+                let wait = &aio(py)?.1;
+                wait.bind(py).call1((event_loop.map(|l| l.bind(py)), coro))
+            });
+        }
+        match result {
+            Ok(_) => Outcome::Ok,
+            Err(err) => match &self.on_error {
+                None => Outcome::Failed(err),
+                Some(on_error) => match on_error.bind(py).call1((event, err.value(py))) {
+                    Ok(_) => Outcome::Handled,
+                    Err(e2) => Outcome::Failed(e2),
+                },
+            },
+        }
+    }
+
+    /// A `Listener` for `obj`: itself when it already is one, else a wrapper named by the
+    /// callable's `__qualname__`.
+    pub fn coerce(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Py<Listener>> {
+        if let Ok(l) = obj.downcast::<Listener>() {
+            return Ok(l.clone().unbind());
+        }
+        if !obj.is_callable() {
+            return Err(validation_error(
+                py,
+                format!(
+                    "listener must be callable or a nova.Listener, got {}",
+                    type_name(obj)
+                ),
+            ));
+        }
+        let name = match obj.getattr("__qualname__") {
+            Ok(n) if n.is_instance_of::<PyString>() => n.downcast_into::<PyString>()?,
+            _ => obj.repr()?,
+        };
+        let listener = Listener::build(py, name.unbind(), obj.clone().unbind(), None)?;
+        Py::new(py, listener)
+    }
+
+    fn build(
+        py: Python<'_>,
+        name: Py<PyString>,
+        handler: Py<PyAny>,
+        on_error: Option<Py<PyAny>>,
+    ) -> PyResult<Listener> {
+        let is_async = aio(py)?.0.bind(py).call1((handler.bind(py),))?.is_truthy()?;
+        let name_str = name.bind(py).to_string();
+        Ok(Listener {
+            name,
+            name_str,
+            handler,
+            on_error,
+            is_async,
+        })
+    }
+}
+
+#[pymethods]
+impl Listener {
+    #[new]
+    #[pyo3(signature = (name, handler, *, on_error=None))]
+    fn new(
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        handler: &Bound<'_, PyAny>,
+        on_error: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let name = match name.downcast::<PyString>() {
+            Ok(s) if s.len()? > 0 => s.clone().unbind(),
+            _ => {
+                return Err(validation_error(
+                    py,
+                    format!("Listener.name must be a non-empty str, got {}", name.repr()?),
+                ))
+            }
+        };
+        if !handler.is_callable() {
+            return Err(validation_error(
+                py,
+                format!("Listener.handler must be callable, got {}", type_name(handler)),
+            ));
+        }
+        let on_error = match on_error {
+            Some(f) if !f.is_none() => {
+                if !f.is_callable() {
+                    return Err(validation_error(
+                        py,
+                        format!("Listener.on_error must be callable or None, got {}", type_name(f)),
+                    ));
+                }
+                Some(f.clone().unbind())
+            }
+            _ => None,
+        };
+        Listener::build(py, name, handler.clone().unbind(), on_error)
+    }
+
+    #[getter(name)]
+    fn py_name(&self, py: Python<'_>) -> Py<PyString> {
+        self.name.clone_ref(py)
+    }
+
+    #[getter(handler)]
+    fn py_handler(&self, py: Python<'_>) -> Py<PyAny> {
+        self.handler.clone_ref(py)
+    }
+
+    #[getter(on_error)]
+    fn py_on_error(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.on_error.as_ref().map(|f| f.clone_ref(py))
+    }
+
+    /// Calling a listener calls its handler (so a Listener is itself a callable listener).
+    fn __call__(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Ok(self.handler.bind(py).call1((event,))?.unbind())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Listener(name={:?})", self.name_str)
+    }
+}
+
+static NEXT_SUB: AtomicU64 = AtomicU64::new(1);
+
+/// One subscription of a listener to a type, pattern or topic, as the core sees it.
+pub struct Sub {
+    pub seq: u64,
+    pub id: Py<PyString>,
+    pub topic: String,
+    pub pattern: Option<TypePattern>,
+    pub listener: Py<Listener>,
+    pub config: Option<Py<PyAny>>,
+    pub active: AtomicBool,
+    pub metrics: Arc<ListenerMetrics>,
+}
+
+impl Sub {
+    pub fn new(
+        py: Python<'_>,
+        topic: &str,
+        listener: Py<Listener>,
+        config: Option<Py<PyAny>>,
+        metrics: Arc<ListenerMetrics>,
+    ) -> Sub {
+        let seq = NEXT_SUB.fetch_add(1, SeqCst);
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf).to_string();
+        Sub {
+            seq,
+            id: PyString::new(py, &id).unbind(),
+            topic: topic.to_string(),
+            pattern: TypePattern::parse(topic),
+            listener,
+            config,
+            active: AtomicBool::new(true),
+            metrics,
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(SeqCst)
+    }
+
+    pub fn matches(&self, event_type: &str) -> bool {
+        match &self.pattern {
+            Some(p) => p.matches(event_type),
+            None => self.topic == event_type,
+        }
+    }
+
+    pub fn listener_name<'a>(&'a self, py: Python<'a>) -> String {
+        self.listener.bind(py).get().name().to_string()
+    }
+
+    /// Call the listener once and record the outcome; a failure comes back as a
+    /// `ListenerError`. Returns (failed, error).
+    pub fn call(
+        &self,
+        py: Python<'_>,
+        event: &Bound<'_, PyAny>,
+        event_loop: Option<&Py<PyAny>>,
+    ) -> Result<(), PyErr> {
+        let listener = self.listener.bind(py).get();
+        let start = Instant::now();
+        let outcome = listener.invoke(py, event, event_loop);
+        self.metrics.duration.observe(start.elapsed());
+        match outcome {
+            Outcome::Ok | Outcome::Handled => {
+                self.metrics.success.inc();
+                Ok(())
+            }
+            Outcome::Failed(cause) => {
+                self.metrics.failure.inc();
+                Err(listener_error(py, listener.name(), event, cause))
+            }
+        }
+    }
+}
+
+/// Something a `Subscription` can leave.
+pub trait Unsubscribe: Send + Sync {
+    fn unsubscribe(&self, seq: u64);
+}
+
+/// What `subscribe` returns.
+#[pyclass(module = "nova", name = "Subscription", frozen)]
+pub struct Subscription {
+    pub sub: Arc<Sub>,
+    pub owner: Weak<dyn Unsubscribe>,
+}
+
+#[pymethods]
+impl Subscription {
+    #[getter]
+    fn id(&self, py: Python<'_>) -> Py<PyString> {
+        self.sub.id.clone_ref(py)
+    }
+
+    /// The event type, pattern or topic subscribed to.
+    #[getter]
+    fn topic(&self) -> &str {
+        &self.sub.topic
+    }
+
+    #[getter]
+    fn listener(&self, py: Python<'_>) -> Py<Listener> {
+        self.sub.listener.clone_ref(py)
+    }
+
+    #[getter]
+    fn active(&self) -> bool {
+        self.sub.is_active()
+    }
+
+    /// Stop receiving events (idempotent).
+    fn unsubscribe(&self) {
+        if let Some(owner) = self.owner.upgrade() {
+            owner.unsubscribe(self.sub.seq);
+        }
+        self.sub.active.store(false, SeqCst);
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&self, _t: Option<Py<PyAny>>, _v: Option<Py<PyAny>>, _tb: Option<Py<PyAny>>) -> bool {
+        self.unsubscribe();
+        false
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Subscription(topic={:?}, listener={:?}, active={})",
+            self.sub.topic,
+            self.sub.listener_name(py),
+            self.sub.is_active()
+        )
+    }
+}
+
+/// The listeners an event type resolves to, plus that type's emit counters.
+pub struct Resolved {
+    pub subs: Vec<Arc<Sub>>,
+    pub counters: Arc<TypeCounters>,
+}
+
+/// Distinct event types whose resolution is cached before the cache starts over.
+const CACHE_LIMIT: usize = 10_000;
+
+/// Subscribers of a component, in subscription order, with a per-type resolution cache.
+#[derive(Default)]
+pub struct Registry {
+    subs: RwLock<Vec<Arc<Sub>>>,
+    /// Bumped (under the cache lock) on every change, so a resolution computed from an older
+    /// table is never cached.
+    generation: AtomicU64,
+    cache: RwLock<HashMap<String, Arc<Resolved>>>,
+    type_counters: Mutex<HashMap<String, Arc<TypeCounters>>>,
+    listener_metrics: Mutex<HashMap<String, Arc<ListenerMetrics>>>,
+}
+
+impl Registry {
+    pub fn add(&self, sub: Arc<Sub>) {
+        self.subs.write().push(sub);
+        self.invalidate();
+    }
+
+    fn invalidate(&self) {
+        let mut cache = self.cache.write();
+        self.generation.fetch_add(1, SeqCst);
+        cache.clear();
+    }
+
+    pub fn remove(&self, seq: u64) -> Option<Arc<Sub>> {
+        let mut subs = self.subs.write();
+        let pos = subs.iter().position(|s| s.seq == seq)?;
+        let sub = subs.remove(pos);
+        sub.active.store(false, SeqCst);
+        drop(subs);
+        self.invalidate();
+        Some(sub)
+    }
+
+    pub fn clear(&self) -> Vec<Arc<Sub>> {
+        let taken = std::mem::take(&mut *self.subs.write());
+        for s in &taken {
+            s.active.store(false, SeqCst);
+        }
+        self.invalidate();
+        taken
+    }
+
+    pub fn all(&self) -> Vec<Arc<Sub>> {
+        self.subs.read().clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.read().len()
+    }
+
+    /// The shared metrics of a listener name (kept after it unsubscribes, for scrapes).
+    pub fn metrics_for(&self, name: &str) -> Arc<ListenerMetrics> {
+        self.listener_metrics
+            .lock()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn listener_metrics(&self) -> Vec<(String, Arc<ListenerMetrics>)> {
+        let mut v: Vec<_> = self
+            .listener_metrics
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    pub fn type_counters(&self) -> Vec<(String, Arc<TypeCounters>)> {
+        let mut v: Vec<_> = self
+            .type_counters
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    pub fn resolve(&self, event_type: &str) -> Arc<Resolved> {
+        if let Some(r) = self.cache.read().get(event_type) {
+            return r.clone();
+        }
+        let generation = self.generation.load(SeqCst);
+        let subs: Vec<Arc<Sub>> = self
+            .subs
+            .read()
+            .iter()
+            .filter(|s| s.matches(event_type))
+            .cloned()
+            .collect();
+        let counters = {
+            let mut tc = self.type_counters.lock();
+            if tc.len() >= CACHE_LIMIT && !tc.contains_key(event_type) {
+                tc.entry("(other)".to_string()).or_default().clone()
+            } else {
+                tc.entry(event_type.to_string()).or_default().clone()
+            }
+        };
+        let resolved = Arc::new(Resolved { subs, counters });
+        let mut cache = self.cache.write();
+        if self.generation.load(SeqCst) == generation {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(event_type.to_string(), resolved.clone());
+        }
+        resolved
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Listener>()?;
+    m.add_class::<Subscription>()?;
+    Ok(())
+}

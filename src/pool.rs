@@ -1,0 +1,382 @@
+//! `nova.WorkerPool`: native threads shared by emitters, buses and listener managers.
+//!
+//! Workers block on a channel without the GIL. Each keeps one Python thread state for its
+//! whole life (so taking the GIL per batch is a plain re-acquire, not a thread-state setup).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::errors::{buffer_full, pool_closed, validation_error};
+
+/// Work that the pool runs: a lane draining its queue, or a submitted call.
+pub trait Job: Send + Sync {
+    fn run(self: Arc<Self>, pool: &Arc<PoolInner>);
+}
+
+enum Task {
+    Job(Arc<dyn Job>),
+    Call(CallTask),
+    Stop,
+}
+
+struct CallTask {
+    func: Py<PyAny>,
+    args: Py<PyTuple>,
+    kwargs: Option<Py<PyDict>>,
+    future: Py<PyAny>,
+    context: Py<PyAny>,
+}
+
+pub struct PoolInner {
+    pub name: String,
+    pub workers: usize,
+    queue_size: usize,
+    tx: Sender<Task>,
+    rx: Receiver<Task>,
+    queued_calls: AtomicUsize,
+    queued_jobs: AtomicUsize,
+    busy: AtomicUsize,
+    completed: AtomicU64,
+    closed: AtomicBool,
+    stopped: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    idle: (Mutex<()>, Condvar),
+}
+
+static POOLS: Mutex<Vec<Weak<PoolInner>>> = Mutex::new(Vec::new());
+
+impl PoolInner {
+    pub fn new(name: String, workers: usize, queue_size: usize) -> Arc<PoolInner> {
+        let (tx, rx) = unbounded();
+        let inner = Arc::new(PoolInner {
+            name,
+            workers,
+            queue_size,
+            tx,
+            rx,
+            queued_calls: AtomicUsize::new(0),
+            queued_jobs: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            completed: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            idle: (Mutex::new(()), Condvar::new()),
+        });
+        let mut threads = inner.threads.lock();
+        for i in 0..workers {
+            let me = inner.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("nova-{}-{}", inner.name, i))
+                .spawn(move || worker_main(me))
+                .expect("spawn a Nova worker thread");
+            threads.push(handle);
+        }
+        drop(threads);
+        let mut pools = POOLS.lock();
+        pools.retain(|w| w.strong_count() > 0);
+        pools.push(Arc::downgrade(&inner));
+        inner
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
+    /// Schedule internal work; never bounded (lanes are few and each is queued at most
+    /// `max_concurrency` times).
+    pub fn schedule(&self, job: Arc<dyn Job>) {
+        self.queued_jobs.fetch_add(1, SeqCst);
+        if self.tx.send(Task::Job(job)).is_err() {
+            self.queued_jobs.fetch_sub(1, SeqCst);
+        }
+    }
+
+    fn notify_idle(&self) {
+        let _g = self.idle.0.lock();
+        self.idle.1.notify_all();
+    }
+
+    fn is_idle(&self) -> bool {
+        self.queued_calls.load(SeqCst) == 0
+            && self.queued_jobs.load(SeqCst) == 0
+            && self.busy.load(SeqCst) == 0
+    }
+
+    /// Stop accepting work, let queued and running work finish until `deadline`, then stop
+    /// the threads. Call without the GIL.
+    pub fn close(&self, deadline: Option<Instant>) -> bool {
+        self.closed.store(true, SeqCst);
+        let mut g = self.idle.0.lock();
+        while !self.is_idle() {
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    (d - now).min(Duration::from_millis(20))
+                }
+                None => Duration::from_millis(20),
+            };
+            self.idle.1.wait_for(&mut g, wait);
+        }
+        drop(g);
+        let idle = self.is_idle();
+        if !self.stopped.swap(true, SeqCst) {
+            for _ in 0..self.workers {
+                let _ = self.tx.send(Task::Stop);
+            }
+        }
+        let handles: Vec<JoinHandle<()>> = std::mem::take(&mut *self.threads.lock());
+        for h in handles {
+            // A worker still inside a listener past the deadline is left to finish alone.
+            loop {
+                if h.is_finished() {
+                    let _ = h.join();
+                    break;
+                }
+                if let Some(d) = deadline {
+                    if Instant::now() >= d {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        idle
+    }
+}
+
+fn worker_main(pool: Arc<PoolInner>) {
+    Python::with_gil(|py| {
+        py.allow_threads(|| {
+            while let Ok(task) = pool.rx.recv() {
+                match task {
+                    Task::Stop => break,
+                    Task::Job(job) => {
+                        pool.busy.fetch_add(1, SeqCst);
+                        pool.queued_jobs.fetch_sub(1, SeqCst);
+                        job.run(&pool);
+                        pool.busy.fetch_sub(1, SeqCst);
+                    }
+                    Task::Call(call) => {
+                        pool.busy.fetch_add(1, SeqCst);
+                        pool.queued_calls.fetch_sub(1, SeqCst);
+                        Python::with_gil(|py| run_call(py, call));
+                        pool.completed.fetch_add(1, SeqCst);
+                        pool.busy.fetch_sub(1, SeqCst);
+                    }
+                }
+                if pool.closed.load(SeqCst) {
+                    pool.notify_idle();
+                }
+            }
+        })
+    });
+}
+
+fn run_call(py: Python<'_>, call: CallTask) {
+    let future = call.future.bind(py);
+    let go = match future.call_method0("set_running_or_notify_cancel") {
+        Ok(v) => v.is_truthy().unwrap_or(false),
+        Err(_) => false,
+    };
+    if !go {
+        return;
+    }
+    let args = PyTuple::new(py, [call.func.bind(py).clone()])
+        .and_then(|head| head.as_sequence().concat(call.args.bind(py).as_sequence()))
+        .and_then(|seq| seq.to_tuple());
+    let result = args.and_then(|args| {
+        call.context
+            .bind(py)
+            .getattr("run")?
+            .call(args, call.kwargs.as_ref().map(|k| k.bind(py)))
+    });
+    let _ = match result {
+        Ok(value) => future.call_method1("set_result", (value,)),
+        Err(err) => future.call_method1("set_exception", (err.value(py),)),
+    };
+}
+
+/// `nova.WorkerPool(workers=None, queue_size=1000, *, name="pool")`.
+#[pyclass(module = "nova", name = "WorkerPool", subclass)]
+pub struct WorkerPool {
+    pub inner: Arc<PoolInner>,
+}
+
+impl WorkerPool {
+    pub fn create(py: Python<'_>, workers: Option<usize>, queue_size: usize, name: &str) -> PyResult<WorkerPool> {
+        let workers = match workers {
+            Some(0) => {
+                return Err(validation_error(
+                    py,
+                    "WorkerPool.workers must be at least 1 (or None for the CPU count)",
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        };
+        if queue_size == 0 {
+            return Err(validation_error(py, "WorkerPool.queue_size must be at least 1"));
+        }
+        Ok(WorkerPool {
+            inner: PoolInner::new(name.to_string(), workers, queue_size),
+        })
+    }
+}
+
+#[pymethods]
+impl WorkerPool {
+    #[new]
+    #[pyo3(signature = (workers=None, queue_size=1000, *, name="pool"))]
+    fn new(py: Python<'_>, workers: Option<i64>, queue_size: i64, name: &str) -> PyResult<Self> {
+        if let Some(w) = workers {
+            if w < 1 {
+                return Err(validation_error(
+                    py,
+                    format!("WorkerPool.workers must be at least 1 (or None for the CPU count), got {w}"),
+                ));
+            }
+        }
+        if queue_size < 1 {
+            return Err(validation_error(
+                py,
+                format!("WorkerPool.queue_size must be at least 1, got {queue_size}"),
+            ));
+        }
+        WorkerPool::create(py, workers.map(|w| w as usize), queue_size as usize, name)
+    }
+
+    #[getter]
+    fn workers(&self) -> usize {
+        self.inner.workers
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Run `fn(*args, **kwargs)` on a worker; returns a `concurrent.futures.Future`.
+    #[pyo3(signature = (func, /, *args, **kwargs))]
+    fn submit<'py>(
+        &self,
+        py: Python<'py>,
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+        kwargs: Option<Py<PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = &self.inner;
+        if inner.is_closed() {
+            return Err(pool_closed(
+                py,
+                format!("worker pool '{}' is closed; create a new WorkerPool", inner.name),
+            ));
+        }
+        if inner.queued_calls.load(SeqCst) >= inner.queue_size {
+            return Err(buffer_full(
+                py,
+                format!(
+                    "worker pool '{}' has {} tasks waiting (queue_size={}); wait for some to finish or raise queue_size",
+                    inner.name, inner.queue_size, inner.queue_size
+                ),
+            ));
+        }
+        let future = py
+            .import("concurrent.futures")?
+            .getattr("Future")?
+            .call0()?;
+        let context = py.import("contextvars")?.getattr("copy_context")?.call0()?;
+        inner.queued_calls.fetch_add(1, SeqCst);
+        let task = Task::Call(CallTask {
+            func,
+            args,
+            kwargs,
+            future: future.clone().unbind(),
+            context: context.unbind(),
+        });
+        if inner.tx.send(task).is_err() {
+            inner.queued_calls.fetch_sub(1, SeqCst);
+            return Err(pool_closed(py, format!("worker pool '{}' is closed", inner.name)));
+        }
+        Ok(future)
+    }
+
+    /// Let queued and running work finish (up to `timeout` seconds), then stop the workers.
+    #[pyo3(signature = (timeout=None))]
+    fn close(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        let inner = self.inner.clone();
+        py.allow_threads(move || inner.close(deadline))
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let i = &self.inner;
+        py.import("nova._types")?.getattr("PoolStats")?.call1((
+            i.workers,
+            i.busy.load(SeqCst),
+            i.queued_calls.load(SeqCst) + i.queued_jobs.load(SeqCst),
+            i.completed.load(SeqCst),
+        ))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: Option<Py<PyAny>>,
+        _v: Option<Py<PyAny>>,
+        _tb: Option<Py<PyAny>>,
+    ) -> bool {
+        self.close(py, None);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "WorkerPool(name={:?}, workers={}, closed={})",
+            self.inner.name,
+            self.inner.workers,
+            self.inner.is_closed()
+        )
+    }
+}
+
+/// Closes every live pool at interpreter exit (registered with `atexit` by `nova`), so no
+/// native worker touches Python after finalisation begins.
+#[pyfunction]
+#[pyo3(signature = (timeout=5.0))]
+pub fn _close_all_pools(py: Python<'_>, timeout: f64) {
+    let pools: Vec<Arc<PoolInner>> = POOLS.lock().iter().filter_map(|w| w.upgrade()).collect();
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+    py.allow_threads(|| {
+        for p in pools {
+            p.close(Some(deadline));
+        }
+    });
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<WorkerPool>()?;
+    m.add_function(wrap_pyfunction!(_close_all_pools, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! A lane: one bounded lock-free queue (crossbeam `ArrayQueue`) with the bookkeeping to run it
+//! on a `WorkerPool` — at most `limit` workers at once, taking the GIL once per batch.
+//!
+//! An emitter has one lane; a bus topic has one lane per partition (limit 1, which is what
+//! keeps a partition's order).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use parking_lot::{Condvar, Mutex};
+use pyo3::prelude::*;
+
+use crate::pool::{Job, PoolInner};
+
+/// How long a worker keeps the GIL for one lane before it lets others run.
+const TIME_SLICE: Duration = Duration::from_millis(2);
+
+/// One queued event and the `contextvars.Context` captured when it was emitted.
+pub struct Item {
+    pub event: Py<PyAny>,
+    pub context: Option<Py<PyAny>>,
+}
+
+/// What a lane hands its items to, with the GIL held.
+pub trait Sink: Send + Sync {
+    fn deliver(&self, py: Python<'_>, item: Item);
+}
+
+pub struct Lane {
+    queue: ArrayQueue<Item>,
+    limit: usize,
+    active: AtomicUsize,
+    in_flight: AtomicUsize,
+    enqueued: AtomicU64,
+    retired: AtomicU64,
+    stopped: AtomicBool,
+    sink: Arc<dyn Sink>,
+    pool: Arc<PoolInner>,
+    // Producers blocked on a full queue (OnFull.BLOCK) and flushers wait here.
+    waiters: AtomicUsize,
+    signal: (Mutex<()>, Condvar),
+}
+
+pub enum Pushed {
+    Ok,
+    /// The queue was full; the item comes back.
+    Full(Item),
+}
+
+impl Lane {
+    pub fn new(capacity: usize, limit: usize, sink: Arc<dyn Sink>, pool: Arc<PoolInner>) -> Arc<Lane> {
+        Arc::new(Lane {
+            queue: ArrayQueue::new(capacity.max(1)),
+            limit: limit.max(1),
+            active: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            enqueued: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            sink,
+            pool,
+            waiters: AtomicUsize::new(0),
+            signal: (Mutex::new(()), Condvar::new()),
+        })
+    }
+
+    pub fn pool(&self) -> &Arc<PoolInner> {
+        &self.pool
+    }
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(SeqCst)
+    }
+    pub fn retired(&self) -> u64 {
+        self.retired.load(SeqCst)
+    }
+    pub fn enqueued(&self) -> u64 {
+        self.enqueued.load(SeqCst)
+    }
+
+    pub fn try_push(self: &Arc<Self>, item: Item) -> Pushed {
+        self.enqueued.fetch_add(1, SeqCst);
+        match self.queue.push(item) {
+            Ok(()) => {
+                self.kick();
+                Pushed::Ok
+            }
+            Err(item) => {
+                self.enqueued.fetch_sub(1, SeqCst);
+                Pushed::Full(item)
+            }
+        }
+    }
+
+    /// Push, displacing the oldest item when full; returns the displaced one.
+    pub fn force_push(self: &Arc<Self>, item: Item) -> Option<Item> {
+        self.enqueued.fetch_add(1, SeqCst);
+        let old = self.queue.force_push(item);
+        if old.is_some() {
+            self.retired.fetch_add(1, SeqCst);
+        }
+        self.kick();
+        old
+    }
+
+    /// Push, waiting for room until `deadline`. Call without the GIL.
+    pub fn push_blocking(self: &Arc<Self>, mut item: Item, deadline: Option<Instant>) -> Pushed {
+        let mut guard = self.signal.0.lock();
+        self.waiters.fetch_add(1, SeqCst);
+        let result = loop {
+            match self.try_push(item) {
+                Pushed::Ok => break Pushed::Ok,
+                Pushed::Full(back) => item = back,
+            }
+            if self.pool.is_closed() && self.active.load(SeqCst) == 0 {
+                break Pushed::Full(item);
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break Pushed::Full(item);
+                    }
+                    (d - now).min(Duration::from_millis(50))
+                }
+                None => Duration::from_millis(50),
+            };
+            self.signal.1.wait_for(&mut guard, wait);
+        };
+        self.waiters.fetch_sub(1, SeqCst);
+        result
+    }
+
+    /// Wait until every item accepted before the call is delivered or dropped. Call without
+    /// the GIL.
+    pub fn wait_retired(&self, deadline: Option<Instant>) -> bool {
+        let target = self.enqueued.load(SeqCst);
+        self.wait_until(deadline, || self.retired.load(SeqCst) >= target)
+    }
+
+    /// Wait until the queue is empty and nothing is in flight. Call without the GIL.
+    pub fn wait_idle(&self, deadline: Option<Instant>) -> bool {
+        self.wait_until(deadline, || self.queue.is_empty() && self.in_flight.load(SeqCst) == 0)
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>, done: impl Fn() -> bool) -> bool {
+        let mut guard = self.signal.0.lock();
+        self.waiters.fetch_add(1, SeqCst);
+        let ok = loop {
+            if done() {
+                break true;
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break false;
+                    }
+                    (d - now).min(Duration::from_millis(50))
+                }
+                None => Duration::from_millis(50),
+            };
+            self.signal.1.wait_for(&mut guard, wait);
+        };
+        self.waiters.fetch_sub(1, SeqCst);
+        ok
+    }
+
+    fn wake_waiters(&self) {
+        if self.waiters.load(SeqCst) > 0 {
+            let _g = self.signal.0.lock();
+            self.signal.1.notify_all();
+        }
+    }
+
+    /// After shutdown's deadline: take nothing more from the queue and hand back what is left.
+    pub fn stop_and_take(&self) -> Vec<Item> {
+        self.stopped.store(true, SeqCst);
+        let mut left = Vec::new();
+        while let Some(item) = self.queue.pop() {
+            self.retired.fetch_add(1, SeqCst);
+            left.push(item);
+        }
+        self.wake_waiters();
+        left
+    }
+
+    /// Make sure a worker will look at the queue (at most `limit` at once).
+    fn kick(self: &Arc<Self>) {
+        let mut active = self.active.load(SeqCst);
+        loop {
+            // A second worker only helps when the ones running leave a backlog (slow or
+            // GIL-releasing listeners); for fast ones it would only contend for the GIL.
+            if active >= self.limit || (active > 0 && self.queue.len() <= active) {
+                return;
+            }
+            match self.active.compare_exchange(active, active + 1, SeqCst, SeqCst) {
+                Ok(_) => {
+                    self.pool.schedule(self.clone());
+                    return;
+                }
+                Err(now) => active = now,
+            }
+        }
+    }
+
+    fn try_claim(&self) -> bool {
+        let mut active = self.active.load(SeqCst);
+        while active < self.limit {
+            match self.active.compare_exchange(active, active + 1, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(now) => active = now,
+            }
+        }
+        false
+    }
+}
+
+enum BatchEnd {
+    Empty,
+    Yield,
+}
+
+impl Job for Lane {
+    fn run(self: Arc<Self>, pool: &Arc<PoolInner>) {
+        loop {
+            let end = if self.stopped.load(SeqCst) {
+                BatchEnd::Empty
+            } else {
+                Python::with_gil(|py| {
+                    let start = Instant::now();
+                    let mut n: u32 = 0;
+                    loop {
+                        if self.stopped.load(SeqCst) {
+                            break BatchEnd::Empty;
+                        }
+                        // Count in flight before popping so that "queue empty and nothing in
+                        // flight" is never seen while an item is between the two.
+                        self.in_flight.fetch_add(1, SeqCst);
+                        let Some(item) = self.queue.pop() else {
+                            self.in_flight.fetch_sub(1, SeqCst);
+                            break BatchEnd::Empty;
+                        };
+                        self.sink.deliver(py, item);
+                        self.retired.fetch_add(1, SeqCst);
+                        self.in_flight.fetch_sub(1, SeqCst);
+                        n += 1;
+                        if n % 16 == 0 {
+                            self.wake_waiters();
+                            if start.elapsed() >= TIME_SLICE {
+                                break BatchEnd::Yield;
+                            }
+                        }
+                    }
+                })
+            };
+            self.wake_waiters();
+            match end {
+                BatchEnd::Yield => {
+                    // Keep our slot; go to the back of the pool's queue so other lanes run.
+                    pool.schedule(self.clone());
+                    return;
+                }
+                BatchEnd::Empty => {
+                    self.active.fetch_sub(1, SeqCst);
+                    if !self.stopped.load(SeqCst) && !self.queue.is_empty() && self.try_claim() {
+                        continue;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
