@@ -2,11 +2,9 @@
 //! check at the door, context capture, and the shutdown report.
 
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
 use pyo3::types::PyList;
 
 use crate::errors::{describe_event, type_name, validation_error};
-use crate::event::Event;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum OnFull {
@@ -63,7 +61,7 @@ pub fn check_event(
     obj: &Bound<'_, PyAny>,
     validator: Option<&Py<PyAny>>,
 ) -> PyResult<()> {
-    if !obj.is_instance_of::<Event>() {
+    if crate::event::as_event(obj).is_none() {
         return Err(validation_error(
             py,
             format!(
@@ -89,13 +87,34 @@ pub fn check_event(
     Ok(())
 }
 
+// The contextvars C API: public and stable since 3.7, though outside the limited API, so
+// pyo3-ffi does not declare it for abi3 builds. Entering a context from Rust saves a
+// `Context.run` call (and a Python-visible frame) per event.
+extern "C" {
+    fn PyContext_CopyCurrent() -> *mut pyo3::ffi::PyObject;
+    fn PyContext_Enter(ctx: *mut pyo3::ffi::PyObject) -> std::os::raw::c_int;
+    fn PyContext_Exit(ctx: *mut pyo3::ffi::PyObject) -> std::os::raw::c_int;
+}
+
 /// `contextvars.copy_context()`.
 pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    static COPY: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-    let f = COPY.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
-        Ok(py.import("contextvars")?.getattr("copy_context")?.unbind())
-    })?;
-    Ok(f.bind(py).call0()?.unbind())
+    // SAFETY: called with the GIL held; returns a new reference or NULL with an exception set.
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, PyContext_CopyCurrent())?.unbind()) }
+}
+
+/// Run `f` inside `ctx` (a `contextvars.Context`), as `ctx.run(f)` would.
+pub fn run_in_context<R>(py: Python<'_>, ctx: &Py<PyAny>, f: impl FnOnce() -> R) -> PyResult<R> {
+    // SAFETY: GIL held; `ctx` is a Context made by copy_context and entered by one thread.
+    unsafe {
+        if PyContext_Enter(ctx.as_ptr()) != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        let out = f();
+        if PyContext_Exit(ctx.as_ptr()) != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(out)
+    }
 }
 
 /// The loop async listeners run on: the one given, else the one running here, else `None`

@@ -9,8 +9,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::PyTuple;
 
 use crate::errors::{describe_event, group_errors, middleware_error, type_name, validation_error};
-use crate::event::Event;
-use crate::listener::Sub;
+use crate::listener::Resolved;
 use crate::metrics::Counter;
 
 /// A middleware object with its hooks looked up once.
@@ -113,7 +112,7 @@ impl Dispatch<'_> {
         &self,
         py: Python<'py>,
         event: Bound<'py, PyAny>,
-        resolve: impl FnOnce(&Bound<'py, PyAny>) -> Vec<Arc<Sub>>,
+        resolve: impl FnOnce(&Bound<'py, PyAny>) -> Arc<Resolved>,
     ) -> Result<(), PyErr> {
         let chain = self.chain.snapshot();
         let mut event = event;
@@ -121,7 +120,7 @@ impl Dispatch<'_> {
             if let Some(before) = &mw.before {
                 match before.bind(py).call1((&event,)) {
                     Ok(r) if r.is_none() => {}
-                    Ok(r) if r.is_instance_of::<Event>() => event = r,
+                    Ok(r) if crate::event::as_event(&r).is_some() => event = r,
                     Ok(r) => {
                         self.counters.middleware_errors.inc();
                         return Err(middleware_error(
@@ -152,9 +151,9 @@ impl Dispatch<'_> {
                 }
             }
         }
-        let subs = resolve(&event);
+        let resolved = resolve(&event);
         let mut errors = Vec::new();
-        for sub in subs.iter() {
+        for sub in resolved.subs.iter() {
             if !sub.is_active() {
                 continue;
             }

@@ -8,11 +8,11 @@ use std::sync::{Arc, Weak};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::component::{check_event, copy_context, deadline, pick_loop, positive, shutdown_report, OnFull};
+use crate::component::{check_event, copy_context, deadline, pick_loop, positive, run_in_context, shutdown_report, OnFull};
 use crate::dispatch::{log_failure, Chain, Dispatch, DispatchCounters};
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
-use crate::event::Event;
-use crate::listener::{Listener, Registry, Sub, Subscription, Unsubscribe};
+use crate::event::as_event;
+use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
 use crate::metrics::{pairs, Counter};
 use crate::pool::WorkerPool;
 use crate::queue::{Item, Lane, Pushed, Sink};
@@ -29,46 +29,53 @@ pub struct EmitterCore {
 }
 
 impl EmitterCore {
-    fn dispatch<'py>(&self, py: Python<'py>, event: Bound<'py, PyAny>) -> Result<(), PyErr> {
+    /// The listeners (and counters) of an event's type; `None` for a non-event.
+    fn resolve(&self, event: &Bound<'_, PyAny>) -> Option<Arc<Resolved>> {
+        let ev = as_event(event)?;
+        let t = ev.get().type_obj(event.py());
+        Some(self.registry.resolve(t.to_str().ok()?))
+    }
+
+    /// Run middleware and listeners; `resolved` is reused unless middleware replaced the event.
+    fn dispatch<'py>(
+        &self,
+        py: Python<'py>,
+        event: Bound<'py, PyAny>,
+        resolved: Option<Arc<Resolved>>,
+    ) -> Result<(), PyErr> {
         let d = Dispatch {
             component: &self.name,
             chain: &self.chain,
             counters: &self.counters,
             event_loop: self.event_loop.as_ref(),
         };
-        d.run(py, event, |ev| {
-            let ev = ev.downcast::<Event>().expect("middleware keeps events");
-            let t = ev.get().type_obj(py);
-            let t = t.to_str().unwrap_or("");
-            self.registry.resolve(t).subs.clone()
+        let original = event.as_ptr();
+        d.run(py, event, |ev| match resolved {
+            Some(r) if ev.as_ptr() == original => r,
+            _ => self.resolve(ev).unwrap_or_else(|| self.registry.resolve("")),
         })
     }
 
     /// Asynchronous delivery: failures are counted (in dispatch) and logged, never raised.
     fn dispatch_logged(&self, py: Python<'_>, event: Bound<'_, PyAny>) {
-        if let Err(e) = self.dispatch(py, event) {
+        if let Err(e) = self.dispatch(py, event, None) {
             log_failure(py, &self.name, &e);
         }
     }
 
-    fn count_accepted(&self, py: Python<'_>, event: &Bound<'_, PyAny>) {
+    fn count_accepted(&self, event: &Bound<'_, PyAny>) -> Option<Arc<Resolved>> {
         self.emitted.inc();
-        if let Ok(ev) = event.downcast::<Event>() {
-            if let Ok(t) = ev.get().type_obj(py).to_str() {
-                self.registry.resolve(t).counters.accepted.inc();
-            }
-        }
+        let r = self.resolve(event)?;
+        r.counters.accepted.inc();
+        Some(r)
     }
 
-    fn count_type(&self, py: Python<'_>, event: &Bound<'_, PyAny>, dropped: bool) {
-        if let Ok(ev) = event.downcast::<Event>() {
-            if let Ok(t) = ev.get().type_obj(py).to_str() {
-                let c = &self.registry.resolve(t).counters;
-                if dropped {
-                    c.dropped.inc()
-                } else {
-                    c.rejected.inc()
-                }
+    fn count_type(&self, event: &Bound<'_, PyAny>, dropped: bool) {
+        if let Some(r) = self.resolve(event) {
+            if dropped {
+                r.counters.dropped.inc()
+            } else {
+                r.counters.rejected.inc()
             }
         }
     }
@@ -80,23 +87,10 @@ impl Unsubscribe for EmitterCore {
     }
 }
 
-/// Runs one event's dispatch inside `Context.run`, so listeners and middleware see the
-/// context variables of the emitting thread.
-#[pyclass(module = "nova._core", frozen)]
-struct EmitterRunner {
-    core: Arc<EmitterCore>,
-}
-
-#[pymethods]
-impl EmitterRunner {
-    fn __call__(&self, py: Python<'_>, event: Bound<'_, PyAny>) {
-        self.core.dispatch_logged(py, event);
-    }
-}
-
+/// Delivers queued events, inside the `contextvars` context captured at emit time so that
+/// listeners and middleware see the emitting thread's context variables.
 struct EmitterSink {
     core: Arc<EmitterCore>,
-    runner: Py<EmitterRunner>,
 }
 
 impl Sink for EmitterSink {
@@ -104,7 +98,7 @@ impl Sink for EmitterSink {
         let event = item.event.into_bound(py);
         match item.context {
             Some(ctx) => {
-                if let Err(e) = ctx.bind(py).call_method1("run", (self.runner.bind(py), event)) {
+                if let Err(e) = run_in_context(py, &ctx, || self.core.dispatch_logged(py, event)) {
                     log_failure(py, &self.core.name, &e);
                 }
             }
@@ -113,7 +107,7 @@ impl Sink for EmitterSink {
     }
 }
 
-#[pyclass(module = "nova", name = "Emitter", subclass)]
+#[pyclass(module = "nova", name = "Emitter", subclass, frozen)]
 pub struct Emitter {
     core: Arc<EmitterCore>,
     lane: Arc<Lane>,
@@ -156,8 +150,8 @@ impl Emitter {
         Ok(())
     }
 
-    fn count_rejected(&self, py: Python<'_>, event: &Bound<'_, PyAny>) {
-        self.core.count_type(py, event, false);
+    fn count_rejected(&self, _py: Python<'_>, event: &Bound<'_, PyAny>) {
+        self.core.count_type(event, false);
     }
 
     fn item(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Item> {
@@ -178,7 +172,7 @@ impl Emitter {
             OnFull::DropOldest => {
                 if let Some(old) = self.lane.force_push(item) {
                     self.core.dropped_full.inc();
-                    self.core.count_type(py, old.event.bind(py), true);
+                    self.core.count_type(old.event.bind(py), true);
                 }
             }
             _ => {
@@ -193,7 +187,7 @@ impl Emitter {
                 if let Pushed::Full(_) = pushed {
                     if policy == OnFull::DropNewest {
                         self.core.dropped_full.inc();
-                        self.core.count_type(py, event, true);
+                        self.core.count_type(event, true);
                         return Ok(());
                     }
                     self.count_rejected(py, event);
@@ -201,7 +195,7 @@ impl Emitter {
                 }
             }
         }
-        self.core.count_accepted(py, event);
+        self.core.count_accepted(event);
         Ok(())
     }
 
@@ -267,8 +261,7 @@ impl Emitter {
             dropped_shutdown: Counter::default(),
             event_loop: pick_loop(py, r#loop)?,
         });
-        let runner = Py::new(py, EmitterRunner { core: core.clone() })?;
-        let sink = Arc::new(EmitterSink { core: core.clone(), runner });
+        let sink = Arc::new(EmitterSink { core: core.clone() });
         let lane = Lane::new(buffer_size, max_concurrency, sink, pool_inner);
         Ok(Emitter {
             core,
@@ -328,8 +321,8 @@ impl Emitter {
     /// Run middleware and every matching listener now, in this thread.
     fn emit(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
         self.admit(py, event)?;
-        self.core.count_accepted(py, event);
-        self.core.dispatch(py, event.clone())
+        let resolved = self.core.count_accepted(event);
+        self.core.dispatch(py, event.clone(), resolved)
     }
 
     /// Queue the event and return at once; a full buffer is handled by `on_full`.
@@ -379,8 +372,8 @@ impl Emitter {
         }
         let mut errors = Vec::new();
         for ev in &events {
-            self.core.count_accepted(py, ev);
-            if let Err(e) = self.core.dispatch(py, ev.clone()) {
+            let resolved = self.core.count_accepted(ev);
+            if let Err(e) = self.core.dispatch(py, ev.clone(), resolved) {
                 errors.push(e);
             }
         }
@@ -502,6 +495,5 @@ impl Emitter {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Emitter>()?;
-    m.add_class::<EmitterRunner>()?;
     Ok(())
 }

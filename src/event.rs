@@ -4,8 +4,6 @@
 //! Unix epoch and becomes a `datetime` only when somebody asks for it, since most events are
 //! never looked at that way.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -49,7 +47,10 @@ fn helpers(py: Python<'_>) -> PyResult<&Helpers> {
 
 #[pyclass(module = "nova", name = "Event", subclass, frozen, weakref)]
 pub struct Event {
-    id: Py<PyString>,
+    /// A generated UUIDv7 as a number (0 when the caller gave the id); its text is made on
+    /// first use, since most events are dispatched without anyone reading the id.
+    uuid: u128,
+    id: GILOnceCell<Py<PyString>>,
     type_: Py<PyString>,
     data: Py<PyAny>,
     /// Nova's private copy; never handed out mutable. `None` means empty.
@@ -60,16 +61,74 @@ pub struct Event {
 }
 
 fn now_micros() -> i64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    d.as_micros() as i64
+    crate::metrics::epoch_micros()
 }
 
-fn new_id(py: Python<'_>) -> Py<PyString> {
+/// UUIDv7 state for the whole process: the last (millisecond << 12 | counter) handed out, so
+/// ids are strictly increasing across threads (RFC 9562 method 1, a 12-bit counter), and a
+/// wyrand generator for the 62 random bits. Two atomics, no lock (the uuid crate's own v7
+/// context takes a mutex per id).
+static LAST_TICK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static RNG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn random_u64() -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut s = RNG.fetch_add(0xa076_1d64_78bd_642f, Relaxed);
+    if s == 0 {
+        let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+        let _ = RNG.compare_exchange(0xa076_1d64_78bd_642f, a ^ b, Relaxed, Relaxed);
+        s = a ^ b;
+    }
+    s = s.wrapping_add(0xa076_1d64_78bd_642f);
+    let t = (s as u128).wrapping_mul((s ^ 0xe703_7ed1_a0b4_28db) as u128);
+    ((t >> 64) ^ t) as u64
+}
+
+/// A new UUIDv7 for an event made at `micros` since the epoch.
+pub fn new_uuid7(micros: i64) -> uuid::Uuid {
+    use std::sync::atomic::Ordering::Relaxed;
+    let r = random_u64();
+    let now_tick = ((micros.max(0) as u64 / 1000) << 12) | ((r >> 55) & 0x1FF);
+    let mut last = LAST_TICK.load(Relaxed);
+    let tick = loop {
+        let next = if now_tick > last { now_tick } else { last + 1 };
+        match LAST_TICK.compare_exchange_weak(last, next, Relaxed, Relaxed) {
+            Ok(_) => break next,
+            Err(seen) => last = seen,
+        }
+    };
+    let counter = (tick & 0xFFF) as u16;
+    let mut bytes = [0u8; 10];
+    bytes[0] = (counter >> 8) as u8;
+    bytes[1] = counter as u8;
+    bytes[2..10].copy_from_slice(&r.to_le_bytes());
+    uuid::Builder::from_unix_timestamp_millis(tick >> 12, &bytes).into_uuid()
+}
+
+fn id_text(py: Python<'_>, uuid: u128) -> Py<PyString> {
     let mut buf = uuid::Uuid::encode_buffer();
-    let s = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    let s = uuid::Uuid::from_u128(uuid).hyphenated().encode_lower(&mut buf);
     PyString::new(py, s).unbind()
+}
+
+static EVENT_TYPE: std::sync::atomic::AtomicPtr<pyo3::ffi::PyTypeObject> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// `obj` as an Event, without the generic type-object lookup (this runs on every emit).
+#[inline]
+pub fn as_event<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, Event>> {
+    let want = EVENT_TYPE.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: both pointers are live type objects; the check makes the cast valid.
+    unsafe {
+        let t = pyo3::ffi::Py_TYPE(obj.as_ptr());
+        if !want.is_null() && (t == want || pyo3::ffi::PyType_IsSubtype(t, want) != 0) {
+            Some(obj.downcast_unchecked::<Event>())
+        } else if want.is_null() {
+            obj.downcast::<Event>().ok()
+        } else {
+            None
+        }
+    }
 }
 
 fn non_empty_str<'py>(
@@ -176,7 +235,7 @@ fn timestamp_micros<'py>(
 
 impl Event {
     pub fn id_str(&self, py: Python<'_>) -> String {
-        self.id.bind(py).to_string()
+        self.id_obj(py).to_string()
     }
     pub fn type_str(&self, py: Python<'_>) -> String {
         self.type_.bind(py).to_string()
@@ -185,7 +244,7 @@ impl Event {
         self.type_.bind(py)
     }
     pub fn id_obj<'py>(&self, py: Python<'py>) -> &Bound<'py, PyString> {
-        self.id.bind(py)
+        self.id.get_or_init(py, || id_text(py, self.uuid)).bind(py)
     }
     pub fn micros(&self) -> i64 {
         self.micros
@@ -247,25 +306,32 @@ impl Event {
         timestamp: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let type_ = non_empty_str(py, "type", r#type)?;
-        let id = match id {
-            Some(v) if !v.is_none() => non_empty_str(py, "id", v)?,
-            _ => new_id(py),
+        let (given_ts, micros) = match timestamp {
+            Some(ts) if !ts.is_none() => {
+                let (micros, aware) = timestamp_micros(py, ts)?;
+                (Some(aware), micros)
+            }
+            _ => (None, now_micros()),
+        };
+        let id_cell = GILOnceCell::new();
+        let uuid = match id {
+            Some(v) if !v.is_none() => {
+                let _ = id_cell.set(py, non_empty_str(py, "id", v)?);
+                0
+            }
+            _ => new_uuid7(micros).as_u128(),
         };
         let metadata = match metadata {
             Some(m) => copy_metadata(py, m)?,
             None => None,
         };
         let cell = GILOnceCell::new();
-        let micros = match timestamp {
-            Some(ts) if !ts.is_none() => {
-                let (micros, aware) = timestamp_micros(py, ts)?;
-                let _ = cell.set(py, aware.unbind());
-                micros
-            }
-            _ => now_micros(),
-        };
+        if let Some(aware) = given_ts {
+            let _ = cell.set(py, aware.unbind());
+        }
         Ok(Event {
-            id,
+            uuid,
+            id: id_cell,
             type_,
             data: data.unwrap_or_else(|| py.None()),
             metadata,
@@ -276,7 +342,7 @@ impl Event {
 
     #[getter]
     fn id(&self, py: Python<'_>) -> Py<PyString> {
-        self.id.clone_ref(py)
+        self.id_obj(py).clone().unbind()
     }
 
     #[getter]
@@ -322,7 +388,7 @@ impl Event {
             &slf.get_type(),
             this.type_.bind(py).as_any(),
             this.data.bind(py),
-            this.id.bind(py).as_any(),
+            this.id_obj(py).as_any(),
             merged.as_any(),
             this.timestamp_obj(py)?,
         )
@@ -346,7 +412,7 @@ impl Event {
             Some(m) => m,
             None => this.metadata_dict(py)?.into_any(),
         };
-        let id = id.unwrap_or_else(|| this.id.bind(py).clone().into_any());
+        let id = id.unwrap_or_else(|| this.id_obj(py).clone().into_any());
         let timestamp = match timestamp {
             Some(t) => t,
             None => this.timestamp_obj(py)?.clone(),
@@ -355,17 +421,22 @@ impl Event {
     }
 
     fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        match other.downcast::<Event>() {
-            Ok(o) => {
-                let equal = self.id.bind(py).as_any().eq(o.get().id.bind(py))?;
+        match as_event(other) {
+            Some(o) => {
+                let other = o.get();
+                let equal = if self.uuid != 0 && other.uuid != 0 {
+                    self.uuid == other.uuid
+                } else {
+                    self.id_obj(py).as_any().eq(other.id_obj(py))?
+                };
                 Ok(equal.into_pyobject(py)?.to_owned().into_any().unbind())
             }
-            Err(_) => Ok(py.NotImplemented()),
+            None => Ok(py.NotImplemented()),
         }
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        self.id.bind(py).hash()
+        self.id_obj(py).hash()
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -374,7 +445,7 @@ impl Event {
         Ok(format!(
             "{}(id={}, type={})",
             slf.get_type().qualname()?,
-            this.id.bind(py).repr()?,
+            this.id_obj(py).repr()?,
             this.type_.bind(py).repr()?
         ))
     }
@@ -387,7 +458,7 @@ impl Event {
             py,
             [
                 slf.get_type().into_any(),
-                this.id.bind(py).clone().into_any(),
+                this.id_obj(py).clone().into_any(),
                 this.type_.bind(py).clone().into_any(),
                 this.data.bind(py).clone(),
                 this.metadata_dict(py)?.into_any(),
@@ -409,7 +480,7 @@ impl Event {
     /// microseconds, so `from_dict(to_dict())` is exact.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        d.set_item("id", self.id.bind(py))?;
+        d.set_item("id", self.id_obj(py))?;
         d.set_item("type", self.type_.bind(py))?;
         d.set_item("data", self.data.bind(py))?;
         d.set_item("metadata", self.metadata_dict(py)?)?;
@@ -479,7 +550,7 @@ impl Event {
                     py,
                     format!(
                         "event {} ({}): data is not JSON-serialisable: {}",
-                        self.id.bind(py),
+                        self.id_obj(py),
                         self.type_.bind(py),
                         e.value(py)
                     ),
@@ -522,6 +593,27 @@ pub fn _restore_event<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Event>()?;
+    EVENT_TYPE.store(
+        m.py().get_type::<Event>().as_type_ptr(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     m.add_function(wrap_pyfunction!(_restore_event, m)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_one_thread_increase_and_are_v7() {
+        let now = now_micros();
+        let mut last = new_uuid7(now);
+        assert_eq!(last.get_version_num(), 7);
+        for _ in 0..10_000 {
+            let next = new_uuid7(now);
+            assert!(next > last, "{next} <= {last}");
+            last = next;
+        }
+    }
 }

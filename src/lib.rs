@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod compat;
 mod component;
 mod dispatch;
 mod emitter;
@@ -20,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     listener::register(m)?;
     pool::register(m)?;
     emitter::register(m)?;
+    compat::register(m)?;
     Ok(())
 }

@@ -2,9 +2,10 @@
 //! event types against (cached per type, so an emit costs one lookup).
 
 use std::collections::HashMap;
+
+use rustc_hash::FxBuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
@@ -12,7 +13,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::PyString;
 
 use crate::errors::{listener_error, type_name, validation_error};
-use crate::metrics::{ListenerMetrics, TypeCounters};
+use crate::metrics::{mono_nanos, ListenerMetrics, TypeCounters};
 use crate::pattern::TypePattern;
 
 static AIO: GILOnceCell<(Py<PyAny>, Py<PyAny>)> = GILOnceCell::new();
@@ -246,9 +247,9 @@ impl Sub {
         event_loop: Option<&Py<PyAny>>,
     ) -> Result<(), PyErr> {
         let listener = self.listener.bind(py).get();
-        let start = Instant::now();
+        let start = mono_nanos();
         let outcome = listener.invoke(py, event, event_loop);
-        self.metrics.duration.observe(start.elapsed());
+        self.metrics.duration.observe_nanos(mono_nanos().saturating_sub(start));
         match outcome {
             Outcome::Ok | Outcome::Handled => {
                 self.metrics.success.inc();
@@ -340,7 +341,7 @@ pub struct Registry {
     /// Bumped (under the cache lock) on every change, so a resolution computed from an older
     /// table is never cached.
     generation: AtomicU64,
-    cache: RwLock<HashMap<String, Arc<Resolved>>>,
+    cache: RwLock<HashMap<String, Arc<Resolved>, FxBuildHasher>>,
     type_counters: Mutex<HashMap<String, Arc<TypeCounters>>>,
     listener_metrics: Mutex<HashMap<String, Arc<ListenerMetrics>>>,
 }

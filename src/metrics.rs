@@ -7,10 +7,34 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
+/// Nanoseconds on the monotonic clock: one vDSO call, none of `Instant`'s checked arithmetic
+/// (this runs twice per listener call).
+#[inline]
+pub fn mono_nanos() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid pointer to a timespec; CLOCK_MONOTONIC always exists on Linux/macOS.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Microseconds since the Unix epoch on the real-time clock.
+#[inline]
+pub fn epoch_micros() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: as above.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as i64 * 1_000_000 + ts.tv_nsec as i64 / 1000
+}
+
 /// Upper bounds, in seconds, of the listener-duration histogram buckets.
 pub const DURATION_BOUNDS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
     1.0, 5.0,
+];
+
+const DURATION_BOUNDS_NANOS: [u64; 14] = [
+    50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000,
+    50_000_000, 100_000_000, 500_000_000, 1_000_000_000, 5_000_000_000,
 ];
 
 #[derive(Default)]
@@ -50,13 +74,17 @@ impl Default for Histogram {
 impl Histogram {
     #[inline]
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let idx = DURATION_BOUNDS
+        self.observe_nanos(d.as_nanos() as u64);
+    }
+
+    #[inline]
+    pub fn observe_nanos(&self, nanos: u64) {
+        let idx = DURATION_BOUNDS_NANOS
             .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(DURATION_BOUNDS.len());
+            .position(|b| nanos <= *b)
+            .unwrap_or(DURATION_BOUNDS_NANOS.len());
         self.buckets[idx].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
         self.count.fetch_add(1, Relaxed);
     }
 
