@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer
 
-__all__ = ["TracingMiddleware"]
+__all__ = ["TracingMiddleware", "inject"]
 
 #: Metadata keys of the W3C Trace Context carried by an event.
 TRACEPARENT = "traceparent"
@@ -77,6 +77,24 @@ def _error_type(error: BaseException) -> str:
     if cls.__module__ == "builtins":
         return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def inject(event: E) -> E:
+    """Stamp the current span's W3C trace context into ``event``'s metadata.
+
+    Returns a copy with ``traceparent`` (and ``tracestate`` when there is one) when called
+    inside a valid span and the event has no ``traceparent`` yet; else ``event`` itself.
+    ``TracingMiddleware`` does this at dispatch; call it yourself to stamp an event before it
+    leaves the process by another way (a queue of your own, a file, ...).
+    """
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    if TRACEPARENT in event.metadata or not trace.get_current_span().get_span_context().is_valid:
+        return event
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return event.with_metadata(**carrier) if TRACEPARENT in carrier else event
 
 
 class TracingMiddleware:
