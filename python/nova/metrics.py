@@ -81,7 +81,7 @@ class PrometheusCollector(Collector):
     Register it on a registry (``prometheus_client.REGISTRY.register(PrometheusCollector(em))``)
     or let :func:`serve` do it. Each scrape reads every component's counters once; nothing is
     computed between scrapes. A component whose snapshot cannot be read (for instance one
-    that has gone away) is skipped and logged on the ``nova`` logger, so one bad component
+    that has gone away) is skipped and logged on the ``nova.metrics`` logger, so one bad component
     never hides the others' metrics.
 
     Counters with the same labels from several components are added up (for instance
@@ -94,7 +94,7 @@ class PrometheusCollector(Collector):
             if not isinstance(component, _Observable):
                 raise TypeError(
                     f"PrometheusCollector: {type(component).__name__} has no metrics to collect; "
-                    "pass Emitter, Bus, ListenerManager or store objects"
+                    "pass Nova components such as Emitter, Bus or ListenerManager"
                 )
         self._components: tuple[_Observable, ...] = tuple(
             c for c in components if isinstance(c, _Observable)
@@ -398,7 +398,7 @@ def serve(port: int, *components: object, addr: str = "127.0.0.1") -> MetricsSer
         if not isinstance(component, _Observable) and not callable(getattr(component, "health", None)):
             raise TypeError(
                 f"serve: {type(component).__name__} has neither metrics nor health to serve; "
-                "pass Emitter, Bus, ListenerManager or store objects"
+                "pass Nova components such as Emitter, Bus or ListenerManager"
             )
     collector = PrometheusCollector(*(c for c in components if isinstance(c, _Observable)))
     registry = CollectorRegistry(auto_describe=True)
