@@ -501,7 +501,8 @@ def test_a_listener_emitting_inside_its_span_chains_the_trace(
         assert em.flush(timeout=10)
     created = only(spans_named(exporter, "process order.created"))
     billed = only(spans_named(exporter, "process order.billed"))
-    assert created.context.trace_id == billed.context.trace_id == producer.get_span_context().trace_id
+    trace_id = producer.get_span_context().trace_id
+    assert created.context.trace_id == billed.context.trace_id == trace_id
     assert billed.parent is not None and billed.parent.span_id == created.context.span_id
     assert [link.context.span_id for link in billed.links] == [created.context.span_id]
 

@@ -74,7 +74,8 @@ class LoggingMiddleware:
         )
 
     def __repr__(self) -> str:
-        return f"LoggingMiddleware(logger={self.logger!r}, level={logging.getLevelName(self.level)})"
+        level = logging.getLevelName(self.level)
+        return f"LoggingMiddleware(logger={self.logger!r}, level={level})"
 
     def before(self, event: _EventLike) -> None:
         if self.logger.isEnabledFor(self.level):

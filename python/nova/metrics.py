@@ -291,7 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
                 body = encoder(self.server.registry)
             except Exception as exc:  # noqa: BLE001
                 _log.exception("nova.metrics: scrape failed")
-                self._send(500, "text/plain; charset=utf-8", f"scrape failed: {exc}\n".encode(), head)
+                message = f"scrape failed: {exc}\n".encode()
+                self._send(500, "text/plain; charset=utf-8", message, head)
                 return
             self._send(200, content_type, body, head)
         elif path == "/healthz":
@@ -306,7 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
             payload = {"status": str(status), "listeners": listeners}
             self._send(code, "application/json", json.dumps(payload).encode(), head)
         else:
-            self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n", head)
+            message = b"not found: try /metrics or /healthz\n"
+            self._send(404, "text/plain; charset=utf-8", message, head)
 
     def _send(self, code: int, content_type: str, body: bytes, head: bool) -> None:
         self.send_response(code)
@@ -395,7 +397,8 @@ def serve(port: int, *components: object, addr: str = "127.0.0.1") -> MetricsSer
     ``unhealthy``. Binding errors (port in use, bad address) raise ``OSError`` here.
     """
     for component in components:
-        if not isinstance(component, _Observable) and not callable(getattr(component, "health", None)):
+        has_health = callable(getattr(component, "health", None))
+        if not isinstance(component, _Observable) and not has_health:
             raise TypeError(
                 f"serve: {type(component).__name__} has neither metrics nor health to serve; "
                 "pass Nova components such as Emitter, Bus or ListenerManager"
