@@ -142,3 +142,25 @@ class Bus(_core.Bus):
             call(event)
             n += 1
         return n
+
+    # -- delegation of the remaining topic calls to a backend ---------------------------------
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic (TopicNotFound if absent); its subscriptions end."""
+        if self.backend is not None:
+            self.backend.delete_topic(name)
+            return
+        super().delete_topic(name)
+
+    def topics(self) -> list[str]:
+        """Every existing topic, sorted."""
+        if self.backend is not None:
+            names: list[str] = self.backend.topics()
+            return names
+        return super().topics()
+
+    def topic_info(self, name: str) -> Any:
+        """TopicInfo(name, partitions, delivery_mode, subscribers, queued)."""
+        if self.backend is not None:
+            return self.backend.topic_info(name)
+        return super().topic_info(name)
