@@ -72,13 +72,13 @@ def base_delay(backoff: Backoff, initial_delay: float, max_delay: float, n: int)
         raw = initial_delay
     elif backoff is Backoff.LINEAR:
         raw = initial_delay * n
+    elif initial_delay == 0.0:
+        raw = 0.0
     else:
         try:
             raw = initial_delay * math.ldexp(1.0, min(n - 1, 2000))
         except OverflowError:
             raw = math.inf
-        if math.isnan(raw):  # 0 * inf
-            raw = 0.0
     return min(raw, max_delay)
 
 
