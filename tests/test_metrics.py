@@ -495,3 +495,113 @@ def test_real_emitter_drops_are_exposed() -> None:
         gate.set()
         em.shutdown(timeout=5)
         pool.close(timeout=5)
+
+
+# -- integration with the real ListenerManager --------------------------------------------------
+
+
+def _manager_parts() -> Any:
+    # Every name is re-exported from nova once the package wires it; the modules are stable.
+    from nova import resilience
+
+    return resilience
+
+
+def _fail(event: nova.Event) -> None:
+    raise ValueError("always fails")
+
+
+def _ok(event: nova.Event) -> None:
+    pass
+
+
+def test_real_manager_health_and_resilience_metrics() -> None:
+    r = _manager_parts()
+    manager = r.ListenerManager(name="billing")
+    dead_letters = r.DeadLetterQueue()
+    quick_retry = r.RetryPolicy(max_attempts=3, initial_delay=0.001, backoff=r.Backoff.FIXED)
+    manager.register(
+        nova.Listener("charge", _fail),
+        r.ListenerConfig(retry=quick_retry,
+                         dead_letter=r.DeadLetterConfig(enabled=True, queue=dead_letters)),
+    )
+    manager.register(nova.Listener("receipt", _ok), r.ListenerConfig())
+    manager.start()
+    try:
+        for _ in range(2):
+            with pytest.raises(nova.RetryLimitExceeded):
+                manager.process("charge", nova.Event("order.paid"))
+        manager.process("receipt", nova.Event("order.paid"))
+
+        with serve(0, manager) as server:
+            code, _, body = get(server.url + "/healthz")
+            assert code == 503
+            assert json.loads(body) == {
+                "status": "unhealthy", "listeners": {"charge": "unhealthy", "receipt": "healthy"},
+            }
+            code, _, text = get(server.url + "/metrics")
+        assert code == 200
+        assert value(text, "nova_retries_total", listener="charge") == 4
+        assert value(text, "nova_retries_total", listener="receipt") == 0
+        assert value(text, "nova_dead_letters_total", listener="charge") == 2 == dead_letters.count()
+        assert value(text, "nova_circuit_state", listener="charge") == 0
+        assert value(text, "nova_events_processed_total", component="billing",
+                     listener="charge", result="failure") == 2
+        assert value(text, "nova_events_processed_total", component="billing",
+                     listener="receipt", result="success") == 1
+        assert value(text, "nova_active_listeners", component="billing") == 2
+        attempts = value(text, "nova_listener_duration_seconds_count", component="billing",
+                         listener="charge")
+        assert attempts == 6  # every attempt is timed
+    finally:
+        manager.stop(5)
+
+
+def test_real_manager_with_an_open_circuit_is_not_unhealthy() -> None:
+    r = _manager_parts()
+    manager = r.ListenerManager(name="shipping")
+    manager.register(
+        nova.Listener("label", _fail),
+        r.ListenerConfig(retry=r.RetryPolicy(max_attempts=1),
+                         circuit=r.CircuitConfig(enabled=True, failure_threshold=2, timeout=60.0)),
+    )
+    manager.start()
+    try:
+        for _ in range(3):
+            with pytest.raises(nova.RetryLimitExceeded):
+                manager.process("label", nova.Event("order.shipped"))
+        with serve(0, manager) as server:
+            code, _, body = get(server.url + "/healthz")
+            assert code == 200
+            assert json.loads(body) == {"status": "circuit_open",
+                                        "listeners": {"label": "circuit_open"}}
+            _, _, text = get(server.url + "/metrics")
+        assert value(text, "nova_circuit_state", listener="label") == 2
+    finally:
+        manager.stop(5)
+
+
+def test_emitter_and_manager_served_together() -> None:
+    r = _manager_parts()
+    manager = r.ListenerManager(name="listeners")
+    manager.register(nova.Listener("audit", _ok), r.ListenerConfig())
+    manager.start()
+    em = nova.Emitter(name="frontend")
+    try:
+        em.subscribe("page.viewed", _ok)
+        em.emit(nova.Event("page.viewed"))
+        manager.process("audit", nova.Event("page.viewed"))
+        with serve(0, em, manager) as server:
+            code, _, body = get(server.url + "/healthz")
+            assert code == 200
+            assert json.loads(body) == {"status": "healthy", "listeners": {"audit": "healthy"}}
+            _, _, text = get(server.url + "/metrics")
+        assert value(text, "nova_active_listeners", component="frontend") == 1
+        assert value(text, "nova_active_listeners", component="listeners") == 1
+        assert value(text, "nova_events_processed_total", component="frontend",
+                     listener=_ok.__qualname__, result="success") == 1
+        assert value(text, "nova_events_processed_total", component="listeners",
+                     listener="audit", result="success") == 1
+    finally:
+        em.shutdown(timeout=5)
+        manager.stop(5)
