@@ -23,7 +23,8 @@ CLOSED, HALF_OPEN, OPEN = CircuitState.CLOSED, CircuitState.HALF_OPEN, CircuitSt
 
 
 def breaker(clock: ManualClock, **kw: Any) -> CircuitBreaker:
-    cfg = dict(failure_threshold=3, success_threshold=2, timeout=10.0, sliding_window=60.0)
+    cfg: dict[str, Any] = dict(failure_threshold=3, success_threshold=2, timeout=10.0,
+                               sliding_window=60.0)
     cfg.update(kw)
     return CircuitBreaker(CircuitConfig(**cfg), clock=clock, name="svc")
 
@@ -42,10 +43,11 @@ def test_config_defaults_and_validation() -> None:
     c = CircuitConfig()
     assert (c.enabled, c.failure_threshold, c.success_threshold, c.timeout, c.sliding_window) == (
         True, 5, 3, 30.0, 60.0)
-    for kw, field in [({"failure_threshold": 0}, "failure_threshold"),
+    cases: list[tuple[dict[str, Any], str]] = [({"failure_threshold": 0}, "failure_threshold"),
                       ({"success_threshold": 0}, "success_threshold"),
                       ({"timeout": -1}, "timeout"), ({"sliding_window": 0}, "sliding_window"),
-                      ({"enabled": "yes"}, "enabled"), ({"timeout": float("nan")}, "timeout")]:
+                      ({"enabled": "yes"}, "enabled"), ({"timeout": float("nan")}, "timeout")]
+    for kw, field in cases:
         with pytest.raises(ValidationError, match=field):
             CircuitConfig(**kw)
 

@@ -23,7 +23,7 @@ from nova.resilience import (
 )
 
 
-class OrderCreated(nova.Event):
+class OrderCreated(nova.Event):  # type: ignore[misc, unused-ignore]
     pass
 
 

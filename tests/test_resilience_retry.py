@@ -228,7 +228,7 @@ def test_success_after_retries_is_not_a_failure() -> None:
     mgr = ListenerManager(clock=ManualClock())
     handler = failing(2)
     managed = mgr.register(handler, ListenerConfig(retry=RetryPolicy(max_attempts=3)))
-    assert managed(nova.Event("x")) is None
+    managed(nova.Event("x"))
     s = mgr.stats()
     assert (s.events_processed, s.events_retried, s.events_failed) == (1, 2, 0)
 

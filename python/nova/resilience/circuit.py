@@ -95,6 +95,7 @@ class CircuitBreaker:
         self._trial_in_flight = False
         # Bumped on every transition, so an outcome from an earlier state is recognised.
         self._generation = 0
+        self._closed_permit = Permit(0, False)
         self.times_opened = 0
 
     # -- state --------------------------------------------------------------------------
@@ -115,8 +116,10 @@ class CircuitBreaker:
             self._trial_in_flight = False
 
     def _transition(self, state: CircuitState) -> None:
-        self._state = state
         self._generation += 1
+        if state is CircuitState.CLOSED:
+            self._closed_permit = Permit(self._generation, False)
+        self._state = state
 
     def _open(self, now: float) -> None:
         self._transition(CircuitState.OPEN)
@@ -142,10 +145,13 @@ class CircuitBreaker:
         """Leave to hand an event to the listener, or :class:`~nova.CircuitOpenError`."""
         if not self.config.enabled:
             return _DISABLED_PERMIT
+        if self._state is CircuitState.CLOSED:
+            # Lock-free while closed; a permit of a stale generation is simply ignored later.
+            return self._closed_permit
         with self._lock:
             now = self._clock.monotonic()
             self._tick(now)
-            state = self._state
+            state: CircuitState = self._state
             if state is CircuitState.CLOSED:
                 return Permit(self._generation, False)
             if state is CircuitState.HALF_OPEN and not self._trial_in_flight:
@@ -165,8 +171,8 @@ class CircuitBreaker:
         )
 
     def success(self, permit: Permit) -> None:
-        if not self.config.enabled:
-            return
+        if not permit.trial:
+            return  # only trial outcomes move the breaker on success
         with self._lock:
             if permit.generation != self._generation or not permit.trial:
                 return

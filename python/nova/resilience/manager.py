@@ -10,13 +10,14 @@ owns the waiting on its timers) whether and when to try again.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextvars
 import logging
 import math
 import threading
 import time
+from bisect import bisect_left as _bisect
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -31,6 +32,7 @@ from ..errors import (
     ValidationError,
 )
 from ._util import as_listener, describe, set_async_exc
+from ._watchdog import ACTIVE, CANCELLED, FIRED, FIRING, AsyncTimeout, Watchdog
 from .circuit import CircuitBreaker, CircuitConfig, CircuitState
 from .clock import SYSTEM_CLOCK, Clock, SystemClock
 from .deadletter import DeadLetter, DeadLetterConfig
@@ -45,6 +47,7 @@ _log = logging.getLogger("nova")
 DURATION_BOUNDS: tuple[float, ...] = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                       0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 _HEALTH_WINDOW = 60  # seconds
+_perf_counter = time.perf_counter
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -103,104 +106,6 @@ class ManagerStats:
 # -- the timeout watchdog ---------------------------------------------------------------------
 
 
-class _AsyncTimeout(ListenerTimeout):
-    """Raised inside a sync handler by the watchdog (as a class: CPython instantiates it)."""
-
-
-_ACTIVE, _CANCELLED, _FIRED = 0, 1, 2
-
-
-class _Watch:
-    __slots__ = ("token", "thread_id", "deadline", "timeout", "state")
-
-    def __init__(self, token: int, thread_id: int, deadline: float, timeout: float) -> None:
-        self.token = token
-        self.thread_id = thread_id
-        self.deadline = deadline
-        self.timeout = timeout
-        self.state = _ACTIVE
-
-
-class _Watchdog:
-    """One thread per manager that raises ``ListenerTimeout`` in threads whose attempt ran
-    past its deadline. Watches are grouped by timeout: within a group deadlines arrive in
-    order, so the earliest of each group is its first entry (no heap, O(1) cancel)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        # A plain Lock: its __enter__/__exit__ run no bytecode, so an asynchronous exception
-        # can never leave it held.
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._groups: dict[float, dict[int, _Watch]] = {}
-        self._wake_at = math.inf
-        self._next_token = 0
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def watch(self, timeout: float) -> _Watch:
-        tid = threading.get_ident()
-        with self._lock:
-            if self._thread is None or self._closed:
-                self._start()
-            self._next_token += 1
-            deadline = time.monotonic() + timeout
-            w = _Watch(self._next_token, tid, deadline, timeout)
-            group = self._groups.get(timeout)
-            if group is None:
-                group = self._groups[timeout] = {}
-            group[w.token] = w
-            if deadline < self._wake_at:
-                self._wake_at = deadline
-                self._cond.notify()
-        return w
-
-    def finish(self, w: _Watch) -> bool:
-        """End the watch; True when the watchdog fired on it (the attempt timed out)."""
-        with self._lock:
-            if w.state == _ACTIVE:
-                w.state = _CANCELLED
-                group = self._groups.get(w.timeout)
-                if group is not None:
-                    group.pop(w.token, None)
-            return w.state == _FIRED
-
-    def _start(self) -> None:
-        self._closed = False
-        thread = threading.Thread(target=self._run, name=f"nova-watchdog-{self._name}",
-                                  daemon=True)
-        self._thread = thread
-        thread.start()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._thread = None
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        me = threading.current_thread()
-        with self._lock:
-            while not self._closed and self._thread is me:
-                now = time.monotonic()
-                earliest = math.inf
-                for timeout in list(self._groups):
-                    group = self._groups[timeout]
-                    while group:
-                        token = next(iter(group))
-                        w = group[token]
-                        if w.deadline > now:
-                            earliest = min(earliest, w.deadline)
-                            break
-                        del group[token]
-                        w.state = _FIRED
-                        set_async_exc(w.thread_id, _AsyncTimeout)
-                    if not group:
-                        del self._groups[timeout]
-                self._wake_at = earliest
-                self._cond.wait(None if earliest == math.inf else max(0.0, earliest - now))
-
-
 # -- one managed listener ---------------------------------------------------------------------
 
 
@@ -253,10 +158,29 @@ class ManagedListener:
         self._hist_sum = 0.0
         self._hist_count = 0
         self._health: deque[list[int]] = deque()  # [second, attempts, failures]
+        self._now: Callable[[], float] = (
+            time.monotonic if manager._real_time else manager._clock.monotonic
+        )
+        # The hand-over for this listener's shape, chosen once.
+        if self._is_async:
+            self._hand_over: Callable[[Any, int], BaseException | None] = self._invoke_async
+        elif self._timeout is None:
+            self._hand_over = self._invoke_untimed
+        else:
+            self._hand_over = self._invoke_sync
+        if self._on_error is not None:
+            self._hand_over = self._invoke_with_on_error
 
     # -- public ------------------------------------------------------------------------
 
     def __call__(self, event: Any) -> None:
+        # The fast path: registered, running, first attempt succeeds.
+        if self._registered and self.manager._state == _RUNNING:
+            error = self._run_attempt(event, 1)
+            if error is None:
+                return
+            self._after_first_failure(event, error, None)
+            return
         self._process(event, None)
 
     def process(self, event: Any, *, topic: str | None = None) -> None:
@@ -287,7 +211,6 @@ class ManagedListener:
             self._count_retry()
         error = self._run_attempt(event, attempt)
         if error is None:
-            self._count_success()
             return None
         if self._should_retry(error, attempt):
             return self._policy.delay(attempt)
@@ -328,8 +251,11 @@ class ManagedListener:
             mgr._reject(event)
         error = self._run_attempt(event, 1)
         if error is None:
-            self._count_success()
             return
+        self._after_first_failure(event, error, topic)
+
+    def _after_first_failure(self, event: Any, error: BaseException, topic: str | None) -> None:
+        mgr = self.manager
         if not self._should_retry(error, 1):
             self._final_failure(event, error, 1, topic)
             raise self._limit_error(event, error, 1) from error
@@ -349,10 +275,10 @@ class ManagedListener:
                     ) from error
                 attempt += 1
                 self._count_retry()
-                error = self._run_attempt(event, attempt)
-                if error is None:
-                    self._count_success()
+                next_error = self._run_attempt(event, attempt)
+                if next_error is None:
                     return
+                error = next_error
                 if not self._should_retry(error, attempt):
                     self._final_failure(event, error, attempt, topic)
                     raise self._limit_error(event, error, attempt) from error
@@ -362,42 +288,34 @@ class ManagedListener:
     def _run_attempt(self, event: Any, attempt: int) -> BaseException | None:
         """One attempt: None on success, else its error (CircuitOpenError when the circuit
         did not let the event through)."""
-        circuit_on = self._circuit_on
         permit = None
-        if circuit_on:
+        if self._circuit_on:
             try:
                 permit = self.circuit.acquire(event)
             except Exception as exc:  # CircuitOpenError
                 return exc
-        # A concurrency slot.
-        with self._lock:
+        lock = self._lock
+        with lock:  # a concurrency slot
             if self._active >= self._limit:
-                self._waiting_slots += 1
-                try:
-                    while self._active >= self._limit:
-                        self._slots.wait()
-                finally:
-                    self._waiting_slots -= 1
+                self._wait_for_slot()
             self._active += 1
         ok = False
         error: BaseException | None = None
-        started = time.perf_counter()
+        started = _perf_counter()
         try:
-            error = self._invoke(event, attempt)
+            error = self._hand_over(event, attempt)
             ok = True
         finally:
-            elapsed = time.perf_counter() - started
-            failed = error is not None
-            now = self.manager._clock.monotonic()
-            with self._lock:
+            elapsed = _perf_counter() - started
+            second = int(self._now())
+            with lock:
                 self._active -= 1
                 if self._waiting_slots:
                     self._slots.notify()
                 if ok:
-                    self._hist[bisect.bisect_left(DURATION_BOUNDS, elapsed)] += 1
+                    self._hist[_bisect(DURATION_BOUNDS, elapsed)] += 1
                     self._hist_sum += elapsed
                     self._hist_count += 1
-                    second = int(now)
                     buckets = self._health
                     if buckets and buckets[-1][0] == second:
                         bucket = buckets[-1]
@@ -408,12 +326,14 @@ class ManagedListener:
                         while buckets and buckets[0][0] <= horizon:
                             buckets.popleft()
                     bucket[1] += 1
-                    if failed:
+                    if error is None:
+                        self.succeeded += 1
+                    else:
                         bucket[2] += 1
             if permit is not None:
                 if not ok:
                     self.circuit.release(permit)
-                elif failed:
+                elif error is not None:
                     self.circuit.failure(permit)
                 else:
                     self.circuit.success(permit)
@@ -421,12 +341,24 @@ class ManagedListener:
                 self.manager._poke()
         return error
 
-    def _invoke(self, event: Any, attempt: int) -> BaseException | None:
-        """Hand the event to the listener (handler, then ``on_error`` if it raised), within
-        the timeout. None on success, else the attempt's error. A BaseException that is not
-        an Exception (KeyboardInterrupt...) propagates."""
+    def _wait_for_slot(self) -> None:
+        """Called with the lock held while every slot is taken."""
+        self._waiting_slots += 1
+        try:
+            while self._active >= self._limit:
+                self._slots.wait()
+        finally:
+            self._waiting_slots -= 1
+
+    # Hand-overs: None on success, else the attempt's error. A BaseException that is not an
+    # Exception (KeyboardInterrupt...) propagates.
+
+    def _invoke_with_on_error(self, event: Any, attempt: int) -> BaseException | None:
+        """The handler, then ``on_error`` if it raised (outside the timeout)."""
         if self._is_async:
             error = self._invoke_async(event, attempt)
+        elif self._timeout is None:
+            error = self._invoke_untimed(event, attempt)
         else:
             error = self._invoke_sync(event, attempt)
         if error is None or self._on_error is None:
@@ -439,31 +371,34 @@ class ManagedListener:
         except Exception as handled:
             return handled
 
+    def _invoke_untimed(self, event: Any, attempt: int) -> BaseException | None:
+        try:
+            self._handler(event)
+            return None
+        except Exception as exc:
+            return exc
+
     def _invoke_sync(self, event: Any, attempt: int) -> BaseException | None:
         timeout = self._timeout
-        if timeout is None:
-            try:
-                self._handler(event)
-                return None
-            except Exception as exc:
-                return exc
-        watchdog = self.manager._watchdog
-        w = watchdog.watch(timeout)
+        assert timeout is not None
+        w = self.manager._watchdog.watch(timeout)
         error: BaseException | None = None
         try:
             try:
                 self._handler(event)
             except BaseException as exc:
                 error = exc
-            fired = self._settle(w)
-        except _AsyncTimeout as late:
+            if w[3].pop(id(w), None) is not None:  # ended in time: the common case
+                w[0] = CANCELLED
+                fired = False
+            else:
+                fired = self._settle(w)
+        except AsyncTimeout as late:
             # Delivered after the handler ended, before the watch was settled.
-            if w.state == _ACTIVE:
-                watchdog.finish(w)
-                raise  # not ours: an enclosing attempt's timeout
+            ours = w[0] == FIRING or w[0] == FIRED
             fired = self._settle(w)
-            if not fired:
-                raise
+            if not ours:
+                raise  # an enclosing attempt's timeout
             if error is None:
                 error = late
         if fired:
@@ -476,24 +411,27 @@ class ManagedListener:
             return timeout_error
         if error is None:
             return None
-        if isinstance(error, _AsyncTimeout) or not isinstance(error, Exception):
+        if isinstance(error, AsyncTimeout) or not isinstance(error, Exception):
             raise error  # an enclosing attempt's timeout, or KeyboardInterrupt & co.
         return error
 
-    def _settle(self, w: _Watch) -> bool:
-        """End the watch and make sure no timeout of ours is left pending in this thread."""
-        watchdog = self.manager._watchdog
-        fired = False
+    @staticmethod
+    def _settle(w: list[Any]) -> bool:
+        """End the watch and make sure no timeout of ours stays pending in this thread;
+        True when it fired. An enclosing attempt's timeout arriving meanwhile propagates."""
+        foreign: BaseException | None = None
         while True:
             try:
-                fired = watchdog.finish(w)
+                fired = Watchdog.finish(w)
                 if fired:
-                    set_async_exc(w.thread_id, None)
-                return fired
-            except _AsyncTimeout:
-                if w.state != _FIRED:
-                    raise  # an enclosing attempt's timeout
-                # ours, delivered now: nothing is pending any more; settle again
+                    set_async_exc(w[2], None)
+                break
+            except AsyncTimeout as exc:
+                if w[0] == ACTIVE or w[0] == CANCELLED:
+                    foreign = exc  # not ours; settle ours first, then let it go on
+        if foreign is not None:
+            raise foreign
+        return fired
 
     def _invoke_async(self, event: Any, attempt: int) -> BaseException | None:
         timeout = self._timeout
@@ -577,7 +515,7 @@ class ManagedListener:
                  "listener": self.name, "attempts": attempts, "error": repr(error),
                  "component": self.manager.name}
         if delivered:
-            _log.warning(
+            _log.info(
                 "nova: listener '%s' sent event %s to its dead letters after %d attempt(s): "
                 "%s: %s", self.name, describe(event), attempts, type(error).__name__, error,
                 extra=extra,
@@ -597,10 +535,6 @@ class ManagedListener:
                 f"listener '{self.name}' is no longer registered with manager "
                 f"'{self.manager.name}'; register it again"
             )
-
-    def _count_success(self) -> None:
-        with self._lock:
-            self.succeeded += 1
 
     def _count_retry(self) -> None:
         with self._lock:
@@ -663,7 +597,7 @@ class ListenerManager:
         self._abandoned: list[Any] = []
         self._retrying = 0  # events of process() calls between their first failure and the end
         self._state = _RUNNING
-        self._watchdog = _Watchdog(name)
+        self._watchdog = Watchdog(name)
 
     # -- registration --------------------------------------------------------------------
 
