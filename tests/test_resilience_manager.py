@@ -91,6 +91,12 @@ def test_register_returns_a_managed_listener() -> None:
     assert mgr.stats().registered_listeners == 2
     with pytest.raises(ValidationError):
         ListenerManager(name="")
+    # The same listener twice, under another name.
+    again = mgr.register(nova.Listener("billing", ok), ListenerConfig(timeout=1.0),
+                         name="billing-eu")
+    assert again.name == again.__qualname__ == "billing-eu" and again.listener.name == "billing"
+    with pytest.raises(ValidationError, match="name"):
+        mgr.register(ok, name="")
 
 
 def test_unregister_and_unknown_names() -> None:
@@ -785,3 +791,28 @@ def test_timeout_inside_a_native_worker_thread() -> None:
     assert em.flush(timeout=5)
     assert mgr.stats().events_failed == 1
     em.shutdown()
+
+
+def test_nova_shutdown_stops_managers_and_closes_queues(tmp_path: Any) -> None:
+    queue = DeadLetterQueue(tmp_path / "dlq.db")
+    mgr = ListenerManager()
+    managed = mgr.register(nova.Listener("l", ok), ListenerConfig(
+        dead_letter=DeadLetterConfig(queue=queue)))
+    em = nova.Emitter()
+    em.subscribe("x", managed)
+    em.emit(nova.Event("x"))
+    reports = nova.shutdown(em, mgr, queue, timeout=5)
+    assert isinstance(reports[1], StopReport) and reports[1].undelivered == []
+    assert queue.closed and not mgr.running
+
+
+def test_health_endpoint_report_reads_the_manager() -> None:
+    from nova.metrics import health_report
+
+    mgr = ListenerManager(clock=ManualClock())
+    mgr.register(nova.Listener("good", ok))(nova.Event("x"))
+    with pytest.raises(RetryLimitExceeded):
+        mgr.register(nova.Listener("bad", boom), ListenerConfig(retry=ONCE))(nova.Event("x"))
+    status, listeners = health_report([mgr])
+    assert status is Health.UNHEALTHY
+    assert listeners == {"bad": "unhealthy", "good": "healthy"}

@@ -126,11 +126,12 @@ class ManagedListener:
     ``managed.attempt(event, n, topic)`` runs attempt ``n`` only (see its docstring).
     """
 
-    def __init__(self, manager: ListenerManager, listener: Any, config: ListenerConfig) -> None:
+    def __init__(self, manager: ListenerManager, listener: Any, config: ListenerConfig, *,
+                 name: str | None = None) -> None:
         self.manager = manager
         self.listener = listener
         self.config = config
-        self.name: str = str(listener.name)
+        self.name: str = name if name is not None else str(listener.name)
         # The core names a subscribed callable by its __qualname__: keep the listener's name.
         self.__qualname__ = self.name
         self.__name__ = self.name
@@ -601,15 +602,20 @@ class ListenerManager:
 
     # -- registration --------------------------------------------------------------------
 
-    def register(self, listener: Any, config: ListenerConfig | None = None) -> ManagedListener:
+    def register(self, listener: Any, config: ListenerConfig | None = None, *,
+                 name: str | None = None) -> ManagedListener:
         """Put ``listener`` (a callable or ``nova.Listener``) under ``config`` (default
-        ``ListenerConfig()``); returns the :class:`ManagedListener` to subscribe."""
+        ``ListenerConfig()``); returns the :class:`ManagedListener` to subscribe. It is
+        registered under the listener's name, or ``name`` when given (names are unique per
+        manager: ``ValidationError`` otherwise)."""
         if config is None:
             config = ListenerConfig()
         if not isinstance(config, ListenerConfig):
             raise ValidationError(f"ListenerManager.register: config must be a nova.ListenerConfig, got {config!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValidationError(f"ListenerManager.register: name must be a non-empty str, got {name!r}")
         inner = as_listener(listener)
-        managed = ManagedListener(self, inner, config)
+        managed = ManagedListener(self, inner, config, name=name)
         with self._lock:
             if managed.name in self._listeners:
                 raise ValidationError(
