@@ -606,3 +606,36 @@ def test_emitter_and_manager_served_together() -> None:
     finally:
         em.shutdown(timeout=5)
         manager.stop(5)
+
+
+# -- integration with the real Bus --------------------------------------------------------------
+
+
+def test_real_bus_at_most_once_failures_are_counted_as_drops() -> None:
+    bus = nova.Bus(name="events-bus")
+    try:
+        bus.create_topic("orders", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE, partitions=2)
+        bus.subscribe("orders", _fail)
+        bus.subscribe("orders", _ok)
+        for _ in range(3):
+            bus.publish("orders", nova.Event("order.created"))
+        assert bus.flush(timeout=10)
+        with serve(0, bus) as server:
+            code, _, text = get(server.url + "/metrics")
+        assert code == 200
+
+        def v(name: str, **labels: str) -> float:
+            return value(text, name, component="events-bus", **labels)
+
+        assert v("nova_events_emitted_total", type="order.created", result="accepted") == 3
+        assert v("nova_events_processed_total", listener=_fail.__qualname__,
+                 result="failure") == 3
+        assert v("nova_events_processed_total", listener=_ok.__qualname__,
+                 result="success") == 3
+        assert v("nova_events_dropped_total", reason="at_most_once") == 3
+        assert v("nova_active_listeners") == 2
+        assert v("nova_queue_size") == 0
+        assert v("nova_listener_duration_seconds_count", listener=_ok.__qualname__) == 3
+        assert bus.stats().dropped_events == 3
+    finally:
+        bus.shutdown(timeout=5)
