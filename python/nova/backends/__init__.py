@@ -1,0 +1,11 @@
+"""Distributed backends for :class:`nova.Bus` (API section 11).
+
+``Bus(backend=...)`` hands every topic call (create, publish, subscribe, flush, stats,
+shutdown) to a backend object, so the in-process API spans processes and hosts. The one
+backend shipped is :class:`nova.backends.redis.RedisBackend` (Redis Streams, extra
+``nova-events[redis]``). Importing this package imports no optional dependency.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,158 @@
+"""A real redis-server for the tests: started on a free loopback port in a temporary
+directory, stopped after. A missing binary or a server that does not start FAILS the test
+(never a skip): CI installs Debian's redis-server.
+
+Test modules import the fixtures they use::
+
+    from redis_server import RedisServer, redis_server, redis_url  # noqa: F401
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+__all__ = ["RedisServer", "redis_server", "redis_url", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process. ``persistent=True`` turns on the append-only file with an
+    fsync per write, so a restart keeps every acknowledged write."""
+
+    def __init__(self, directory: Path, *, password: str | None = None, persistent: bool = False,
+                 port: int | None = None) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.fail("redis-server is not installed: the Redis backend tests need a real server "
+                        "(apt-get install -y redis-server); they are never skipped")
+        self.directory = directory
+        self.password = password
+        self.persistent = persistent
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = directory / "redis.log"
+
+    @property
+    def url(self) -> str:
+        if self.password:
+            return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _args(self) -> list[str]:
+        assert self.binary is not None
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--dir", str(self.directory), "--logfile", str(self.log), "--daemonize", "no",
+                "--protected-mode", "yes"]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+                pytest.fail(f"redis-server exited at start (status {self.proc.returncode}): {err}\n{log}")
+            if self._ready():
+                return
+            time.sleep(0.02)
+        self.stop()
+        pytest.fail(f"redis-server did not answer on 127.0.0.1:{self.port} within {timeout}s")
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                if self.password:
+                    s.sendall(f"AUTH {self.password}\r\n".encode())
+                    if not s.recv(64).startswith(b"+OK"):
+                        return False
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+        self.proc = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server (SIGTERM) and start it again on the same port and directory."""
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.start()
+
+    def flushall(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def _redis_module_server() -> Iterator[RedisServer]:
+    with tempfile.TemporaryDirectory(prefix="nova-redis-") as tmp:
+        server = RedisServer(Path(tmp))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture()
+def redis_server(_redis_module_server: RedisServer) -> Iterator[RedisServer]:
+    """A running redis-server shared by the tests of a module, emptied before each test."""
+    if _redis_module_server.proc is None or _redis_module_server.proc.poll() is not None:
+        _redis_module_server.start()
+    _redis_module_server.flushall()
+    yield _redis_module_server
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+def tmp_server(tmp_path: Path, **kwargs: object) -> RedisServer:
+    """A private server for one test (persistence, a password...); stop it yourself."""
+    d = tmp_path / f"redis-{os.getpid()}-{time.monotonic_ns()}"
+    d.mkdir()
+    server = RedisServer(d, **kwargs)  # type: ignore[arg-type]
+    server.start()
+    return server
