@@ -161,7 +161,13 @@ class LeaseKeeper:
             return
         want = share - held
         candidates = [(self._offset + i) % att.partitions for i in range(att.partitions)]
-        candidates = [p for p in candidates if p not in busy][: max(want, 0)]
+        candidates = [p for p in candidates if p not in busy]
+        if not candidates:
+            return
+        # Only free ones (a lease held elsewhere would block our share forever otherwise).
+        holders = b._client.mget([_keys.lease(att.topic, p, att.cg) for p in candidates])
+        candidates = [p for p, h in zip(candidates, holders, strict=True)
+                      if h is None or h == b.consumer.encode()][:want]
         if not candidates:
             return
         pipe = b._client.pipeline(transaction=False)
