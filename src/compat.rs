@@ -246,8 +246,8 @@ impl PyeeTable {
                 None => Ok(None),
             };
         }
-        let item = unsafe { Bound::from_borrowed_ptr(py, item) };
-        Ok(Some(item.downcast_into::<PyeeSlot>()?))
+        // SAFETY: the index is private to this table and only ever holds PyeeSlot objects.
+        Ok(Some(unsafe { Bound::from_borrowed_ptr(py, item).downcast_into_unchecked::<PyeeSlot>() }))
     }
 
     /// Remove the entry `id` from `slot` (a `once` handler about to run). True if this call
