@@ -879,13 +879,13 @@ pub struct SignalCleanup {
 #[pymethods]
 impl SignalCleanup {
     fn __call__(&self, py: Python<'_>, _ref: &Bound<'_, PyAny>) -> PyResult<()> {
-        // During interpreter shutdown, do nothing (as blinker does).
-        if py
-            .import("sys")?
-            .getattr("is_finalizing")?
-            .call0()?
-            .is_truthy()?
-        {
+        // During interpreter shutdown, do nothing (as blinker does); if even asking fails, the
+        // interpreter is going away too.
+        let finalizing = py
+            .import("sys")
+            .and_then(|m| m.getattr("is_finalizing")?.call0()?.is_truthy())
+            .unwrap_or(true);
+        if finalizing {
             return Ok(());
         }
         let Some(sig) = deref_weak(py, &self.signal) else {

@@ -523,3 +523,33 @@ def _scenario(mod: Any) -> list[Any]:
 
 def test_same_outcomes_as_blinker() -> None:
     assert _scenario(blinker) == _scenario(real_blinker)
+
+
+def test_receivers_may_change_the_signal_while_it_sends() -> None:
+    sig = Signal()
+    calls: list[str] = []
+    holder: dict[str, Any] = {}
+
+    def late(sender: Any) -> None:
+        calls.append("late")
+
+    def doomed(sender: Any) -> None:
+        calls.append("doomed")
+
+    def first(sender: Any) -> None:
+        calls.append("first")
+        sig.disconnect(first)
+        sig.connect(late, weak=False)
+        holder.pop("doomed", None)  # the last reference to a weak receiver goes away mid-send
+        sig.send("nested")
+
+    holder["doomed"] = doomed
+    sig.connect(first, weak=False)
+    sig.connect(doomed)  # weak
+    del doomed
+    sig.send("outer")
+    # the running send keeps its snapshot of live receivers except collected weak ones
+    assert calls[:2] == ["first", "late"]
+    calls.clear()
+    sig.send("again")
+    assert calls == ["late"]

@@ -658,3 +658,25 @@ def _scenario(mod: Any) -> list[Any]:
 
 def test_same_outcomes_as_pyee() -> None:
     assert _scenario(pyee) == _scenario(real_pyee)
+
+
+def test_recursive_emit_and_mutation_inside_handlers() -> None:
+    ee = EventEmitter()
+    depth: list[int] = []
+
+    @ee.on("down")
+    def down(n: int) -> None:
+        depth.append(n)
+        if n:
+            ee.emit("down", n - 1)
+
+    ee.emit("down", 3)
+    assert depth == [3, 2, 1, 0]
+
+    def adder() -> None:
+        ee.on("grow", lambda: None)
+
+    ee.on("grow", adder)
+    for _ in range(3):
+        ee.emit("grow")
+    assert len(ee.listeners("grow")) == 4  # adder, then three new lambdas
