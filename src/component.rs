@@ -36,10 +36,6 @@ impl OnFull {
             )),
         }
     }
-
-    pub fn is_drop(self) -> bool {
-        matches!(self, OnFull::DropNewest | OnFull::DropOldest)
-    }
 }
 
 /// A positive integer argument, with an error naming the field.
@@ -92,6 +88,7 @@ pub fn check_event(
 // `Context.run` call (and a Python-visible frame) per event.
 extern "C" {
     fn PyContext_CopyCurrent() -> *mut pyo3::ffi::PyObject;
+    fn PyContext_Copy(ctx: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject;
     fn PyContext_Enter(ctx: *mut pyo3::ffi::PyObject) -> std::os::raw::c_int;
     fn PyContext_Exit(ctx: *mut pyo3::ffi::PyObject) -> std::os::raw::c_int;
 }
@@ -102,15 +99,39 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     unsafe { Ok(Bound::from_owned_ptr_or_err(py, PyContext_CopyCurrent())?.unbind()) }
 }
 
-/// Run `f` inside `ctx` (a `contextvars.Context`), as `ctx.run(f)` would.
+/// The emitting thread's context for a queued event. Consecutive emits from an unchanged
+/// context share one snapshot (`Context.__eq__` is a pointer check when nothing changed), so
+/// the queue does not hold a new GC-tracked object per event.
+#[derive(Default)]
+pub struct ContextCapture {
+    last: parking_lot::Mutex<Option<Py<PyAny>>>,
+}
+
+impl ContextCapture {
+    pub fn capture(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let current = copy_context(py)?;
+        let mut last = self.last.lock();
+        if let Some(prev) = last.as_ref() {
+            if prev.bind(py).eq(current.bind(py))? {
+                return Ok(prev.clone_ref(py));
+            }
+        }
+        *last = Some(current.clone_ref(py));
+        Ok(current)
+    }
+}
+
+/// Run `f` inside a fresh copy of the snapshot `ctx`, as `ctx.copy().run(f)` would: each
+/// event gets its own context, so what one listener sets is not seen by the next event.
 pub fn run_in_context<R>(py: Python<'_>, ctx: &Py<PyAny>, f: impl FnOnce() -> R) -> PyResult<R> {
-    // SAFETY: GIL held; `ctx` is a Context made by copy_context and entered by one thread.
+    // SAFETY: GIL held; the copy is new, owned here, and entered by this thread only.
     unsafe {
-        if PyContext_Enter(ctx.as_ptr()) != 0 {
+        let copy = Bound::from_owned_ptr_or_err(py, PyContext_Copy(ctx.as_ptr()))?;
+        if PyContext_Enter(copy.as_ptr()) != 0 {
             return Err(PyErr::fetch(py));
         }
         let out = f();
-        if PyContext_Exit(ctx.as_ptr()) != 0 {
+        if PyContext_Exit(copy.as_ptr()) != 0 {
             return Err(PyErr::fetch(py));
         }
         Ok(out)

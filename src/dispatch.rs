@@ -9,7 +9,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::PyTuple;
 
 use crate::errors::{describe_event, group_errors, middleware_error, type_name, validation_error};
-use crate::listener::Resolved;
+use crate::listener::{Resolved, Sub};
 use crate::metrics::Counter;
 
 /// A middleware object with its hooks looked up once.
@@ -101,7 +101,55 @@ pub struct Dispatch<'a> {
     pub component: &'a str,
     pub chain: &'a Chain,
     pub counters: &'a DispatchCounters,
-    pub event_loop: Option<&'a Py<PyAny>>,
+}
+
+/// How one asynchronous attempt of a subscriber ended.
+pub enum Attempt {
+    Done,
+    /// Failed for good (a managed listener has already dead-lettered or logged it).
+    Failed(PyErr),
+    /// Try again (attempt + 1) after this many seconds.
+    Retry(f64),
+}
+
+/// One asynchronous attempt: a managed listener runs its policy's `attempt`, a plain one is
+/// called once. Counts the outcome in the subscriber's metrics.
+pub fn attempt(
+    py: Python<'_>,
+    sub: &Sub,
+    event: &Bound<'_, PyAny>,
+    n: u32,
+    topic: Option<&str>,
+    event_loop: Option<&Py<PyAny>>,
+) -> Attempt {
+    let Some(managed) = &sub.managed else {
+        return match sub.call(py, event, event_loop) {
+            Ok(()) => Attempt::Done,
+            Err(e) => Attempt::Failed(e),
+        };
+    };
+    let start = crate::metrics::mono_nanos();
+    let r = managed.bind(py).call_method1("attempt", (event, n, topic));
+    sub.metrics
+        .duration
+        .observe_nanos(crate::metrics::mono_nanos().saturating_sub(start));
+    match r {
+        Ok(v) if v.is_none() => {
+            sub.metrics.success.inc();
+            Attempt::Done
+        }
+        Ok(v) => match v.extract::<f64>() {
+            Ok(d) => Attempt::Retry(d.max(0.0)),
+            Err(e) => {
+                sub.metrics.failure.inc();
+                Attempt::Failed(e)
+            }
+        },
+        Err(e) => {
+            sub.metrics.failure.inc();
+            Attempt::Failed(crate::errors::listener_error(py, &sub.listener_name(py), event, e))
+        }
+    }
 }
 
 impl Dispatch<'_> {
@@ -113,6 +161,7 @@ impl Dispatch<'_> {
         py: Python<'py>,
         event: Bound<'py, PyAny>,
         resolve: impl FnOnce(&Bound<'py, PyAny>) -> Arc<Resolved>,
+        mut deliver: impl FnMut(&Arc<Sub>, &Bound<'py, PyAny>) -> Option<PyErr>,
     ) -> Result<(), PyErr> {
         let chain = self.chain.snapshot();
         let mut event = event;
@@ -157,10 +206,7 @@ impl Dispatch<'_> {
             if !sub.is_active() {
                 continue;
             }
-            let result = sub.call(py, &event, self.event_loop);
-            self.counters.processed.inc();
-            if let Err(e) = result {
-                self.counters.failed.inc();
+            if let Some(e) = deliver(sub, &event) {
                 errors.push(e);
             }
         }

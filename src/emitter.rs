@@ -8,8 +8,9 @@ use std::sync::{Arc, Weak};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::component::{check_event, copy_context, deadline, pick_loop, positive, run_in_context, shutdown_report, OnFull};
-use crate::dispatch::{log_failure, Chain, Dispatch, DispatchCounters};
+use crate::component::{check_event, deadline, ContextCapture, pick_loop, positive, run_in_context, shutdown_report, OnFull};
+use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
+use crate::retry::Retries;
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
 use crate::event::as_event;
 use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
@@ -21,7 +22,8 @@ pub struct EmitterCore {
     name: String,
     registry: Registry,
     chain: Chain,
-    counters: DispatchCounters,
+    counters: Arc<DispatchCounters>,
+    retries: Arc<Retries>,
     emitted: Counter,
     dropped_full: Counter,
     dropped_shutdown: Counter,
@@ -36,29 +38,66 @@ impl EmitterCore {
         Some(self.registry.resolve(t.to_str().ok()?))
     }
 
-    /// Run middleware and listeners; `resolved` is reused unless middleware replaced the event.
+    /// Run middleware and listeners in this thread (`emit`); `resolved` is reused unless
+    /// middleware replaced the event. Managed listeners run their whole policy here.
     fn dispatch<'py>(
         &self,
         py: Python<'py>,
         event: Bound<'py, PyAny>,
         resolved: Option<Arc<Resolved>>,
     ) -> Result<(), PyErr> {
-        let d = Dispatch {
-            component: &self.name,
-            chain: &self.chain,
-            counters: &self.counters,
-            event_loop: self.event_loop.as_ref(),
-        };
+        let d = Dispatch { component: &self.name, chain: &self.chain, counters: &self.counters };
         let original = event.as_ptr();
-        d.run(py, event, |ev| match resolved {
-            Some(r) if ev.as_ptr() == original => r,
-            _ => self.resolve(ev).unwrap_or_else(|| self.registry.resolve("")),
-        })
+        d.run(
+            py,
+            event,
+            |ev| match resolved {
+                Some(r) if ev.as_ptr() == original => r,
+                _ => self.resolve(ev).unwrap_or_else(|| self.registry.resolve("")),
+            },
+            |sub, ev| {
+                let result = sub.call(py, ev, self.event_loop.as_ref());
+                self.counters.processed.inc();
+                result.err().inspect(|_| self.counters.failed.inc())
+            },
+        )
     }
 
-    /// Asynchronous delivery: failures are counted (in dispatch) and logged, never raised.
-    fn dispatch_logged(&self, py: Python<'_>, event: Bound<'_, PyAny>) {
-        if let Err(e) = self.dispatch(py, event, None) {
+    /// Asynchronous delivery (a worker, inside the emitter's context): failures are counted and
+    /// logged, never raised; a managed listener's retries wait on the timer runtime.
+    fn dispatch_queued(
+        &self,
+        py: Python<'_>,
+        event: Bound<'_, PyAny>,
+        resolved: Option<Arc<Resolved>>,
+        context: Option<&Py<PyAny>>,
+    ) {
+        let d = Dispatch { component: &self.name, chain: &self.chain, counters: &self.counters };
+        let original = event.as_ptr();
+        let result = d.run(
+            py,
+            event,
+            |ev| match resolved {
+                Some(r) if ev.as_ptr() == original => r,
+                _ => self.resolve(ev).unwrap_or_else(|| self.registry.resolve("")),
+            },
+            |sub, ev| match attempt(py, sub, ev, 1, None, self.event_loop.as_ref()) {
+                Attempt::Done => {
+                    self.counters.processed.inc();
+                    None
+                }
+                Attempt::Failed(e) => {
+                    self.counters.processed.inc();
+                    self.counters.failed.inc();
+                    if sub.managed.is_none() { Some(e) } else { None }
+                }
+                Attempt::Retry(delay) => {
+                    self.retries.schedule(py, sub.clone(), ev, context, 2, None, delay, None);
+                    None
+                }
+            },
+        );
+        if let Err(e) = result {
             log_failure(py, &self.name, &e);
         }
     }
@@ -96,13 +135,15 @@ struct EmitterSink {
 impl Sink for EmitterSink {
     fn deliver(&self, py: Python<'_>, item: Item) {
         let event = item.event.into_bound(py);
-        match item.context {
+        let resolved = item.resolved;
+        match &item.context {
             Some(ctx) => {
-                if let Err(e) = run_in_context(py, &ctx, || self.core.dispatch_logged(py, event)) {
+                let run = || self.core.dispatch_queued(py, event, resolved, Some(ctx));
+                if let Err(e) = run_in_context(py, ctx, run) {
                     log_failure(py, &self.core.name, &e);
                 }
             }
-            None => self.core.dispatch_logged(py, event),
+            None => self.core.dispatch_queued(py, event, resolved, None),
         }
     }
 }
@@ -118,6 +159,7 @@ pub struct Emitter {
     propagate_context: bool,
     closed: AtomicBool,
     reported: AtomicBool,
+    context: ContextCapture,
 }
 
 impl Emitter {
@@ -154,20 +196,22 @@ impl Emitter {
         self.core.count_type(event, false);
     }
 
-    fn item(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Item> {
+    fn item(&self, py: Python<'_>, event: &Bound<'_, PyAny>, resolved: Option<Arc<Resolved>>) -> PyResult<Item> {
         Ok(Item {
             event: event.clone().unbind(),
             context: if self.propagate_context {
-                Some(copy_context(py)?)
+                Some(self.context.capture(py)?)
             } else {
                 None
             },
+            resolved,
         })
     }
 
     /// Queue one admitted event under `policy`.
     fn enqueue(&self, py: Python<'_>, event: &Bound<'_, PyAny>, policy: OnFull, timeout: Option<f64>) -> PyResult<()> {
-        let item = self.item(py, event)?;
+        let resolved = self.core.resolve(event);
+        let item = self.item(py, event, resolved.clone())?;
         match policy {
             OnFull::DropOldest => {
                 if let Some(old) = self.lane.force_push(item) {
@@ -195,7 +239,10 @@ impl Emitter {
                 }
             }
         }
-        self.core.count_accepted(event);
+        self.core.emitted.inc();
+        if let Some(r) = resolved {
+            r.counters.accepted.inc();
+        }
         Ok(())
     }
 
@@ -251,15 +298,19 @@ impl Emitter {
             ),
         };
         let pool_inner = pool.borrow(py).inner.clone();
+        let counters = Arc::new(DispatchCounters::default());
+        let event_loop = pick_loop(py, r#loop)?;
+        let retries = Retries::new(name, pool_inner.clone(), counters.clone(), event_loop.as_ref().map(|l| l.clone_ref(py)));
         let core = Arc::new(EmitterCore {
             name: name.to_string(),
             registry: Registry::default(),
             chain: Chain::default(),
-            counters: DispatchCounters::default(),
+            counters,
+            retries,
             emitted: Counter::default(),
             dropped_full: Counter::default(),
             dropped_shutdown: Counter::default(),
-            event_loop: pick_loop(py, r#loop)?,
+            event_loop,
         });
         let sink = Arc::new(EmitterSink { core: core.clone() });
         let lane = Lane::new(buffer_size, max_concurrency, sink, pool_inner);
@@ -273,6 +324,7 @@ impl Emitter {
             propagate_context,
             closed: AtomicBool::new(false),
             reported: AtomicBool::new(false),
+            context: ContextCapture::default(),
         })
     }
 
@@ -292,13 +344,12 @@ impl Emitter {
     }
 
     /// Subscribe `listener` to an event type or a `*`/`#` pattern.
-    #[pyo3(signature = (event_type, listener, *, config=None))]
-    fn subscribe(
+    /// (The Python layer turns `config=` into a managed listener before calling this.)
+    fn _subscribe(
         &self,
         py: Python<'_>,
         event_type: &str,
         listener: &Bound<'_, PyAny>,
-        config: Option<Py<PyAny>>,
     ) -> PyResult<Subscription> {
         if event_type.is_empty() {
             return Err(validation_error(py, "subscribe: event_type must be a non-empty str"));
@@ -309,10 +360,9 @@ impl Emitter {
                 format!("emitter '{}' is shut down; cannot subscribe", self.core.name),
             ));
         }
-        let listener = Listener::coerce(py, listener)?;
+        let (listener, managed) = Listener::for_subscription(py, listener)?;
         let metrics = self.core.registry.metrics_for(listener.get().name());
-        let config = config.filter(|c| !c.is_none(py));
-        let sub = Arc::new(Sub::new(py, event_type, listener, config, metrics));
+        let sub = Arc::new(Sub::new(py, event_type, listener, managed, metrics));
         self.core.registry.add(sub.clone());
         let owner: Weak<dyn Unsubscribe> = Arc::downgrade(&(self.core.clone() as Arc<dyn Unsubscribe>));
         Ok(Subscription { sub, owner })
@@ -394,8 +444,9 @@ impl Emitter {
     #[pyo3(signature = (timeout=None))]
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
         let lane = self.lane.clone();
+        let retries = self.core.retries.clone();
         let until = deadline(timeout);
-        py.allow_threads(move || lane.wait_retired(until))
+        py.allow_threads(move || lane.wait_retired(until) && retries.wait_idle(until))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -404,7 +455,7 @@ impl Emitter {
             c.emitted.get(),
             c.counters.processed.get(),
             c.counters.failed.get(),
-            self.lane.len(),
+            self.lane.len() + c.retries.pending(),
             c.dropped_full.get() + c.dropped_shutdown.get(),
             c.registry.len(),
             c.counters.middleware_errors.get(),
@@ -421,14 +472,18 @@ impl Emitter {
         let lane = self.lane.clone();
         let until = deadline(timeout);
         let before = lane.retired();
+        let retries = self.core.retries.clone();
         let left = py.allow_threads(|| {
-            lane.wait_idle(until);
+            if lane.wait_idle(until) {
+                retries.wait_idle(until);
+            }
             lane.stop_and_take()
         });
         let drained = lane.retired() - before - left.len() as u64;
         let in_flight = lane.in_flight();
-        self.core.dropped_shutdown.add(left.len() as u64);
-        let undelivered: Vec<Py<PyAny>> = left.into_iter().map(|i| i.event).collect();
+        let mut undelivered: Vec<Py<PyAny>> = left.into_iter().map(|i| i.event).collect();
+        undelivered.extend(self.core.retries.abandon_all(py));
+        self.core.dropped_shutdown.add(undelivered.len() as u64);
         if self.owns_pool {
             let inner = self.pool.borrow(py).inner.clone();
             let until = if in_flight > 0 { Some(std::time::Instant::now()) } else { until };
@@ -476,7 +531,7 @@ impl Emitter {
         }
         d.set_item("processed", processed)?;
         d.set_item("durations", durations)?;
-        d.set_item("queue_size", self.lane.len())?;
+        d.set_item("queue_size", self.lane.len() + c.retries.pending())?;
         d.set_item("active_listeners", c.registry.len())?;
         d.set_item(
             "dropped",

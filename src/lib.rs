@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod bus;
 mod compat;
 mod component;
 mod dispatch;
@@ -11,9 +12,12 @@ mod errors;
 mod event;
 mod listener;
 mod metrics;
+mod partition;
 mod pattern;
 mod pool;
 mod queue;
+mod retry;
+mod timer;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     listener::register(m)?;
     pool::register(m)?;
     emitter::register(m)?;
+    bus::register(m)?;
     compat::register(m)?;
     Ok(())
 }

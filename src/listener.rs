@@ -80,6 +80,19 @@ impl Listener {
         }
     }
 
+    /// The `Listener` to subscribe for `obj`, and the managed listener behind it if `obj` is one
+    /// (an object with `attempt` and `abandon`, from `ListenerManager.register`).
+    pub fn for_subscription(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<(Py<Listener>, Option<Py<PyAny>>)> {
+        if obj.hasattr("attempt")? && obj.hasattr("abandon")? && obj.is_callable() {
+            let name = obj.getattr("name")?.downcast_into::<PyString>().map_err(|_| {
+                validation_error(py, "a managed listener's name must be a str")
+            })?;
+            let listener = Listener::build(py, name.unbind(), obj.clone().unbind(), None)?;
+            return Ok((Py::new(py, listener)?, Some(obj.clone().unbind())));
+        }
+        Ok((Listener::coerce(py, obj)?, None))
+    }
+
     /// A `Listener` for `obj`: itself when it already is one, else a wrapper named by the
     /// callable's `__qualname__`.
     pub fn coerce(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Py<Listener>> {
@@ -195,7 +208,9 @@ pub struct Sub {
     pub topic: String,
     pub pattern: Option<TypePattern>,
     pub listener: Py<Listener>,
-    pub config: Option<Py<PyAny>>,
+    /// A `ManagedListener` (retry policy, circuit, dead letters): asynchronous delivery calls
+    /// its `attempt(event, n, topic)` and owns the waiting between attempts.
+    pub managed: Option<Py<PyAny>>,
     pub active: AtomicBool,
     pub metrics: Arc<ListenerMetrics>,
 }
@@ -205,7 +220,7 @@ impl Sub {
         py: Python<'_>,
         topic: &str,
         listener: Py<Listener>,
-        config: Option<Py<PyAny>>,
+        managed: Option<Py<PyAny>>,
         metrics: Arc<ListenerMetrics>,
     ) -> Sub {
         let seq = NEXT_SUB.fetch_add(1, SeqCst);
@@ -217,7 +232,7 @@ impl Sub {
             topic: topic.to_string(),
             pattern: TypePattern::parse(topic),
             listener,
-            config,
+            managed,
             active: AtomicBool::new(true),
             metrics,
         }
@@ -368,18 +383,6 @@ impl Registry {
         Some(sub)
     }
 
-    pub fn clear(&self) -> Vec<Arc<Sub>> {
-        let taken = std::mem::take(&mut *self.subs.write());
-        for s in &taken {
-            s.active.store(false, SeqCst);
-        }
-        self.invalidate();
-        taken
-    }
-
-    pub fn all(&self) -> Vec<Arc<Sub>> {
-        self.subs.read().clone()
-    }
 
     pub fn len(&self) -> usize {
         self.subs.read().len()

@@ -17,10 +17,12 @@ use crate::pool::{Job, PoolInner};
 /// How long a worker keeps the GIL for one lane before it lets others run.
 const TIME_SLICE: Duration = Duration::from_millis(2);
 
-/// One queued event and the `contextvars.Context` captured when it was emitted.
+/// One queued event, the `contextvars.Context` captured when it was emitted, and the
+/// listeners it resolved to then (`None`: resolve at delivery).
 pub struct Item {
     pub event: Py<PyAny>,
     pub context: Option<Py<PyAny>>,
+    pub resolved: Option<Arc<crate::listener::Resolved>>,
 }
 
 /// What a lane hands its items to, with the GIL held.
@@ -80,9 +82,6 @@ impl Lane {
     }
     pub fn retired(&self) -> u64 {
         self.retired.load(SeqCst)
-    }
-    pub fn enqueued(&self) -> u64 {
-        self.enqueued.load(SeqCst)
     }
 
     pub fn try_push(self: &Arc<Self>, item: Item) -> Pushed {

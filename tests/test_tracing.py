@@ -501,6 +501,55 @@ def test_a_listener_emitting_inside_its_span_chains_the_trace(
         assert em.flush(timeout=10)
     created = only(spans_named(exporter, "process order.created"))
     billed = only(spans_named(exporter, "process order.billed"))
-    assert created.context.trace_id == billed.context.trace_id == producer.get_span_context().trace_id
+    trace_id = producer.get_span_context().trace_id
+    assert created.context.trace_id == billed.context.trace_id == trace_id
     assert billed.parent is not None and billed.parent.span_id == created.context.span_id
     assert [link.context.span_id for link in billed.links] == [created.context.span_id]
+
+
+def test_an_async_listener_runs_inside_the_consumer_span(
+    emitter: nova.Emitter, mw: TracingMiddleware, tracer: trace.Tracer,
+    exporter: InMemorySpanExporter,
+) -> None:
+    import asyncio
+
+    emitter.use(mw)
+
+    async def handler(event: nova.Event) -> None:
+        await asyncio.sleep(0.02)
+        with tracer.start_as_current_span("after-await"):
+            pass
+
+    emitter.subscribe("a.b", handler)
+    with tracer.start_as_current_span("producer"):
+        emitter.emit(nova.Event("a.b"))
+        emitter.emit_async(nova.Event("a.b"))
+    assert emitter.flush(timeout=10)
+    consumers = spans_named(exporter, "process a.b")
+    inner = spans_named(exporter, "after-await")
+    assert len(consumers) == len(inner) == 2
+    by_id = {s.context.span_id: s for s in consumers}
+    for span in inner:
+        assert span.parent is not None and span.parent.span_id in by_id
+        consumer = by_id[span.parent.span_id]
+        assert consumer.end_time is not None and span.end_time is not None
+        assert span.end_time <= consumer.end_time  # the span covers the awaited handler
+
+
+def test_a_rejecting_middleware_placed_first_leaves_no_span_open(
+    emitter: nova.Emitter, mw: TracingMiddleware, tracer: trace.Tracer,
+    exporter: InMemorySpanExporter,
+) -> None:
+    def reject(event: nova.Event) -> None:
+        if event.type == "bad.e":
+            raise ValueError("rejected")
+
+    emitter.use(nova.middleware(before=reject), mw)
+    emitter.subscribe("#", lambda e: None)
+    with tracer.start_as_current_span("producer") as producer:
+        with pytest.raises(nova.MiddlewareError):
+            emitter.emit(nova.Event("bad.e"))
+        assert current_span_id() == producer.get_span_context().span_id
+        emitter.emit(nova.Event("good.e"))
+        assert current_span_id() == producer.get_span_context().span_id
+    assert [s.name for s in exporter.get_finished_spans()] == ["process good.e", "producer"]

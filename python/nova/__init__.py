@@ -20,8 +20,10 @@ from ._types import (
     PoolStats,
     ShutdownReport,
     StopReport,
+    TopicConfig,
     TopicInfo,
 )
+from .bus import Bus
 from .emitter import Emitter
 from .errors import (
     BackendError,
@@ -58,7 +60,7 @@ _atexit.register(_core._close_all_pools)
 
 __all__ = [
     "Event", "Listener", "Subscription", "Middleware", "middleware", "WorkerPool", "Emitter",
-    "OnFull", "DeliveryMode", "Health", "ShutdownReport", "StopReport", "EmitterStats",
+    "Bus", "TopicConfig", "OnFull", "DeliveryMode", "Health", "ShutdownReport", "StopReport", "EmitterStats",
     "BusStats", "PoolStats", "TopicInfo", "shutdown", "run", "strict_type_names",
     "NovaError", "ValidationError", "BufferFull", "ClosedError", "EmitterClosed", "BusClosed",
     "StoreClosed", "PoolClosed", "ListenerError", "MiddlewareError", "ListenerTimeout",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._core import Event
 
 __all__ = [
     "OnFull", "DeliveryMode", "Health", "ShutdownReport", "StopReport", "EmitterStats",
-    "BusStats", "PoolStats", "TopicInfo",
+    "BusStats", "PoolStats", "TopicInfo", "TopicConfig",
 ]
 
 
@@ -103,3 +103,54 @@ class TopicInfo:
     delivery_mode: DeliveryMode
     subscribers: int
     queued: int
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """How a bus topic partitions, buffers and delivers events (API section 6).
+
+    ``ordering_key``: a metadata key (read in Rust, no Python call), a callable
+    ``event -> str`` (called once per event), or None (the event id: no ordering).
+    """
+
+    partitions: int = 1
+    buffer_size: int = 1000
+    delivery_mode: DeliveryMode = DeliveryMode.AT_LEAST_ONCE
+    max_concurrency: int = 10
+    on_full: OnFull = OnFull.RAISE
+    ordering_key: Any = None
+    retention: float | None = None
+    dedup_window: int = 100_000
+
+    def __post_init__(self) -> None:
+        from .errors import ValidationError
+
+        for name in ("partitions", "buffer_size", "max_concurrency", "dedup_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(f"TopicConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.delivery_mode, DeliveryMode):
+            raise ValidationError(
+                f"TopicConfig.delivery_mode must be a nova.DeliveryMode, got {self.delivery_mode!r}"
+            )
+        if not isinstance(self.on_full, OnFull):
+            raise ValidationError(f"TopicConfig.on_full must be a nova.OnFull, got {self.on_full!r}")
+        if self.on_full in (OnFull.DROP_NEWEST, OnFull.DROP_OLDEST) and (
+            self.delivery_mode is not DeliveryMode.AT_MOST_ONCE
+        ):
+            raise ValidationError(
+                f"TopicConfig.on_full={self.on_full} drops events, which only an AT_MOST_ONCE topic "
+                "allows; use OnFull.RAISE or OnFull.BLOCK, or delivery_mode=DeliveryMode.AT_MOST_ONCE"
+            )
+        key = self.ordering_key
+        if key is not None and not isinstance(key, str) and not callable(key):
+            raise ValidationError(
+                "TopicConfig.ordering_key must be a metadata key (str), a callable event -> str, "
+                f"or None, got {type(key).__name__}"
+            )
+        if self.retention is not None and (
+            isinstance(self.retention, bool)
+            or not isinstance(self.retention, (int, float))
+            or self.retention <= 0
+        ):
+            raise ValidationError(f"TopicConfig.retention must be positive seconds or None, got {self.retention!r}")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _core
+from ._managed import managed
 from .errors import BufferFull
 
 __all__ = ["Emitter"]
@@ -16,6 +17,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class Emitter(_core.Emitter):
     """Events routed by type to listeners; see the API contract, section 5."""
+
+    def subscribe(self, event_type: str, listener: Any, *, config: Any = None) -> _core.Subscription:
+        """Subscribe ``listener`` to an event type or a ``*``/``#`` pattern. With ``config``
+        (a ListenerConfig) it runs under that retry/circuit/dead-letter policy; without, it is
+        called once per event."""
+        if config is not None:
+            listener = managed(self, listener, config)
+        return self._subscribe(event_type, listener)
 
     def on(self, event_type: str, **kwargs: Any) -> Callable[[F], F]:
         """Decorator form of :meth:`subscribe`; returns the function unchanged."""

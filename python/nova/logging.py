@@ -74,13 +74,10 @@ class LoggingMiddleware:
         )
 
     def __repr__(self) -> str:
-        return f"LoggingMiddleware(logger={self.logger!r}, level={logging.getLevelName(self.level)})"
+        level = logging.getLevelName(self.level)
+        return f"LoggingMiddleware(logger={self.logger!r}, level={level})"
 
     def before(self, event: _EventLike) -> None:
-        stack = self._stack.get()
-        if len(stack) >= _MAX_DEPTH:
-            stack = stack[len(stack) - _MAX_DEPTH + 1 :]
-        self._stack.set((*stack, _Started(event.id, time.perf_counter())))
         if self.logger.isEnabledFor(self.level):
             self.logger.log(
                 self.level,
@@ -93,6 +90,11 @@ class LoggingMiddleware:
                     "metadata": dict(event.metadata),
                 },
             )
+        # Timed from after the first record, so its handlers' I/O is not counted.
+        stack = self._stack.get()
+        if len(stack) >= _MAX_DEPTH:
+            stack = stack[len(stack) - _MAX_DEPTH + 1 :]
+        self._stack.set((*stack, _Started(event.id, time.perf_counter())))
 
     def after(self, event: _EventLike, error: BaseException | None) -> None:
         end = time.perf_counter()

@@ -81,7 +81,7 @@ class PrometheusCollector(Collector):
     Register it on a registry (``prometheus_client.REGISTRY.register(PrometheusCollector(em))``)
     or let :func:`serve` do it. Each scrape reads every component's counters once; nothing is
     computed between scrapes. A component whose snapshot cannot be read (for instance one
-    that has gone away) is skipped and logged on the ``nova`` logger, so one bad component
+    that has gone away) is skipped and logged on the ``nova.metrics`` logger, so one bad component
     never hides the others' metrics.
 
     Counters with the same labels from several components are added up (for instance
@@ -94,7 +94,7 @@ class PrometheusCollector(Collector):
             if not isinstance(component, _Observable):
                 raise TypeError(
                     f"PrometheusCollector: {type(component).__name__} has no metrics to collect; "
-                    "pass Emitter, Bus, ListenerManager or store objects"
+                    "pass Nova components such as Emitter, Bus or ListenerManager"
                 )
         self._components: tuple[_Observable, ...] = tuple(
             c for c in components if isinstance(c, _Observable)
@@ -291,7 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
                 body = encoder(self.server.registry)
             except Exception as exc:  # noqa: BLE001
                 _log.exception("nova.metrics: scrape failed")
-                self._send(500, "text/plain; charset=utf-8", f"scrape failed: {exc}\n".encode(), head)
+                message = f"scrape failed: {exc}\n".encode()
+                self._send(500, "text/plain; charset=utf-8", message, head)
                 return
             self._send(200, content_type, body, head)
         elif path == "/healthz":
@@ -306,7 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
             payload = {"status": str(status), "listeners": listeners}
             self._send(code, "application/json", json.dumps(payload).encode(), head)
         else:
-            self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n", head)
+            message = b"not found: try /metrics or /healthz\n"
+            self._send(404, "text/plain; charset=utf-8", message, head)
 
     def _send(self, code: int, content_type: str, body: bytes, head: bool) -> None:
         self.send_response(code)
@@ -395,10 +397,11 @@ def serve(port: int, *components: object, addr: str = "127.0.0.1") -> MetricsSer
     ``unhealthy``. Binding errors (port in use, bad address) raise ``OSError`` here.
     """
     for component in components:
-        if not isinstance(component, _Observable) and not callable(getattr(component, "health", None)):
+        has_health = callable(getattr(component, "health", None))
+        if not isinstance(component, _Observable) and not has_health:
             raise TypeError(
                 f"serve: {type(component).__name__} has neither metrics nor health to serve; "
-                "pass Emitter, Bus, ListenerManager or store objects"
+                "pass Nova components such as Emitter, Bus or ListenerManager"
             )
     collector = PrometheusCollector(*(c for c in components if isinstance(c, _Observable)))
     registry = CollectorRegistry(auto_describe=True)

@@ -1,0 +1,935 @@
+//! `nova.Bus`: named topics split into partitions, each one bounded lock-free queue drained by
+//! at most one worker at a time, so the events of one partition reach each subscriber in
+//! publish order while partitions run in parallel.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use regex::Regex;
+use rustc_hash::FxBuildHasher;
+
+use crate::component::{check_event, deadline, pick_loop, positive, run_in_context, shutdown_report, ContextCapture, OnFull};
+use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
+use crate::errors::{buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, type_name, validation_error};
+use crate::event::as_event;
+use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
+use crate::metrics::{pairs, Counter, TypeCounters};
+use crate::partition::partition_of;
+use crate::pool::{PoolInner, WorkerPool};
+use crate::queue::{Item, Lane, Pushed, Sink};
+use crate::retry::{FollowUp, Retries};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    AtMostOnce,
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+impl Mode {
+    fn parse(py: Python<'_>, field: &str, v: &Bound<'_, PyAny>) -> PyResult<Mode> {
+        let raw = v.getattr("value").unwrap_or_else(|_| v.clone());
+        match raw.extract::<String>().unwrap_or_default().as_str() {
+            "at_most_once" => Ok(Mode::AtMostOnce),
+            "at_least_once" => Ok(Mode::AtLeastOnce),
+            "exactly_once" => Ok(Mode::ExactlyOnce),
+            _ => Err(validation_error(
+                py,
+                format!("{field} must be a nova.DeliveryMode, got {}", v.repr()?),
+            )),
+        }
+    }
+}
+
+enum OrderingKey {
+    /// No key: the event id (no ordering between events).
+    EventId,
+    /// A metadata key, read in Rust.
+    Metadata(String),
+    /// A callable `event -> str`, called once per event.
+    Callable(Py<PyAny>),
+}
+
+/// Ids a subscriber processed successfully on an EXACTLY_ONCE topic (the last `window`).
+struct Dedup {
+    window: usize,
+    seen: HashSet<String, FxBuildHasher>,
+    order: VecDeque<String>,
+}
+
+impl Dedup {
+    fn new(window: usize) -> Dedup {
+        Dedup { window, seen: HashSet::default(), order: VecDeque::new() }
+    }
+    fn contains(&self, id: &str) -> bool {
+        self.seen.contains(id)
+    }
+    fn mark(&mut self, id: String) {
+        if self.seen.insert(id.clone()) {
+            self.order.push_back(id);
+            while self.order.len() > self.window {
+                if let Some(old) = self.order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+struct Topic {
+    name: String,
+    config: Py<PyAny>,
+    mode: Mode,
+    on_full: OnFull,
+    key: OrderingKey,
+    dedup_window: usize,
+    lanes: Vec<Arc<Lane>>,
+    sinks: Vec<Arc<PartitionSink>>,
+    subs: RwLock<Arc<Resolved>>,
+    dedup: Mutex<HashMap<u64, Dedup>>,
+    deleted: AtomicBool,
+}
+
+impl Topic {
+    fn queued(&self) -> usize {
+        self.lanes.iter().map(|l| l.len()).sum::<usize>()
+            + self.sinks.iter().map(|s| s.held_len()).sum::<usize>()
+    }
+
+    fn partition_for(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let n = self.lanes.len();
+        if n == 1 {
+            return Ok(0);
+        }
+        let ev = as_event(event).expect("checked at the door").get();
+        Ok(match &self.key {
+            OrderingKey::EventId => partition_of(ev.id_obj(py).to_str()?, n),
+            OrderingKey::Metadata(k) => match ev.metadata_get(py, k) {
+                Some(v) => partition_of(v.downcast::<PyString>().map(|s| s.to_str()).unwrap_or(Ok(""))?, n),
+                None => partition_of("", n),
+            },
+            OrderingKey::Callable(f) => {
+                let key = f.bind(py).call1((event,))?;
+                let key = key.downcast::<PyString>().map_err(|_| {
+                    validation_error(
+                        py,
+                        format!(
+                            "topic '{}': ordering_key returned {} for {}; it must return a str",
+                            self.name,
+                            type_name(&key),
+                            describe_event(event)
+                        ),
+                    )
+                })?;
+                partition_of(key.to_str()?, n)
+            }
+        })
+    }
+
+    fn set_subs(&self, subs: Vec<Arc<Sub>>) {
+        let counters = self.subs.read().counters.clone();
+        *self.subs.write() = Arc::new(Resolved { subs, counters });
+    }
+
+    fn add_sub(&self, sub: Arc<Sub>) {
+        let mut subs = self.subs.read().subs.clone();
+        subs.push(sub);
+        subs.sort_by_key(|s| s.seq);
+        self.set_subs(subs);
+    }
+
+    fn remove_sub(&self, seq: u64) {
+        let subs: Vec<Arc<Sub>> = self.subs.read().subs.iter().filter(|s| s.seq != seq).cloned().collect();
+        self.set_subs(subs);
+    }
+}
+
+pub struct BusCore {
+    name: String,
+    topics: RwLock<HashMap<String, Arc<Topic>, FxBuildHasher>>,
+    patterns: RwLock<Vec<(Regex, Arc<Sub>)>>,
+    types: Registry,
+    chain: Chain,
+    counters: Arc<DispatchCounters>,
+    published: Counter,
+    dropped_full: Counter,
+    dropped_at_most_once: Counter,
+    dropped_shutdown: Counter,
+    event_loop: Option<Py<PyAny>>,
+    retries: Arc<Retries>,
+    pool: Arc<PoolInner>,
+    listener_metrics: Registry,
+}
+
+impl Unsubscribe for BusCore {
+    fn unsubscribe(&self, seq: u64) {
+        self.patterns.write().retain(|(_, s)| s.seq != seq);
+        for t in self.topics.read().values() {
+            t.remove_sub(seq);
+        }
+    }
+}
+
+/// Delivers one partition's events and holds back, per subscriber, the events that arrive
+/// while that subscriber waits for a retry (so its order is kept and nobody else waits).
+struct PartitionSink {
+    core: Weak<BusCore>,
+    topic: Mutex<Weak<Topic>>,
+    held: Mutex<HashMap<u64, VecDeque<(Py<PyAny>, Option<Py<PyAny>>)>>>,
+    me: Mutex<Weak<PartitionSink>>,
+}
+
+impl PartitionSink {
+    fn held_len(&self) -> usize {
+        self.held.lock().values().map(|q| q.len()).sum()
+    }
+
+    fn take_held(&self) -> Vec<Py<PyAny>> {
+        self.held.lock().drain().flat_map(|(_, q)| q.into_iter().map(|(e, _)| e)).collect()
+    }
+
+    /// Deliver `event` to `sub`, or hold it back if `sub` is waiting for a retry here.
+    fn deliver_to(
+        &self,
+        py: Python<'_>,
+        core: &BusCore,
+        topic: &Topic,
+        sub: &Arc<Sub>,
+        event: &Bound<'_, PyAny>,
+        context: Option<&Py<PyAny>>,
+    ) -> Option<PyErr> {
+        {
+            let mut held = self.held.lock();
+            if let Some(q) = held.get_mut(&sub.seq) {
+                q.push_back((event.clone().unbind(), context.map(|c| c.clone_ref(py))));
+                return None;
+            }
+        }
+        let id = if topic.mode == Mode::ExactlyOnce {
+            let id = as_event(event).map(|e| e.get().id_str(py)).unwrap_or_default();
+            if topic.dedup.lock().get(&sub.seq).is_some_and(|d| d.contains(&id)) {
+                return None;
+            }
+            Some(id)
+        } else {
+            None
+        };
+        match attempt(py, sub, event, 1, Some(&topic.name), core.event_loop.as_ref()) {
+            Attempt::Done => {
+                core.counters.processed.inc();
+                if let Some(id) = id {
+                    self.mark_seen(topic, sub, id);
+                }
+                None
+            }
+            Attempt::Failed(e) => {
+                core.counters.processed.inc();
+                core.counters.failed.inc();
+                if topic.mode == Mode::AtMostOnce {
+                    core.dropped_at_most_once.inc();
+                }
+                if sub.managed.is_none() { Some(e) } else { None }
+            }
+            Attempt::Retry(delay) => {
+                self.held.lock().insert(sub.seq, VecDeque::new());
+                let follow: Option<Arc<dyn FollowUp>> =
+                    self.me.lock().upgrade().map(|s| s as Arc<dyn FollowUp>);
+                core.retries.schedule(py, sub.clone(), event, context, 2, Some(&topic.name), delay, follow);
+                None
+            }
+        }
+    }
+
+    fn mark_seen(&self, topic: &Topic, sub: &Sub, id: String) {
+        topic
+            .dedup
+            .lock()
+            .entry(sub.seq)
+            .or_insert_with(|| Dedup::new(topic.dedup_window))
+            .mark(id);
+    }
+}
+
+impl FollowUp for PartitionSink {
+    fn finished(&self, py: Python<'_>, sub: &Arc<Sub>, event: &Bound<'_, PyAny>, ok: bool) {
+        let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.lock().upgrade()) else {
+            return;
+        };
+        if ok && topic.mode == Mode::ExactlyOnce {
+            if let Some(e) = as_event(event) {
+                self.mark_seen(&topic, sub, e.get().id_str(py));
+            }
+        }
+        // Release what was held back for this subscriber, in order, until it waits again.
+        let Some(mut backlog) = self.held.lock().remove(&sub.seq) else {
+            return;
+        };
+        while let Some((ev, ctx)) = backlog.pop_front() {
+            let ev = ev.into_bound(py);
+            let run = || self.deliver_to(py, &core, &topic, sub, &ev, ctx.as_ref());
+            let err = match &ctx {
+                Some(c) => run_in_context(py, c, run).unwrap_or_else(Some),
+                None => run(),
+            };
+            if let Some(e) = err {
+                log_failure(py, &core.name, &e);
+            }
+            let mut held = self.held.lock();
+            if let Some(q) = held.get_mut(&sub.seq) {
+                q.extend(backlog.drain(..));
+                return;
+            }
+        }
+    }
+}
+
+impl Sink for PartitionSink {
+    fn deliver(&self, py: Python<'_>, item: Item) {
+        let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.lock().upgrade()) else {
+            return;
+        };
+        let event = item.event.into_bound(py);
+        let ctx = item.context;
+        let run = || {
+            let d = Dispatch { component: &core.name, chain: &core.chain, counters: &core.counters };
+            d.run(
+                py,
+                event,
+                |_| topic.subs.read().clone(),
+                |sub, ev| self.deliver_to(py, &core, &topic, sub, ev, ctx.as_ref()),
+            )
+        };
+        let result = match &ctx {
+            Some(c) => run_in_context(py, c, run).and_then(|r| r),
+            None => run(),
+        };
+        if let Err(e) = result {
+            log_failure(py, &core.name, &e);
+        }
+    }
+}
+
+#[pyclass(module = "nova", name = "Bus", subclass, frozen)]
+pub struct Bus {
+    core: Arc<BusCore>,
+    pool: Py<WorkerPool>,
+    owns_pool: bool,
+    default_partitions: usize,
+    default_buffer_size: usize,
+    default_mode: Py<PyAny>,
+    backend: Option<Py<PyAny>>,
+    store: Option<Py<PyAny>>,
+    validator: Option<Py<PyAny>>,
+    context: ContextCapture,
+    closed: AtomicBool,
+    reported: AtomicBool,
+}
+
+impl Bus {
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        if self.closed.load(SeqCst) {
+            return Err(bus_closed(py, format!("bus '{}' is shut down; create a new Bus", self.core.name)));
+        }
+        if self.core.pool.is_closed() {
+            return Err(pool_closed(
+                py,
+                format!("bus '{}': its worker pool '{}' is closed", self.core.name, self.core.pool.name),
+            ));
+        }
+        Ok(())
+    }
+
+    fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.core.topics.read().get(name).cloned()
+    }
+
+    fn default_config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("partitions", self.default_partitions)?;
+        kwargs.set_item("buffer_size", self.default_buffer_size)?;
+        kwargs.set_item("delivery_mode", self.default_mode.bind(py))?;
+        py.import("nova._types")?.getattr("TopicConfig")?.call((), Some(&kwargs))
+    }
+
+    fn get_or_create(&self, py: Python<'_>, name: &str) -> PyResult<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        let config = self.default_config(py)?;
+        self.create(py, name, &config)
+    }
+
+    fn create(&self, py: Python<'_>, name: &str, config: &Bound<'_, PyAny>) -> PyResult<Arc<Topic>> {
+        if name.is_empty() {
+            return Err(validation_error(py, "topic name must be a non-empty str"));
+        }
+        if let Some(t) = self.topic(name) {
+            if t.config.bind(py).eq(config)? {
+                return Ok(t);
+            }
+            return Err(validation_error(
+                py,
+                format!(
+                    "bus '{}': topic '{}' exists with {}; it cannot be re-created with {}",
+                    self.core.name,
+                    name,
+                    t.config.bind(py).repr()?,
+                    config.repr()?
+                ),
+            ));
+        }
+        let partitions = positive(py, "TopicConfig.partitions", config.getattr("partitions")?.extract()?)?;
+        let buffer_size = positive(py, "TopicConfig.buffer_size", config.getattr("buffer_size")?.extract()?)?;
+        let mode = Mode::parse(py, "TopicConfig.delivery_mode", &config.getattr("delivery_mode")?)?;
+        let on_full = OnFull::parse(py, "TopicConfig.on_full", Some(&config.getattr("on_full")?))?;
+        let dedup_window = positive(py, "TopicConfig.dedup_window", config.getattr("dedup_window")?.extract()?)?;
+        let key_obj = config.getattr("ordering_key")?;
+        let key = if key_obj.is_none() {
+            OrderingKey::EventId
+        } else if let Ok(s) = key_obj.downcast::<PyString>() {
+            OrderingKey::Metadata(s.to_string())
+        } else {
+            OrderingKey::Callable(key_obj.unbind())
+        };
+        let mut lanes = Vec::with_capacity(partitions);
+        let mut sinks = Vec::with_capacity(partitions);
+        for _ in 0..partitions {
+            let sink = Arc::new(PartitionSink {
+                core: Arc::downgrade(&self.core),
+                topic: Mutex::new(Weak::new()),
+                held: Mutex::new(HashMap::new()),
+                me: Mutex::new(Weak::new()),
+            });
+            *sink.me.lock() = Arc::downgrade(&sink);
+            lanes.push(Lane::new(buffer_size, 1, sink.clone(), self.core.pool.clone()));
+            sinks.push(sink);
+        }
+        let subs: Vec<Arc<Sub>> = self
+            .core
+            .patterns
+            .read()
+            .iter()
+            .filter(|(re, _)| re.is_match(name))
+            .map(|(_, s)| s.clone())
+            .collect();
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            config: config.clone().unbind(),
+            mode,
+            on_full,
+            key,
+            dedup_window,
+            lanes,
+            sinks,
+            subs: RwLock::new(Arc::new(Resolved { subs, counters: Arc::new(TypeCounters::default()) })),
+            dedup: Mutex::new(HashMap::new()),
+            deleted: AtomicBool::new(false),
+        });
+        for s in &topic.sinks {
+            *s.topic.lock() = Arc::downgrade(&topic);
+        }
+        let mut topics = self.core.topics.write();
+        // Another thread may have created it meanwhile (we never held the GIL-free lock long).
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    fn admit(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_open(py)?;
+        if let Err(e) = check_event(py, &self.core.name, event, self.validator.as_ref()) {
+            if let Some(ev) = as_event(event) {
+                if let Ok(t) = ev.get().type_obj(py).to_str() {
+                    self.core.types.resolve(t).counters.rejected.inc();
+                }
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn count(&self, py: Python<'_>, event: &Bound<'_, PyAny>, which: fn(&TypeCounters) -> &Counter) {
+        if let Some(ev) = as_event(event) {
+            if let Ok(t) = ev.get().type_obj(py).to_str() {
+                which(&self.core.types.resolve(t).counters).inc();
+            }
+        }
+    }
+
+    fn enqueue(&self, py: Python<'_>, topic: &Topic, event: &Bound<'_, PyAny>, partition: usize) -> PyResult<()> {
+        let lane = &topic.lanes[partition];
+        let item = Item {
+            event: event.clone().unbind(),
+            context: Some(self.context.capture(py)?),
+            resolved: None,
+        };
+        match topic.on_full {
+            OnFull::DropOldest => {
+                if let Some(old) = lane.force_push(item) {
+                    self.core.dropped_full.inc();
+                    self.count(py, old.event.bind(py), |c| &c.dropped);
+                }
+            }
+            policy => {
+                let pushed = match lane.try_push(item) {
+                    Pushed::Full(item) if policy == OnFull::Block => {
+                        let lane = lane.clone();
+                        py.allow_threads(move || lane.push_blocking(item, None))
+                    }
+                    other => other,
+                };
+                if let Pushed::Full(_) = pushed {
+                    if policy == OnFull::DropNewest {
+                        self.core.dropped_full.inc();
+                        self.count(py, event, |c| &c.dropped);
+                        return Ok(());
+                    }
+                    self.count(py, event, |c| &c.rejected);
+                    return Err(buffer_full(
+                        py,
+                        format!(
+                            "bus '{}': partition {} of topic '{}' is full ({} events) for {}; \
+                             use on_full=OnFull.BLOCK, raise buffer_size or partitions, or add workers",
+                            self.core.name,
+                            partition,
+                            topic.name,
+                            lane.capacity(),
+                            describe_event(event)
+                        ),
+                    ));
+                }
+            }
+        }
+        self.core.published.inc();
+        self.count(py, event, |c| &c.accepted);
+        Ok(())
+    }
+
+    fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.core.topics.read().values().cloned().collect()
+    }
+
+    fn idle(&self) -> bool {
+        self.core.retries.pending() == 0
+            && self
+                .all_topics()
+                .iter()
+                .all(|t| t.lanes.iter().all(|l| l.len() == 0 && l.in_flight() == 0) && t.sinks.iter().all(|s| s.held_len() == 0))
+    }
+
+    fn wait_idle(&self, py: Python<'_>, until: Option<Instant>) -> bool {
+        py.allow_threads(|| loop {
+            let lanes: Vec<Arc<Lane>> = self.all_topics().iter().flat_map(|t| t.lanes.clone()).collect();
+            for l in &lanes {
+                if !l.wait_idle(until) {
+                    return false;
+                }
+            }
+            if !self.core.retries.wait_idle(until) {
+                return false;
+            }
+            if self.idle() {
+                return true;
+            }
+            if until.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        })
+    }
+
+    fn subscribe_sub(&self, py: Python<'_>, topic: &str, listener: &Bound<'_, PyAny>) -> PyResult<Arc<Sub>> {
+        let (listener, managed) = Listener::for_subscription(py, listener)?;
+        let metrics = self.core.listener_metrics.metrics_for(listener.get().name());
+        Ok(Arc::new(Sub::new(py, topic, listener, managed, metrics)))
+    }
+
+    fn subscription(&self, sub: Arc<Sub>) -> Subscription {
+        let owner: Weak<dyn Unsubscribe> = Arc::downgrade(&(self.core.clone() as Arc<dyn Unsubscribe>));
+        Subscription { sub, owner }
+    }
+}
+
+#[pymethods]
+impl Bus {
+    #[new]
+    #[pyo3(signature = (*, pool=None, default_partitions=1, default_buffer_size=1000,
+                        default_delivery_mode=None, backend=None, store=None, validator=None,
+                        r#loop=None, name="bus"))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        pool: Option<Py<WorkerPool>>,
+        default_partitions: i64,
+        default_buffer_size: i64,
+        default_delivery_mode: Option<Py<PyAny>>,
+        backend: Option<Py<PyAny>>,
+        store: Option<Py<PyAny>>,
+        validator: Option<Py<PyAny>>,
+        r#loop: Option<Py<PyAny>>,
+        name: &str,
+    ) -> PyResult<Self> {
+        let default_partitions = positive(py, "Bus.default_partitions", default_partitions)?;
+        let default_buffer_size = positive(py, "Bus.default_buffer_size", default_buffer_size)?;
+        let default_mode = match default_delivery_mode.filter(|m| !m.is_none(py)) {
+            Some(m) => {
+                Mode::parse(py, "Bus.default_delivery_mode", m.bind(py))?;
+                m
+            }
+            None => py.import("nova._types")?.getattr("DeliveryMode")?.getattr("AT_LEAST_ONCE")?.unbind(),
+        };
+        let validator = validator.filter(|v| !v.is_none(py));
+        if let Some(v) = &validator {
+            if !v.bind(py).is_callable() {
+                return Err(validation_error(py, "Bus.validator must be callable or None"));
+            }
+        }
+        let (pool, owns_pool) = match pool.filter(|p| !p.is_none(py)) {
+            Some(p) => (p, false),
+            None => (Py::new(py, WorkerPool::create(py, None, 1000, &format!("{name}-pool"))?)?, true),
+        };
+        let pool_inner = pool.borrow(py).inner.clone();
+        let counters = Arc::new(DispatchCounters::default());
+        let event_loop = pick_loop(py, r#loop)?;
+        let retries = Retries::new(name, pool_inner.clone(), counters.clone(), event_loop.as_ref().map(|l| l.clone_ref(py)));
+        let core = Arc::new(BusCore {
+            name: name.to_string(),
+            topics: RwLock::new(HashMap::default()),
+            patterns: RwLock::new(Vec::new()),
+            types: Registry::default(),
+            chain: Chain::default(),
+            counters,
+            published: Counter::default(),
+            dropped_full: Counter::default(),
+            dropped_at_most_once: Counter::default(),
+            dropped_shutdown: Counter::default(),
+            event_loop,
+            retries,
+            pool: pool_inner,
+            listener_metrics: Registry::default(),
+        });
+        Ok(Bus {
+            core,
+            pool,
+            owns_pool,
+            default_partitions,
+            default_buffer_size,
+            default_mode,
+            backend: backend.filter(|b| !b.is_none(py)),
+            store: store.filter(|s| !s.is_none(py)),
+            validator,
+            context: ContextCapture::default(),
+            closed: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.core.name
+    }
+    #[getter]
+    fn pool(&self, py: Python<'_>) -> Py<WorkerPool> {
+        self.pool.clone_ref(py)
+    }
+    #[getter]
+    fn backend(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.backend.as_ref().map(|b| b.clone_ref(py))
+    }
+    #[getter]
+    fn store(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.store.as_ref().map(|s| s.clone_ref(py))
+    }
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+    #[getter]
+    fn _defaults(&self, py: Python<'_>) -> (usize, usize, Py<PyAny>) {
+        (self.default_partitions, self.default_buffer_size, self.default_mode.clone_ref(py))
+    }
+
+    /// Create `name` with a full `TopicConfig` (the Python layer merges defaults and fields).
+    fn _create_topic(&self, py: Python<'_>, name: &str, config: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_open(py)?;
+        self.create(py, name, config).map(|_| ())
+    }
+
+    fn delete_topic(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let Some(topic) = self.core.topics.write().remove(name) else {
+            return Err(topic_not_found(py, format!("bus '{}' has no topic '{}'", self.core.name, name)));
+        };
+        topic.deleted.store(true, SeqCst);
+        for s in topic.subs.read().subs.iter() {
+            // Pattern subscriptions live on for other topics; direct ones end with the topic.
+            if s.pattern.is_none() && s.topic == topic.name {
+                s.active.store(false, SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    fn topics(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.core.topics.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn topic_info<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let Some(t) = self.topic(name) else {
+            return Err(topic_not_found(py, format!("bus '{}' has no topic '{}'", self.core.name, name)));
+        };
+        let subscribers = t.subs.read().subs.iter().filter(|s| s.is_active()).count();
+        py.import("nova._types")?.getattr("TopicInfo")?.call1((
+            name,
+            t.lanes.len(),
+            t.config.bind(py).getattr("delivery_mode")?,
+            subscribers,
+            t.queued(),
+        ))
+    }
+
+    fn _topic_config(&self, name: &str, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.topic(name).map(|t| t.config.clone_ref(py))
+    }
+
+    /// Subscribe to one topic (created with the defaults if absent).
+    fn _subscribe(&self, py: Python<'_>, topic: &str, listener: &Bound<'_, PyAny>) -> PyResult<Subscription> {
+        self.check_open(py)?;
+        let t = self.get_or_create(py, topic)?;
+        let sub = self.subscribe_sub(py, topic, listener)?;
+        t.add_sub(sub.clone());
+        Ok(self.subscription(sub))
+    }
+
+    /// Subscribe to every topic, existing or future, whose whole name matches `pattern`.
+    fn _subscribe_pattern(&self, py: Python<'_>, pattern: &str, listener: &Bound<'_, PyAny>) -> PyResult<Subscription> {
+        self.check_open(py)?;
+        // Check the pattern as written, so the error's position is in the user's text.
+        Regex::new(pattern).map_err(|e| {
+            validation_error(py, format!("invalid topic pattern {pattern:?}: {e}"))
+        })?;
+        let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+            validation_error(py, format!("invalid topic pattern {pattern:?}: {e}"))
+        })?;
+        let mut sub = Sub::new(py, pattern, Listener::for_subscription(py, listener)?.0, None, Arc::default());
+        let (l, managed) = Listener::for_subscription(py, listener)?;
+        sub.listener = l;
+        sub.managed = managed;
+        sub.metrics = self.core.listener_metrics.metrics_for(sub.listener.get().name());
+        // Mark it as a pattern so deleting one topic does not end it.
+        sub.pattern = crate::pattern::TypePattern::parse("#");
+        let sub = Arc::new(sub);
+        let mut patterns = self.core.patterns.write();
+        patterns.push((re.clone(), sub.clone()));
+        for t in self.core.topics.read().values() {
+            if re.is_match(&t.name) {
+                t.add_sub(sub.clone());
+            }
+        }
+        drop(patterns);
+        Ok(self.subscription(sub))
+    }
+
+    fn publish(&self, py: Python<'_>, topic: &str, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if let Some(b) = &self.backend {
+            return Ok(b.bind(py).call_method1("publish", (topic, event))?.unbind());
+        }
+        self.admit(py, event)?;
+        let t = self.get_or_create(py, topic)?;
+        let p = t.partition_for(py, event)?;
+        if let Some(store) = &self.store {
+            store.bind(py).call_method1("append", (topic, event))?;
+        }
+        self.enqueue(py, &t, event, p)?;
+        Ok(py.None())
+    }
+
+    fn publish_batch(&self, py: Python<'_>, topic: &str, events: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if let Some(b) = &self.backend {
+            return Ok(b.bind(py).call_method1("publish_batch", (topic, events))?.unbind());
+        }
+        let events: Vec<Bound<'_, PyAny>> = events.try_iter()?.collect::<PyResult<_>>()?;
+        for ev in &events {
+            self.admit(py, ev)?;
+        }
+        let t = self.get_or_create(py, topic)?;
+        let parts: Vec<usize> = events.iter().map(|e| t.partition_for(py, e)).collect::<PyResult<_>>()?;
+        if t.on_full == OnFull::Raise {
+            let mut need = vec![0usize; t.lanes.len()];
+            for p in &parts {
+                need[*p] += 1;
+            }
+            for (p, n) in need.iter().enumerate() {
+                let lane = &t.lanes[p];
+                if *n > 0 && lane.len() + n > lane.capacity() {
+                    return Err(buffer_full(
+                        py,
+                        format!(
+                            "bus '{}': a batch of {} events does not fit partition {} of topic '{}' ({} of {} free); nothing was published",
+                            self.core.name, n, p, topic, lane.capacity().saturating_sub(lane.len()), lane.capacity()
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(store) = &self.store {
+            if !events.is_empty() {
+                let mut args = vec![PyString::new(py, topic).into_any()];
+                args.extend(events.iter().cloned());
+                store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
+            }
+        }
+        for (ev, p) in events.iter().zip(parts) {
+            self.enqueue(py, &t, ev, p)?;
+        }
+        Ok(py.None())
+    }
+
+    #[pyo3(signature = (*middleware))]
+    fn r#use(&self, py: Python<'_>, middleware: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.core.chain.add(py, middleware)
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        if let Some(b) = &self.backend {
+            return b.bind(py).call_method1("flush", (timeout,))?.extract();
+        }
+        Ok(self.wait_idle(py, deadline(timeout)))
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(b) = &self.backend {
+            return b.bind(py).call_method0("stats");
+        }
+        let c = &self.core;
+        let topics = self.all_topics();
+        let queued: usize = topics.iter().map(|t| t.queued()).sum::<usize>() + c.retries.pending();
+        let subscribers: usize = topics
+            .iter()
+            .map(|t| t.subs.read().subs.iter().filter(|s| s.is_active()).count())
+            .sum();
+        py.import("nova._types")?.getattr("BusStats")?.call1((
+            c.published.get(),
+            c.counters.processed.get(),
+            c.counters.failed.get(),
+            queued,
+            c.dropped_full.get() + c.dropped_at_most_once.get() + c.dropped_shutdown.get(),
+            topics.len(),
+            subscribers,
+        ))
+    }
+
+    #[pyo3(signature = (timeout=30.0))]
+    fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(b) = &self.backend {
+            self.closed.store(true, SeqCst);
+            return b.bind(py).call_method1("shutdown", (timeout,));
+        }
+        self.closed.store(true, SeqCst);
+        if self.reported.swap(true, SeqCst) {
+            return shutdown_report(py, 0, Vec::new(), 0);
+        }
+        let until = deadline(timeout);
+        let before: u64 = self.core.counters.processed.get();
+        self.wait_idle(py, until);
+        let topics = self.all_topics();
+        let mut left: Vec<Py<PyAny>> = Vec::new();
+        let mut in_flight = 0;
+        for t in &topics {
+            for lane in &t.lanes {
+                left.extend(py.allow_threads(|| lane.stop_and_take()).into_iter().map(|i| i.event));
+                in_flight += lane.in_flight();
+            }
+        }
+        left.extend(self.core.retries.abandon_all(py));
+        for t in &topics {
+            for s in &t.sinks {
+                left.extend(s.take_held());
+            }
+        }
+        // One event may be undelivered for several subscribers: report it once.
+        let mut seen = HashSet::new();
+        left.retain(|e| seen.insert(e.as_ptr() as usize));
+        self.core.dropped_shutdown.add(left.len() as u64);
+        let drained = self.core.counters.processed.get() - before;
+        if self.owns_pool {
+            let inner = self.pool.borrow(py).inner.clone();
+            let until = if in_flight > 0 { Some(Instant::now()) } else { until };
+            py.allow_threads(move || inner.close(until));
+        }
+        shutdown_report(py, drained, left, in_flight)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&self, py: Python<'_>, _t: Option<Py<PyAny>>, _v: Option<Py<PyAny>>, _tb: Option<Py<PyAny>>) -> PyResult<bool> {
+        self.shutdown(py, Some(30.0))?;
+        Ok(false)
+    }
+
+    fn _metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = &self.core;
+        let d = PyDict::new(py);
+        d.set_item("component", &c.name)?;
+        let emitted = PyList::empty(py);
+        for (t, tc) in c.types.type_counters() {
+            for (result, n) in [("accepted", tc.accepted.get()), ("rejected", tc.rejected.get()), ("dropped", tc.dropped.get())] {
+                if n > 0 {
+                    emitted.append((t.as_str(), result, n))?;
+                }
+            }
+        }
+        d.set_item("emitted", emitted)?;
+        let processed = PyList::empty(py);
+        let durations = PyList::empty(py);
+        for (name, m) in c.listener_metrics.listener_metrics() {
+            processed.append((name.as_str(), "success", m.success.get()))?;
+            processed.append((name.as_str(), "failure", m.failure.get()))?;
+            let (bounds, counts, sum, count) = m.duration.snapshot(py)?;
+            durations.append((name.as_str(), bounds, counts, sum, count))?;
+        }
+        d.set_item("processed", processed)?;
+        d.set_item("durations", durations)?;
+        let topics = self.all_topics();
+        d.set_item("queue_size", topics.iter().map(|t| t.queued()).sum::<usize>())?;
+        d.set_item(
+            "active_listeners",
+            topics.iter().map(|t| t.subs.read().subs.iter().filter(|s| s.is_active()).count()).sum::<usize>(),
+        )?;
+        d.set_item(
+            "dropped",
+            pairs(py, vec![
+                ("buffer_full".into(), c.dropped_full.get()),
+                ("at_most_once".into(), c.dropped_at_most_once.get()),
+                ("shutdown".into(), c.dropped_shutdown.get()),
+            ])?,
+        )?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Bus(name={:?}, topics={})", self.core.name, self.core.topics.read().len())
+    }
+}
+
+/// `nova._core.partition(key, partitions)`: the partition a key maps to (for backends).
+#[pyfunction]
+fn partition(key: &str, partitions: usize) -> usize {
+    partition_of(key, partitions)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Bus>()?;
+    m.add_function(wrap_pyfunction!(partition, m)?)?;
+    Ok(())
+}
