@@ -201,8 +201,11 @@ class SqliteStore(BaseStore):
         except sqlite3.DatabaseError as exc:
             if self._closed:
                 self._raise_closed()
+            why = str(exc)
+            if len(why) > 200:  # SQLite may quote a whole damaged row
+                why = why[:200] + "..."
             raise StoreError(
-                f"{self.name}: SQLite failed while {action} in {self.path!r}: {exc}. If the "
+                f"{self.name}: SQLite failed while {action} in {self.path!r}: {why}. If the "
                 "file is corrupt, restore it from a backup") from exc
         except sqlite3.ProgrammingError as exc:  # a connection closed under us
             if self._closed:
