@@ -83,6 +83,7 @@ impl Dedup {
 
 struct Topic {
     name: String,
+    name_obj: Py<PyString>,
     config: Py<PyAny>,
     mode: Mode,
     on_full: OnFull,
@@ -295,6 +296,7 @@ impl Sink for PartitionSink {
         };
         let event = item.event.into_bound(py);
         let ctx = item.context;
+        let _topic = CurrentTopic::enter(py, &topic.name_obj);
         let run = || {
             let d = Dispatch { component: &core.name, chain: &core.chain, counters: &core.counters };
             d.run(
@@ -419,6 +421,7 @@ impl Bus {
             .collect();
         let topic = Arc::new(Topic {
             name: name.to_string(),
+            name_obj: PyString::new(py, name).unbind(),
             config: config.clone().unbind(),
             mode,
             on_full,
@@ -922,6 +925,34 @@ impl Bus {
     }
 }
 
+thread_local! {
+    static CURRENT_TOPIC: std::cell::RefCell<Option<Py<PyString>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Marks the topic whose event this thread is dispatching, for middleware that reports it
+/// (`nova._core.current_topic()`), until dropped.
+struct CurrentTopic(Option<Py<PyString>>);
+
+impl CurrentTopic {
+    fn enter(py: Python<'_>, name: &Py<PyString>) -> CurrentTopic {
+        CurrentTopic(CURRENT_TOPIC.with(|c| c.replace(Some(name.clone_ref(py)))))
+    }
+}
+
+impl Drop for CurrentTopic {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        CURRENT_TOPIC.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// The bus topic of the event being dispatched on this thread, or None (an emitter, or no
+/// dispatch). Middleware such as TracingMiddleware uses it.
+#[pyfunction]
+fn current_topic(py: Python<'_>) -> Option<Py<PyString>> {
+    CURRENT_TOPIC.with(|c| c.borrow().as_ref().map(|t| t.clone_ref(py)))
+}
+
 /// `nova._core.partition(key, partitions)`: the partition a key maps to (for backends).
 #[pyfunction]
 fn partition(key: &str, partitions: usize) -> usize {
@@ -931,5 +962,6 @@ fn partition(key: &str, partitions: usize) -> usize {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bus>()?;
     m.add_function(wrap_pyfunction!(partition, m)?)?;
+    m.add_function(wrap_pyfunction!(current_topic, m)?)?;
     Ok(())
 }

@@ -170,8 +170,7 @@ fn worker_main(pool: Arc<PoolInner>) {
                     Task::Call(call) => {
                         pool.busy.fetch_add(1, SeqCst);
                         pool.queued_calls.fetch_sub(1, SeqCst);
-                        Python::with_gil(|py| run_call(py, call));
-                        pool.completed.fetch_add(1, SeqCst);
+                        Python::with_gil(|py| run_call(py, call, &pool.completed));
                         pool.busy.fetch_sub(1, SeqCst);
                     }
                 }
@@ -183,13 +182,14 @@ fn worker_main(pool: Arc<PoolInner>) {
     });
 }
 
-fn run_call(py: Python<'_>, call: CallTask) {
+fn run_call(py: Python<'_>, call: CallTask, completed: &AtomicU64) {
     let future = call.future.bind(py);
     let go = match future.call_method0("set_running_or_notify_cancel") {
         Ok(v) => v.is_truthy().unwrap_or(false),
         Err(_) => false,
     };
     if !go {
+        completed.fetch_add(1, SeqCst);
         return;
     }
     let args = PyTuple::new(py, [call.func.bind(py).clone()])
@@ -201,6 +201,8 @@ fn run_call(py: Python<'_>, call: CallTask) {
             .getattr("run")?
             .call(args, call.kwargs.as_ref().map(|k| k.bind(py)))
     });
+    // Count it before the future resolves, so a caller that saw the result sees the count.
+    completed.fetch_add(1, SeqCst);
     let _ = match result {
         Ok(value) => future.call_method1("set_result", (value,)),
         Err(err) => future.call_method1("set_exception", (err.value(py),)),

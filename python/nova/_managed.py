@@ -36,7 +36,7 @@ def managed(component: Any, listener: Any, config: Any) -> Any:
     manager = manager_for(component)
     base = listener if isinstance(listener, Listener) else Listener(_name_of(listener), listener)
     name = base.name
-    if name in manager._names():
+    if name in manager:
         name = f"{base.name}#{next(_count)}"
         base = Listener(name, base.handler, on_error=base.on_error)
     return manager.register(base, config)

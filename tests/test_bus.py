@@ -1,0 +1,279 @@
+"""nova.Bus: topics, partitions, ordering keys, patterns, delivery modes (API section 6)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+import nova
+from nova import Bus, DeliveryMode, Event, OnFull, TopicConfig
+
+AMO = DeliveryMode.AT_MOST_ONCE
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+@pytest.fixture
+def bus() -> Any:
+    b = Bus(name="test-bus", default_delivery_mode=AMO)
+    yield b
+    b.shutdown(timeout=5)
+
+
+def test_partition_is_fnv1a_of_the_key() -> None:
+    for key in ["", "cust-1", "ünïcode", "x" * 100]:
+        for n in (1, 3, 16):
+            assert nova._core.partition(key, n) == (fnv1a64(key.encode()) % n if n > 1 else 0)
+
+
+def test_topics_are_created_explicitly_or_on_first_use(bus: Bus) -> None:
+    bus.create_topic("orders", partitions=4, ordering_key="customer_id")
+    bus.create_topic("orders", partitions=4, ordering_key="customer_id")  # same: no-op
+    with pytest.raises(nova.ValidationError, match="orders"):
+        bus.create_topic("orders", partitions=8)
+    bus.publish("auto", Event("a.b"))
+    bus.subscribe("auto2", lambda e: None)
+    assert bus.topics() == ["auto", "auto2", "orders"]
+    info = bus.topic_info("orders")
+    assert (info.name, info.partitions, info.delivery_mode, info.subscribers) == ("orders", 4, AMO, 0)
+    assert bus.topic_config("auto") == TopicConfig(delivery_mode=AMO)
+    bus.create_topic("with-config", TopicConfig(partitions=2, delivery_mode=AMO))
+    assert bus.topic_info("with-config").partitions == 2
+
+
+def test_delete_topic(bus: Bus) -> None:
+    seen: list[Event] = []
+    sub = bus.subscribe("t", seen.append)
+    bus.delete_topic("t")
+    assert not sub.active and "t" not in bus.topics()
+    with pytest.raises(nova.TopicNotFound):
+        bus.delete_topic("t")
+    with pytest.raises(nova.TopicNotFound):
+        bus.topic_info("t")
+
+
+def test_drop_policies_need_at_most_once() -> None:
+    with pytest.raises(nova.ValidationError, match="AT_MOST_ONCE"):
+        TopicConfig(on_full=OnFull.DROP_NEWEST)
+    b = Bus()
+    with pytest.raises(nova.ValidationError):
+        b.create_topic("x", on_full=OnFull.DROP_OLDEST)
+    with pytest.raises(nova.ValidationError, match="unknown"):
+        b.create_topic("x", partitons=3)
+    b.shutdown()
+
+
+@pytest.mark.parametrize("key", ["customer_id", lambda e: e.metadata["customer_id"]])
+def test_per_key_order_across_16_partitions(key: Any) -> None:
+    bus = Bus(pool=nova.WorkerPool(4), default_delivery_mode=AMO)
+    bus.create_topic("orders", partitions=16, ordering_key=key, on_full=OnFull.BLOCK, delivery_mode=AMO)
+    got: dict[str, list[int]] = defaultdict(list)
+    threads: set[int] = set()
+    lock = threading.Lock()
+
+    def h(e: Event) -> None:
+        with lock:
+            got[e.metadata["customer_id"]].append(e.data)
+            threads.add(threading.get_ident())
+
+    bus.subscribe("orders", h)
+    for i in range(5000):
+        bus.publish("orders", Event("order.created", i, metadata={"customer_id": f"c{i % 53}"}))
+    assert bus.flush(20)
+    assert sum(map(len, got.values())) == 5000
+    assert all(v == sorted(v) for v in got.values())
+    bus.shutdown()
+
+
+def test_missing_metadata_key_uses_the_empty_key(bus: Bus) -> None:
+    bus.create_topic("k", partitions=8, ordering_key="absent", delivery_mode=AMO, on_full=OnFull.BLOCK)
+    got: list[int] = []
+    bus.subscribe("k", lambda e: got.append(e.data))
+    for i in range(200):
+        bus.publish("k", Event("a.b", i))
+    assert bus.flush(5)
+    assert got == list(range(200))  # one partition: one order
+
+
+def test_callable_key_must_return_str(bus: Bus) -> None:
+    bus.create_topic("k", partitions=4, ordering_key=lambda e: 42, delivery_mode=AMO)
+    with pytest.raises(nova.ValidationError, match="str"):
+        bus.publish("k", Event("a.b"))
+
+
+def test_pattern_subscriptions_see_existing_and_future_topics(bus: Bus) -> None:
+    seen: list[tuple[str, str]] = []
+    bus.create_topic("orders.eu", delivery_mode=AMO)
+    sub = bus.subscribe_pattern(r"orders\..*", lambda e: seen.append(("p", e.type)))
+    bus.create_topic("orders.us", delivery_mode=AMO)
+    bus.create_topic("ordersx", delivery_mode=AMO)
+    bus.publish("orders.eu", Event("a.eu"))
+    bus.publish("orders.us", Event("a.us"))
+    bus.publish("ordersx", Event("a.x"))
+    bus.publish("orders.new", Event("a.new"))  # created by publish
+    assert bus.flush(5)
+    assert sorted(seen) == [("p", "a.eu"), ("p", "a.new"), ("p", "a.us")]
+    sub.unsubscribe()
+    bus.publish("orders.eu", Event("a.after"))
+    assert bus.flush(5) and len(seen) == 3
+
+
+def test_invalid_pattern_names_the_position(bus: Bus) -> None:
+    with pytest.raises(nova.ValidationError) as info:
+        bus.subscribe_pattern("orders.(eu", print)
+    assert "^" in str(info.value) and "orders.(eu" in str(info.value)
+
+
+def test_pathological_pattern_stays_fast(bus: Bus) -> None:
+    bus.subscribe_pattern("(a+)+$", lambda e: None)
+    name = "a" * 5000 + "b"
+    started = time.perf_counter()
+    bus.create_topic(name, delivery_mode=AMO)
+    assert time.perf_counter() - started < 1.0
+    assert bus.topic_info(name).subscribers == 0
+
+
+def test_at_most_once_failures_are_counted_and_dropped(bus: Bus) -> None:
+    bus.create_topic("t", delivery_mode=AMO)
+    calls: list[int] = []
+
+    def bad(e: Event) -> None:
+        calls.append(e.data)
+        raise RuntimeError("nope")
+
+    bus.subscribe("t", nova.Listener("bad", bad))
+    for i in range(3):
+        bus.publish("t", Event("a.b", i))
+    assert bus.flush(5)
+    s = bus.stats()
+    assert calls == [0, 1, 2]
+    assert (s.failed_events, s.dropped_events, s.events_processed) == (3, 3, 3)
+
+
+def test_on_error_is_called_on_the_bus(bus: Bus) -> None:
+    handled: list[str] = []
+    bus.subscribe("t", nova.Listener("l", lambda e: 1 / 0, on_error=lambda e, x: handled.append(e.id)))
+    ev = Event("a.b")
+    bus.publish("t", ev)
+    assert bus.flush(5)
+    assert handled == [ev.id] and bus.stats().failed_events == 0
+
+
+def test_exactly_once_deduplicates_by_id() -> None:
+    bus = Bus()
+    bus.create_topic("t", delivery_mode=DeliveryMode.EXACTLY_ONCE, partitions=2, dedup_window=10)
+    seen: list[str] = []
+    bus.subscribe("t", lambda e: seen.append(e.id), config=_no_retry())
+    ev = Event("a.b")
+    for _ in range(3):
+        bus.publish("t", ev)
+    assert bus.flush(5)
+    assert seen == [ev.id]
+    bus.shutdown()
+
+
+def _no_retry() -> Any:
+    from nova.resilience import ListenerConfig, RetryPolicy
+
+    return ListenerConfig(retry=RetryPolicy(max_attempts=1))
+
+
+def test_buffer_full_and_batch_all_or_nothing() -> None:
+    pool = nova.WorkerPool(1)
+    gate = threading.Event()
+    bus = Bus(pool=pool, default_delivery_mode=AMO)
+    bus.create_topic("t", buffer_size=2, delivery_mode=AMO)
+    got: list[int] = []
+    bus.subscribe("t", lambda e: (gate.wait(10), got.append(e.data)))
+    bus.publish("t", Event("a.b", -1))
+    deadline = time.monotonic() + 5
+    while bus.topic_info("t").queued and time.monotonic() < deadline:
+        time.sleep(0.001)
+    with pytest.raises(nova.BufferFull, match="nothing was published"):
+        bus.publish_batch("t", [Event("a.b", i) for i in range(3)])
+    bus.publish_batch("t", [Event("a.b", 0), Event("a.b", 1)])
+    with pytest.raises(nova.BufferFull, match="partition 0 of topic 't'"):
+        bus.publish("t", Event("a.b", 2))
+    gate.set()
+    assert bus.flush(5)
+    assert got == [-1, 0, 1]
+    bus.shutdown()
+
+
+def test_shutdown_reports_undelivered_and_closes() -> None:
+    pool = nova.WorkerPool(1)
+    gate = threading.Event()
+    bus = Bus(pool=pool, default_delivery_mode=AMO)
+    bus.subscribe("t", lambda e: gate.wait(10))
+    first = Event("a.b")
+    bus.publish("t", first)
+    time.sleep(0.05)
+    rest = [Event("a.b") for _ in range(4)]
+    for ev in rest:
+        bus.publish("t", ev)
+    report = bus.shutdown(timeout=0.1)
+    gate.set()
+    assert report.undelivered == rest and report.in_flight == 1
+    with pytest.raises(nova.BusClosed):
+        bus.publish("t", Event("a.b"))
+    with pytest.raises(nova.BusClosed):
+        bus.subscribe("t", print)
+    assert bus.shutdown().undelivered == []
+    pool.close(5)
+
+
+def test_validator_and_non_events(bus: Bus) -> None:
+    b = Bus(validator=nova.strict_type_names, default_delivery_mode=AMO)
+    with pytest.raises(nova.ValidationError):
+        b.publish("t", Event("NotDomainAction"))
+    with pytest.raises(nova.ValidationError, match="nova.Event"):
+        bus.publish("t", {"type": "a.b"})  # type: ignore[arg-type]
+    b.shutdown()
+
+
+def test_middleware_runs_on_the_bus_with_current_topic(bus: Bus) -> None:
+    seen: list[Any] = []
+    bus.use(nova.middleware(before=lambda e: seen.append(nova._core.current_topic())))
+    bus.subscribe("orders", lambda e: None)
+    bus.publish("orders", Event("a.b"))
+    assert bus.flush(5)
+    assert seen == ["orders"] and nova._core.current_topic() is None
+
+
+def test_bus_stats(bus: Bus) -> None:
+    bus.subscribe("a", lambda e: None)
+    bus.subscribe("a", lambda e: None)
+    bus.subscribe("b", lambda e: None)
+    for _ in range(5):
+        bus.publish("a", Event("x.y"))
+    assert bus.flush(5)
+    s = bus.stats()
+    assert (s.events_published, s.events_processed, s.active_topics, s.active_subscribers) == (5, 10, 2, 3)
+
+
+def test_apublish_waits_for_room() -> None:
+    import asyncio
+
+    async def main() -> list[int]:
+        bus = Bus(default_delivery_mode=AMO)
+        bus.create_topic("t", buffer_size=1, delivery_mode=AMO)
+        got: list[int] = []
+        bus.subscribe("t", lambda e: (time.sleep(0.001), got.append(e.data)))
+        for i in range(20):
+            await bus.apublish("t", Event("a.b", i))
+        while not bus.flush(0):
+            await asyncio.sleep(0.01)
+        bus.shutdown()
+        return got
+
+    assert asyncio.run(main()) == list(range(20))
