@@ -56,7 +56,7 @@ class Bus(_core.Bus):
         if self.backend is not None:
             cfg: TopicConfig | None = self.backend.topic_config(name)
             return cfg
-        return self._topic_config(name)  # type: ignore[no-any-return]
+        return self._topic_config(name)
 
     # -- subscriptions -----------------------------------------------------------------------
 

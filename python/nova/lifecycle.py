@@ -56,7 +56,7 @@ def run(main: Callable[[], Any], *components: Any, timeout: float = 30.0) -> lis
     long-running loop; on a signal it gets KeyboardInterrupt (SIGINT) or SystemExit (SIGTERM).
     """
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from ._core import Event
 
@@ -48,4 +48,5 @@ def middleware(
     for field, fn in (("before", before), ("after", after)):
         if fn is not None and not callable(fn):
             raise ValidationError(f"nova.middleware: {field} must be callable, got {type(fn).__name__}")
-    return _FunctionMiddleware(before, after)
+    # A hook left as None is skipped by the core, so the object fits the protocol in use.
+    return cast(Middleware, _FunctionMiddleware(before, after))
