@@ -33,7 +33,7 @@ __all__ = ["RedisBackend", "RedisSubscription"]
 
 _log = logging.getLogger("nova.backends.redis")
 
-_BATCH_CHUNK = 500  # events per server-side XADD script call in publish_batch
+_BATCH_CHUNK = 1000  # events per server-side XADD script call in publish_batch
 _TOMBSTONE_TTL = 3600  # seconds
 
 
@@ -398,14 +398,25 @@ class RedisBackend:
         if not batch:
             return
         cfg = self._ensure(topic)
-        payloads = [self._dumps(topic, e) for e in batch]
-        streams = [_keys.stream(topic, self._partition(topic, cfg, e)) for e in batch]
+        chunks: list[tuple[list[str], bytes]] = []
+        for i in range(0, len(batch), _BATCH_CHUNK):
+            index: dict[int, int] = {}
+            parts: list[bytes] = []
+            for e in batch[i:i + _BATCH_CHUNK]:
+                payload = self._dumps(topic, e)
+                data = payload.encode() if isinstance(payload, str) else bytes(payload)
+                p = self._partition(topic, cfg, e)
+                k = index.get(p)
+                if k is None:
+                    k = index[p] = len(index) + 1
+                parts.append(b"%d:%d:" % (k, len(data)))
+                parts.append(data)
+            chunks.append(([_keys.stream(topic, p) for p in index], b"".join(parts)))
         minid = self._minid(cfg)
         try:
             pipe = self._client.pipeline(transaction=True)
-            for i in range(0, len(batch), _BATCH_CHUNK):
-                self._scripts.xadd_many(keys=streams[i:i + _BATCH_CHUNK],
-                                        args=[minid, *payloads[i:i + _BATCH_CHUNK]], client=pipe)
+            for streams, blob in chunks:
+                self._scripts.xadd_many(keys=streams, args=[minid, blob], client=pipe)
             pipe.execute()
         except redis.RedisError as exc:
             raise self._error(f"publishing a batch of {len(batch)} events to '{topic}' failed "

@@ -132,6 +132,8 @@ def connect(url: str, *, socket_timeout: float, connect_timeout: float,
         # second instead of redis-py's default backoff of several seconds.
         "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         "health_check_interval": 15,
+        # RESP2: the reply shapes the backend parses are the same on every Redis >= 5.
+        "protocol": 2,
     }
     if options:
         kwargs.update(options)

@@ -32,6 +32,42 @@ if TYPE_CHECKING:
 
 __all__ = ["Attachment", "PartitionWorker", "Counters", "Backoff"]
 
+
+def _split(blob: Any) -> list[tuple[bytes, bytes, bytes]]:
+    """Entries of the scripted read's reply (see ``_scripts._READ``)."""
+    if not blob:
+        return []
+    data = bytes(blob) if not isinstance(blob, bytes) else blob
+    out = []
+    pos = 0
+    end = len(data)
+    index = data.index
+    while pos < end:
+        s1 = index(b" ", pos)
+        s3 = index(b" ", s1 + 3)
+        start = s3 + 1
+        stop = start + int(data[s1 + 3:s3])
+        out.append((data[pos:s1], data[s1 + 1:s1 + 2], data[start:stop]))
+        pos = stop
+    return out
+
+
+def _entries(reply: Any) -> list[tuple[bytes, bytes, bytes]]:
+    """Entries of an XREADGROUP reply (RESP2 list or RESP3 dict), as ``_split`` gives them."""
+    if not reply:
+        return []
+    streams = list(reply.values()) if isinstance(reply, dict) else [s[1] for s in reply]
+    out = []
+    for entries in streams:
+        for msg_id, message in entries:
+            if not message:
+                out.append((msg_id, b"d", b""))
+            elif b"event" in message:
+                out.append((msg_id, b"e", message[b"event"]))
+            else:
+                out.append((msg_id, b"x", b""))
+    return out
+
 _log = logging.getLogger("nova.backends.redis")
 
 # Why a worker stops. A worker that still holds its lease releases it when it ends, except
@@ -126,6 +162,7 @@ class PartitionWorker:
         # Reads started / finished, and entries received but not yet decoded: flush() uses
         # them for AT_MOST_ONCE, whose entries leave no pending trace in Redis.
         self.reads_started = 0
+        self._ok = 0  # successes not yet added to the backend's counters
         self.reads_done = 0
         self.raw = 0
         self.thread = threading.Thread(
@@ -244,14 +281,24 @@ class PartitionWorker:
 
     # -- Redis calls ----------------------------------------------------------------------
 
-    def _read(self, start: str, block: int | None) -> list[Any]:
+    def _read(self, start: str, block: int | None) -> list[tuple[bytes, bytes, bytes]]:
+        """Entries as (id, kind, payload): kind b"e" (payload: the ``event`` field), b"x"
+        (no ``event`` field) or b"d" (deleted while pending). A non-blocking scripted read
+        first; when it finds nothing and ``block`` is set, a blocking XREADGROUP."""
         b = self.backend
         noack = self.att.mode is DeliveryMode.AT_MOST_ONCE
         self.reads_started += 1
         try:
-            reply: Any = b._client.xreadgroup(self.att.cg, b.consumer, {self.stream: start},
-                                              count=b.batch_size, block=block, noack=noack)
-            entries: list[Any] = reply[0][1] if reply else []
+            blob: Any = b._scripts.read(
+                keys=[self.stream],
+                args=[self.att.cg, b.consumer, b.batch_size, start, "1" if noack else "0"],
+                client=b._client,
+            )
+            entries = _split(blob)
+            if not entries and block is not None:
+                reply: Any = b._client.xreadgroup(self.att.cg, b.consumer, {self.stream: start},
+                                                  count=b.batch_size, block=block, noack=noack)
+                entries = _entries(reply)
             self.raw = len(entries)
         finally:
             self.reads_done += 1
@@ -306,29 +353,39 @@ class PartitionWorker:
 
     # -- processing -----------------------------------------------------------------------
 
-    def _decode(self, entries: list[Any]) -> None:
+    def _decode(self, entries: list[tuple[bytes, bytes, bytes]]) -> None:
         loads = self.backend.serializer.loads
         event_cls = self.backend._event_cls
-        for msg_id, message in entries:
-            raw = _dlq.raw_payload(message)
-            if not message:
+        fetched = self.fetched
+        for msg_id, kind, payload in entries:
+            if kind == b"e":
+                try:
+                    event = loads(payload)
+                    if not isinstance(event, event_cls):
+                        raise TypeError(f"the serializer returned {type(event).__name__}, not a nova.Event")
+                    fetched.append((msg_id, event, payload))
+                except Exception as exc:  # noqa: BLE001 - any decode failure is a poison message
+                    fetched.append((msg_id, exc, payload))
+            elif kind == b"x":
+                found: Any = self.backend._client.xrange(self.stream, msg_id, msg_id)
+                message = found[0][1] if found else None
+                fetched.append((msg_id, ValueError("the message has no 'event' field"),
+                                _dlq.raw_payload(message)))
+            else:
                 # Deleted from the stream while pending: nothing to process.
-                self.fetched.append((msg_id, None, None))
-                continue
-            try:
-                data = message.get(b"event")
-                if data is None:
-                    raise ValueError("the message has no 'event' field")
-                event = loads(data)
-                if not isinstance(event, event_cls):
-                    raise TypeError(f"the serializer returned {type(event).__name__}, not a nova.Event")
-                self.fetched.append((msg_id, event, raw))
-            except Exception as exc:  # noqa: BLE001 - any decode failure is a poison message
-                self.fetched.append((msg_id, exc, raw))
+                fetched.append((msg_id, None, None))
 
-    def _process(self, entries: list[Any]) -> None:
+    def _process(self, entries: list[tuple[bytes, bytes, bytes]]) -> None:
         self._decode(entries)
         self.raw = 0
+        try:
+            self._process_fetched()
+        finally:
+            if self._ok:
+                self.backend._counters.add(processed=self._ok)
+                self._ok = 0
+
+    def _process_fetched(self) -> None:
         att = self.att
         exactly_once = att.mode is DeliveryMode.EXACTLY_ONCE
         seen: set[Any] = set()
@@ -416,7 +473,7 @@ class PartitionWorker:
                         key = _keys.seen(att.topic, att.cg, event.id)
                         ttl = b.dedup_ttl_ms
                         self._commit(lambda: b._client.set(key, b"1", px=ttl, nx=True))
-                    b._counters.add(processed=1)
+                    self._ok += 1
                     self.unacked.append(msg_id)
                     return
                 if at_most_once:  # a managed listener of one attempt never asks for more

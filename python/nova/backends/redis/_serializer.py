@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol, runtime_checkable
 
 from ... import _core  # type: ignore[attr-defined, unused-ignore]
@@ -24,12 +25,16 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Event: ...
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class JsonSerializer:
-    """``Event.to_json`` / ``Event.from_json``: the event's ``data`` must be JSON-serialisable.
-    Subclasses of Event arrive as plain ``nova.Event``."""
+    """The JSON of ``Event.to_json`` (compact separators), read back with
+    ``Event.from_json``: the event's ``data`` must be JSON-serialisable. Subclasses of Event
+    arrive as plain ``nova.Event``."""
 
     def dumps(self, event: Event) -> str:
-        return str(event.to_json())
+        return _ENCODE(event.to_dict())
 
     def loads(self, data: bytes) -> Event:
         return _core.Event.from_json(data)
