@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -35,7 +36,7 @@ class RedisServer:
     fsync per write, so a restart keeps every acknowledged write."""
 
     def __init__(self, directory: Path, *, password: str | None = None, persistent: bool = False,
-                 port: int | None = None) -> None:
+                 port: int | None = None, tls: bool = False) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             pytest.fail("redis-server is not installed: the Redis backend tests need a real server "
@@ -46,12 +47,30 @@ class RedisServer:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / "redis.log"
+        self.tls = tls
+        self.cert = directory / "cert.pem"
+        self.key = directory / "key.pem"
+        if tls:
+            self._make_cert()
+
+    def _make_cert(self) -> None:
+        """A self-signed certificate for 127.0.0.1 (openssl is in the machine image)."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            pytest.fail("openssl is not installed: the TLS test needs it to make a certificate")
+        subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
+             "-out", str(self.cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )
 
     @property
     def url(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
         if self.password:
-            return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
-        return f"redis://127.0.0.1:{self.port}/0"
+            return f"{scheme}://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
 
     def _args(self) -> list[str]:
         assert self.binary is not None
@@ -64,6 +83,11 @@ class RedisServer:
             args += ["--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            args[2] = "0"  # no plain port
+            args += ["--tls-port", str(self.port), "--tls-cert-file", str(self.cert),
+                     "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.cert),
+                     "--tls-auth-clients", "no"]
         return args
 
     def start(self, timeout: float = 10.0) -> None:
@@ -82,7 +106,11 @@ class RedisServer:
 
     def _ready(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as plain:
+                s: socket.socket = plain
+                if self.tls:
+                    ctx = ssl.create_default_context(cafile=str(self.cert))
+                    s = ctx.wrap_socket(plain, server_hostname="127.0.0.1")
                 if self.password:
                     s.sendall(f"AUTH {self.password}\r\n".encode())
                     if not s.recv(64).startswith(b"+OK"):

@@ -153,6 +153,26 @@ def test_tls_url_is_accepted_and_reported_without_credentials() -> None:
     assert SECRET not in str(info.value)
 
 
+def test_tls_round_trip(tmp_path: Path) -> None:
+    server = tmp_server(tmp_path, tls=True, password=SECRET)
+    try:
+        assert server.url.startswith("rediss://")
+        with pytest.raises(nova.BackendError) as info:  # our CA is not trusted by default
+            RedisBackend(server.url, group="g")
+        assert SECRET not in str(info.value)
+        backend = RedisBackend(server.url, group="g", redis_options={"ssl_ca_certs": str(server.cert)})
+        bus = nova.Bus(backend=backend)
+        got: list[nova.Event] = []
+        bus.subscribe("t", got.append)
+        bus.publish_batch("t", [nova.Event("e", i) for i in range(10)])
+        assert bus.flush(10)
+        assert [e.data for e in got] == list(range(10))
+        assert repr(backend).startswith("RedisBackend(url='rediss://***@127.0.0.1")
+        bus.shutdown(5)
+    finally:
+        server.stop()
+
+
 def test_server_helper_fails_instead_of_skipping(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match="never skipped"):
