@@ -27,6 +27,7 @@ import time
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from ...errors import BackendError
 from . import _keys
 from ._conn import TRANSIENT
 from ._consumer import DELETED, LOST, REBALANCE, Attachment, PartitionWorker
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["LeaseKeeper"]
 
 _log = logging.getLogger("nova.backends.redis")
+
+# Redis unreachable, directly or through a backend call that wrapped it.
+_OUTAGE: tuple[type[BaseException], ...] = (*TRANSIENT, BackendError)
 
 
 class LeaseKeeper:
@@ -87,7 +91,7 @@ class LeaseKeeper:
                 if self._failing:
                     _log.info("nova: redis backend %s: lease keeper reconnected", b.label)
                     self._failing = False
-            except TRANSIENT as exc:
+            except _OUTAGE as exc:
                 if not self._failing:
                     _log.warning("nova: redis backend %s: lease keeper cannot reach Redis (%s); "
                                  "retrying", b.label, b.scrub(repr(exc)))
@@ -150,6 +154,10 @@ class LeaseKeeper:
                 return
             running = {p: w for p, w in att.workers.items() if w.reason is None}
             busy = set(att.workers)  # partitions with a worker, stopping ones included
+            # A worker of an earlier subscription of the same group may still be finishing.
+            held_keys = {w.lease_key for w in b._live_workers}
+            busy.update(p for p in range(att.partitions)
+                        if _keys.lease(att.topic, p, att.cg) in held_keys)
         held = len(running)
         if held > share:
             # Hand back the partitions furthest from our preferred start.
