@@ -388,31 +388,19 @@ def test_subscribe_async(store: Store) -> None:
     store.append("s", ev(0))
 
     async def main() -> list[int]:
-        got: list[int] = []
-
-        async def produce() -> None:
-            await asyncio.sleep(0.02)
-            # from another thread, as a bus worker would
-            await asyncio.to_thread(store.append, "s", ev(1), ev(2))
-
-        producer = asyncio.create_task(produce())
-        ticks = 0
-
-        async def tick() -> None:  # the loop keeps running while the subscription waits
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.001)
-
-        ticker = asyncio.create_task(tick())
         async with store.subscribe_async("s") as sub:
+            got = [(await sub.__anext__()).data["i"]]
+            waiting = asyncio.create_task(sub.__anext__())
+            # The loop keeps running while the subscription waits: were the wait blocking,
+            # this sleep could not end (nothing else would append).
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            # an append from another thread, as a bus worker would do, wakes it up
+            await asyncio.to_thread(store.append, "s", ev(1), ev(2))
+            got.append((await asyncio.wait_for(waiting, 5)).data["i"])
             async for e in sub:
                 got.append(e.data["i"])
-                if len(got) == 3:
-                    break
-        await producer
-        ticker.cancel()
-        assert ticks > 3
+                break
         assert sub.closed
         return got
 

@@ -30,6 +30,7 @@ inside its write transaction, so ``expected_version`` holds across processes too
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -43,6 +44,7 @@ from .._core import Event
 from ..errors import ConcurrencyError, NovaError, StoreError, ValidationError
 from ._base import ALL, BaseStore, StreamInfo
 from ._codec import EncodeError, decode, encode
+from ._wal import BACKSTOP_PAGES, Checkpointer
 from ._time import MAX_MICROS, MIN_MICROS, from_micros, to_micros
 
 __all__ = ["SqliteStore"]
@@ -62,6 +64,16 @@ _SCHEMA = (
     "CREATE UNIQUE INDEX nova_events_stream_pos ON nova_events (stream, pos)",
     "CREATE INDEX nova_events_ts ON nova_events (ts)",
 )
+
+# One INSERT of many rows costs a quarter less than executemany of one-row INSERTs.
+_ROWS_PER_INSERT = 100
+
+
+@functools.lru_cache(maxsize=None)
+def _insert_sql(rows: int) -> str:
+    return ("INSERT INTO nova_events (stream, pos, ts, body) VALUES "
+            + ",".join(["(?, ?, ?, ?)"] * rows))
+
 
 _IN_STREAMS = " AND stream IN (SELECT value FROM json_each(?))"
 
@@ -105,13 +117,18 @@ class SqliteStore(BaseStore):
         self._wconn = self._connect()
         try:
             self._prepare(self._wconn)
+            self._checkpointer: Checkpointer | None = None
             if shared:  # a second connection would be another database
                 self._rlock, self._rconn = self._wlock, self._wconn
             else:
                 self._rlock, self._rconn = threading.Lock(), self._connect()
+                self._wconn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES:d}")
+                self._checkpointer = Checkpointer(self._connect_checkpointer, name)
         except BaseException:
             self._wconn.close()
             raise
+        if self._checkpointer is not None:
+            self._checkpointer.start()
         self._start_retention()
 
     def __repr__(self) -> str:
@@ -128,6 +145,11 @@ class SqliteStore(BaseStore):
             raise StoreError(
                 f"{self.name}: cannot open {self.path!r}: {exc}. Check that the directory "
                 "exists and is writable") from exc
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")  # how its checkpoints sync
+        return conn
 
     def _not_a_store(self, why: str) -> StoreError:
         return StoreError(
@@ -275,10 +297,13 @@ class SqliteStore(BaseStore):
                             f"the expected {expected_version}; nothing was appended. Read "
                             "the stream again and retry with its current version")
                     if n:
-                        conn.executemany(
-                            "INSERT INTO nova_events (stream, pos, ts, body) VALUES (?, ?, ?, ?)",
-                            [(stream, pos, ts, body)
-                             for pos, (ts, body) in enumerate(encoded, version)])
+                        params: list[Any] = []
+                        add = params.extend
+                        for pos, (ts, body) in enumerate(encoded, version):
+                            add((stream, pos, ts, body))
+                        for i in range(0, n, _ROWS_PER_INSERT):
+                            chunk = params[4 * i:4 * (i + _ROWS_PER_INSERT)]
+                            conn.execute(_insert_sql(len(chunk) // 4), chunk)
                         conn.execute(
                             "INSERT INTO nova_streams (name, version, event_count) "
                             "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
@@ -292,6 +317,8 @@ class SqliteStore(BaseStore):
                     raise
             self._events_appended += n
         if n:
+            if self._checkpointer is not None:
+                self._checkpointer.poke()
             self._signal.bump()
         return version + n
 
@@ -428,6 +455,8 @@ class SqliteStore(BaseStore):
         return sum(n for _, n in counts)
 
     def _close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._wlock:
             if self._rconn is not self._wconn:
                 with self._rlock:
