@@ -3,6 +3,7 @@ JSON encoding, the schema, and reopening."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -13,10 +14,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nova
 from nova.errors import StoreError, ValidationError
 from nova.store import Cursor, SqliteStore
+from nova.store._codec import decode, encode
 
 UTC = timezone.utc
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -301,3 +305,29 @@ def test_memory_path(tmp_path: Path) -> None:
         store.append("s", nova.Event("a.b", 1))
         assert [e.data for e in store.read_stream("s")] == [1]
         assert [e.data for e in store.replay()] == [1]
+
+
+@given(st.datetimes(timezones=st.just(UTC)) | st.datetimes(timezones=st.timezones()))
+@settings(max_examples=300, deadline=None)
+def test_the_stored_timestamp_text_is_isoformat(ts: datetime) -> None:
+    e = nova.Event("t.x", None, timestamp=ts)
+    micros, body = encode(e)
+    assert micros == (e.timestamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert json.loads(body) == json.loads(json.dumps(e.to_dict()))
+    assert decode(body).to_dict() == e.to_dict()
+
+
+def test_a_damaged_row_gives_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "row.db"
+    with SqliteStore(path) as store:
+        store.append("s", nova.Event("a.b", 1), nova.Event("a.b", 2))
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE nova_events SET body = '{\"type\": \"a.b\", \"data\": ' WHERE pos = 1")
+    conn.commit()
+    conn.close()
+    with SqliteStore(path) as store:
+        assert [e.data for e in store.read("s", 0, limit=1)[0]] == [1]
+        with pytest.raises(StoreError, match="does not decode"):
+            store.read_stream("s")
+        with pytest.raises(StoreError, match="does not decode"):
+            list(store.replay())
