@@ -37,7 +37,9 @@ class Signal:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: a subscription collected by the garbage collector while this thread
+        # holds the lock calls ``ended()`` from its ``__del__``.
+        self._cond = threading.Condition(threading.RLock())
         self._async: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
         self.seq = 0
         self.closed = False

@@ -28,7 +28,7 @@ class Checkpointer:
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], name: str,
                  interval: float = 0.1) -> None:
-        self._connect = connect
+        self._connect: Callable[[], sqlite3.Connection] | None = connect
         self._interval = interval
         self._dirty = threading.Event()
         self._stopping = threading.Event()
@@ -43,19 +43,26 @@ class Checkpointer:
         if not self._dirty.is_set():
             self._dirty.set()
 
-    def stop(self) -> None:
-        """Stop the thread, letting a checkpoint in progress finish (idempotent)."""
+    def halt(self) -> None:
+        """Ask the thread to stop, without waiting for it."""
         self._stopping.set()
         self._dirty.set()
+
+    def stop(self) -> None:
+        """Stop the thread, letting a checkpoint in progress finish (idempotent)."""
+        self.halt()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
 
     def _run(self) -> None:
+        connect, self._connect = self._connect, None  # hold no reference to the store
         try:
-            conn = self._connect()
+            assert connect is not None
+            conn = connect()
         except Exception:  # the writer's backstop checkpoints instead
             _log.exception("nova store: cannot open a checkpoint connection")
             return
+        del connect
         try:
             while True:
                 self._dirty.wait()

@@ -35,6 +35,7 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -129,6 +130,8 @@ class SqliteStore(BaseStore):
             raise
         if self._checkpointer is not None:
             self._checkpointer.start()
+            # A store dropped without close() still lets its checkpoint thread end.
+            weakref.finalize(self, self._checkpointer.halt)
         self._start_retention()
 
     def __repr__(self) -> str:
