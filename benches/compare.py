@@ -126,6 +126,61 @@ def nova_emit_async(n: int) -> float:
     return elapsed
 
 
+# ---- bus: 16 partitions keyed by a metadata field, 4 workers ----------------------------------
+
+def _bus_run(n: int, key: Any) -> float:
+    bus = nova.Bus(pool=nova.WorkerPool(4), name="bench-bus")
+    bus.create_topic(
+        "orders", partitions=16, ordering_key=key, on_full=nova.OnFull.BLOCK,
+        delivery_mode=nova.DeliveryMode.AT_MOST_ONCE, buffer_size=10_000,
+    )
+    bus.subscribe("orders", noop)
+    events = [nova.Event("order.created", i, metadata={"customer_id": f"c{i % 1000}"}) for i in range(n)]
+    publish = bus.publish
+    t = time.perf_counter()
+    for ev in events:
+        publish("orders", ev)
+    bus.flush()
+    elapsed = time.perf_counter() - t
+    bus.shutdown()
+    bus.pool.close()
+    return elapsed
+
+
+def nova_bus_keyed(n: int) -> float:
+    return _bus_run(n, "customer_id")
+
+
+def nova_bus_unkeyed(n: int) -> float:
+    return _bus_run(n, None)
+
+
+# ---- drop-in replacements ---------------------------------------------------------------------
+
+def compat_pyee_emit(n: int) -> float:
+    from nova.compat.pyee import EventEmitter
+
+    ee = EventEmitter()
+    ee.on("order.created", noop)
+    emit = ee.emit
+    t = time.perf_counter()
+    for i in range(n):
+        emit("order.created", i)
+    return time.perf_counter() - t
+
+
+def compat_blinker_send(n: int) -> float:
+    from nova.compat.blinker import Signal
+
+    sig = Signal()
+    sig.connect(noop)
+    send = sig.send
+    t = time.perf_counter()
+    for i in range(n):
+        send(i)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
@@ -141,12 +196,20 @@ def main() -> None:
         ("queue-worker", queue_worker, n // 4),
         ("pyee-executor", pyee_executor, n // 20),
         ("nova-emit_async+flush", nova_emit_async, n),
+        ("nova-bus-16(keyed)", nova_bus_keyed, n),
+        ("nova-bus-16(no key)", nova_bus_unkeyed, n),
+        ("compat-pyee-emit", compat_pyee_emit, n),
+        ("compat-blinker-send", compat_blinker_send, n),
     ]:
         rates[name] = best_rate(fn, count)
     ratios = {
         "nova sync emit / pyee emit (target >= 3)": rates["nova-emit(new Event)"] / rates["pyee-emit"],
         "nova async / queue.Queue worker (target >= 8)": rates["nova-emit_async+flush"] / rates["queue-worker"],
         "nova async / pyee executor (target >= 25)": rates["nova-emit_async+flush"] / rates["pyee-executor"],
+        "nova bus-16 keyed / queue.Queue worker (target >= 6)": rates["nova-bus-16(keyed)"] / rates["queue-worker"],
+        "bus cost of a metadata key vs none (target <= 1.15)": rates["nova-bus-16(no key)"] / rates["nova-bus-16(keyed)"],
+        "compat.pyee emit / pyee emit (target >= 2)": rates["compat-pyee-emit"] / rates["pyee-emit"],
+        "compat.blinker send / blinker send (target >= 2)": rates["compat-blinker-send"] / rates["blinker-send"],
     }
     if args.json:
         print(json.dumps({"cores": os.cpu_count(), "rates": rates, "ratios": ratios}, indent=2))
@@ -155,7 +218,7 @@ def main() -> None:
     for name, r in rates.items():
         print(f"  {name:<28} {r:>14,.0f} events/s")
     for name, r in ratios.items():
-        print(f"  {name:<48} {r:6.2f}x")
+        print(f"  {name:<56} {r:6.2f}x")
 
 
 if __name__ == "__main__":

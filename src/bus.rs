@@ -13,7 +13,8 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use regex::Regex;
 use rustc_hash::FxBuildHasher;
 
-use crate::component::{check_event, deadline, pick_loop, positive, run_in_context, shutdown_report, ContextCapture, OnFull};
+use crate::component::{check_event, deadline, pick_loop, positive, shutdown_report, ContextCapture, OnFull};
+use crate::capi::run_in_context;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
 use crate::errors::{buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, type_name, validation_error};
 use crate::event::as_event;
@@ -49,8 +50,8 @@ impl Mode {
 enum OrderingKey {
     /// No key: the event id (no ordering between events).
     EventId,
-    /// A metadata key, read in Rust.
-    Metadata(String),
+    /// A metadata key, read in Rust (kept as a Python str so its hash is computed once).
+    Metadata(Py<PyString>),
     /// A callable `event -> str`, called once per event.
     Callable(Py<PyAny>),
 }
@@ -110,7 +111,7 @@ impl Topic {
         let ev = as_event(event).expect("checked at the door").get();
         Ok(match &self.key {
             OrderingKey::EventId => partition_of(ev.id_obj(py).to_str()?, n),
-            OrderingKey::Metadata(k) => match ev.metadata_get(py, k) {
+            OrderingKey::Metadata(k) => match ev.metadata_get_obj(py, k.bind(py)) {
                 Some(v) => partition_of(v.downcast::<PyString>().map(|s| s.to_str()).unwrap_or(Ok(""))?, n),
                 None => partition_of("", n),
             },
@@ -394,7 +395,7 @@ impl Bus {
         let key = if key_obj.is_none() {
             OrderingKey::EventId
         } else if let Ok(s) = key_obj.downcast::<PyString>() {
-            OrderingKey::Metadata(s.to_string())
+            OrderingKey::Metadata(PyString::intern(py, s.to_str()?).unbind())
         } else {
             OrderingKey::Callable(key_obj.unbind())
         };

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use crate::capi::copy_context;
 use crate::errors::{describe_event, type_name, validation_error};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -83,22 +84,6 @@ pub fn check_event(
     Ok(())
 }
 
-// The contextvars C API: public and stable since 3.7, though outside the limited API, so
-// pyo3-ffi does not declare it for abi3 builds. Entering a context from Rust saves a
-// `Context.run` call (and a Python-visible frame) per event.
-extern "C" {
-    fn PyContext_CopyCurrent() -> *mut pyo3::ffi::PyObject;
-    fn PyContext_Copy(ctx: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject;
-    fn PyContext_Enter(ctx: *mut pyo3::ffi::PyObject) -> std::os::raw::c_int;
-    fn PyContext_Exit(ctx: *mut pyo3::ffi::PyObject) -> std::os::raw::c_int;
-}
-
-/// `contextvars.copy_context()`.
-pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    // SAFETY: called with the GIL held; returns a new reference or NULL with an exception set.
-    unsafe { Ok(Bound::from_owned_ptr_or_err(py, PyContext_CopyCurrent())?.unbind()) }
-}
-
 /// The emitting thread's context for a queued event. Consecutive emits from an unchanged
 /// context share one snapshot (`Context.__eq__` is a pointer check when nothing changed), so
 /// the queue does not hold a new GC-tracked object per event.
@@ -118,23 +103,6 @@ impl ContextCapture {
         }
         *last = Some(current.clone_ref(py));
         Ok(current)
-    }
-}
-
-/// Run `f` inside a fresh copy of the snapshot `ctx`, as `ctx.copy().run(f)` would: each
-/// event gets its own context, so what one listener sets is not seen by the next event.
-pub fn run_in_context<R>(py: Python<'_>, ctx: &Py<PyAny>, f: impl FnOnce() -> R) -> PyResult<R> {
-    // SAFETY: GIL held; the copy is new, owned here, and entered by this thread only.
-    unsafe {
-        let copy = Bound::from_owned_ptr_or_err(py, PyContext_Copy(ctx.as_ptr()))?;
-        if PyContext_Enter(copy.as_ptr()) != 0 {
-            return Err(PyErr::fetch(py));
-        }
-        let out = f();
-        if PyContext_Exit(copy.as_ptr()) != 0 {
-            return Err(PyErr::fetch(py));
-        }
-        Ok(out)
     }
 }
 

@@ -167,7 +167,7 @@ impl Dispatch<'_> {
         let mut event = event;
         for mw in chain.iter() {
             if let Some(before) = &mw.before {
-                match before.bind(py).call1((&event,)) {
+                match crate::capi::call1(before.bind(py), &event) {
                     Ok(r) if r.is_none() => {}
                     Ok(r) if crate::event::as_event(&r).is_some() => event = r,
                     Ok(r) => {
@@ -219,7 +219,7 @@ impl Dispatch<'_> {
             let value = outcome.as_ref().map(|e| e.value(py).clone().into_any());
             for mw in chain.iter().rev() {
                 if let Some(after) = &mw.after {
-                    if let Err(e) = after.bind(py).call1((&event, value.as_ref())) {
+                    if let Err(e) = crate::capi::call2(after.bind(py), &event, value.as_ref()) {
                         self.counters.middleware_errors.inc();
                         log_failure(py, self.component, &e);
                     }

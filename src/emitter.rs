@@ -8,7 +8,8 @@ use std::sync::{Arc, Weak};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::component::{check_event, deadline, ContextCapture, pick_loop, positive, run_in_context, shutdown_report, OnFull};
+use crate::component::{check_event, deadline, ContextCapture, pick_loop, positive, shutdown_report, OnFull};
+use crate::capi::run_in_context;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
 use crate::retry::Retries;
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};

@@ -160,6 +160,23 @@ fn copy_metadata<'py>(
     if value.is_none() {
         return Ok(None);
     }
+    if let Ok(dict) = value.downcast_exact::<PyDict>() {
+        // The common case: check in place, then one C-level copy.
+        for (k, v) in dict.iter() {
+            if !k.is_instance_of::<PyString>() || !v.is_instance_of::<PyString>() {
+                return copy_metadata_slow(py, value);
+            }
+        }
+        return Ok(if dict.is_empty() { None } else { Some(dict.copy()?.unbind()) });
+    }
+    copy_metadata_slow(py, value)
+}
+
+/// Any mapping, with an error naming the first bad key or value.
+fn copy_metadata_slow<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Option<Py<PyDict>>> {
     let items = match value.call_method0("items") {
         Ok(items) => items,
         Err(_) => {
@@ -249,7 +266,14 @@ impl Event {
     pub fn micros(&self) -> i64 {
         self.micros
     }
-    /// A metadata value, read without calling Python code (ordering keys use this).
+    /// A metadata value by a Python str key, read without calling Python code (ordering keys).
+    pub fn metadata_get_obj<'py>(&self, py: Python<'py>, key: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.bind(py).get_item(key).ok().flatten())
+    }
+
+    /// A metadata value, read without calling Python code.
     pub fn metadata_get<'py>(&self, py: Python<'py>, key: &str) -> Option<Bound<'py, PyAny>> {
         self.metadata
             .as_ref()

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod bus;
+mod capi;
 mod compat;
 mod component;
 mod dispatch;

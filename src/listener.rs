@@ -61,7 +61,7 @@ impl Listener {
     /// Call the handler once, awaiting it on `event_loop` when it is `async def`, and apply
     /// `on_error`.
     pub fn invoke(&self, py: Python<'_>, event: &Bound<'_, PyAny>, event_loop: Option<&Py<PyAny>>) -> Outcome {
-        let mut result = self.handler.bind(py).call1((event,));
+        let mut result = crate::capi::call1(self.handler.bind(py), event);
         if self.is_async {
             result = result.and_then(|coro| {
                 let wait = &aio(py)?.1;
@@ -72,7 +72,7 @@ impl Listener {
             Ok(_) => Outcome::Ok,
             Err(err) => match &self.on_error {
                 None => Outcome::Failed(err),
-                Some(on_error) => match on_error.bind(py).call1((event, err.value(py))) {
+                Some(on_error) => match crate::capi::call2(on_error.bind(py), event, Some(err.value(py).as_any())) {
                     Ok(_) => Outcome::Handled,
                     Err(e2) => Outcome::Failed(e2),
                 },
