@@ -23,7 +23,7 @@ from ..._types import BusStats, DeliveryMode, ShutdownReport, TopicConfig, Topic
 from ...errors import BusClosed, ListenerNotFound, TopicNotFound, ValidationError
 from ...resilience import ListenerConfig, ListenerManager, RetryPolicy
 from . import _keys, _topics
-from ._conn import TRANSIENT, Secrets, backend_error, connect, redact_url
+from ._conn import TRANSIENT, Secrets, backend_error, connect, redact_url, without_retries
 from ._consumer import DELETED, SHUTDOWN, UNSUBSCRIBE, Attachment, Counters, PartitionWorker
 from ._leases import LeaseKeeper
 from ._scripts import Scripts
@@ -164,6 +164,7 @@ class RedisBackend:
             label=f"RedisBackend {self.label}",
         )
         self._scripts = Scripts(self._client)
+        self._reader = without_retries(self._client)  # the consumer threads' client
         self._event_cls: Any = _core.Event
         self._lock = threading.RLock()
         self._configs: dict[str, TopicConfig] = {}
@@ -807,10 +808,11 @@ class RedisBackend:
         self._manager.stop(0)
         self._once_manager.stop(0)
         if not any(w.alive for w in workers):
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001
-                pass
+            for client in (self._client, self._reader):
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001
+                    pass
         drained = self._counters.processed - before
         return ShutdownReport(drained=drained, undelivered=undelivered, in_flight=in_flight)
 

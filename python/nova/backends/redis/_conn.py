@@ -11,12 +11,12 @@ from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from ...errors import BackendError, ValidationError
 
-__all__ = ["redact_url", "Secrets", "connect", "backend_error", "TRANSIENT"]
+__all__ = ["redact_url", "Secrets", "connect", "without_retries", "backend_error", "TRANSIENT"]
 
 _SCHEMES = ("redis", "rediss", "unix")
 _SECRET_PARAMS = ("password", "username")
@@ -108,6 +108,17 @@ def backend_error(where: str, exc: BaseException, secrets: Secrets, hint: str = 
 def raise_backend_error(where: str, exc: BaseException, secrets: Secrets, hint: str = "") -> NoReturn:
     err = backend_error(where, exc, secrets, hint)
     raise err
+
+
+def without_retries(client: redis.Redis) -> redis.Redis:
+    """A second client to the same server whose commands are never retried by redis-py: the
+    consumer loop must see every connection error (a read whose reply was lost leaves
+    entries pending that only a re-read of them recovers)."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["retry"] = Retry(NoBackoff(), 0)
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
+                                                            **kwargs))
 
 
 def connect(url: str, *, socket_timeout: float, connect_timeout: float,

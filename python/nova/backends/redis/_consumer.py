@@ -268,7 +268,7 @@ class PartitionWorker:
         self.fetched.clear()
         if self.reason != LOST:
             try:
-                b._scripts.release(keys=[self.lease_key], args=[b.consumer], client=b._client)
+                b._scripts.release(keys=[self.lease_key], args=[b.consumer], client=b._reader)
             except Exception:  # noqa: BLE001 - it expires on its own
                 pass
         self.done.set()
@@ -292,11 +292,11 @@ class PartitionWorker:
             blob: Any = b._scripts.read(
                 keys=[self.stream],
                 args=[self.att.cg, b.consumer, b.batch_size, start, "1" if noack else "0"],
-                client=b._client,
+                client=b._reader,
             )
             entries = _split(blob)
             if not entries and block is not None:
-                reply: Any = b._client.xreadgroup(self.att.cg, b.consumer, {self.stream: start},
+                reply: Any = b._reader.xreadgroup(self.att.cg, b.consumer, {self.stream: start},
                                                   count=b.batch_size, block=block, noack=noack)
                 entries = _entries(reply)
             self.raw = len(entries)
@@ -311,7 +311,7 @@ class PartitionWorker:
         cursor: Any = "0-0"
         while True:
             # Not JUSTID: redis-py's parsed form of it drops the cursor.
-            reply: Any = b._client.xautoclaim(self.stream, self.att.cg, b.consumer,
+            reply: Any = b._reader.xautoclaim(self.stream, self.att.cg, b.consumer,
                                               min_idle_time=0, start_id=cursor, count=200)
             cursor = reply[0]
             if cursor in (b"0-0", "0-0"):
@@ -336,7 +336,7 @@ class PartitionWorker:
             self.unacked.clear()
             return
         ids = self.unacked
-        self.backend._client.xack(self.stream, self.att.cg, *ids)
+        self.backend._reader.xack(self.stream, self.att.cg, *ids)
         self.unacked = []
 
     def _commit(self, fn: Callable[[], Any]) -> bool:
@@ -367,7 +367,7 @@ class PartitionWorker:
                 except Exception as exc:  # noqa: BLE001 - any decode failure is a poison message
                     fetched.append((msg_id, exc, payload))
             elif kind == b"x":
-                found: Any = self.backend._client.xrange(self.stream, msg_id, msg_id)
+                found: Any = self.backend._reader.xrange(self.stream, msg_id, msg_id)
                 message = found[0][1] if found else None
                 fetched.append((msg_id, ValueError("the message has no 'event' field"),
                                 _dlq.raw_payload(message)))
@@ -425,7 +425,7 @@ class PartitionWorker:
         if not ids:
             return set()
         keys = [_keys.seen(self.att.topic, self.att.cg, i) for i in ids]
-        values = b._client.mget(keys)
+        values = b._reader.mget(keys)
         return {i for i, v in zip(ids, values, strict=True) if v is not None}
 
     def _poison(self, msg_id: bytes, exc: BaseException, raw: bytes) -> None:
@@ -436,7 +436,7 @@ class PartitionWorker:
         entry = _dlq.fields(payload=raw, error=_dlq.error_text(exc), listener=att.subscriber,
                             partition=self.partition, attempts=0, group=att.cg,
                             message_id=msg_id.decode())
-        if not self._commit(lambda: b._client.xadd(_keys.dlq(att.topic), cast(Any, entry))):
+        if not self._commit(lambda: b._reader.xadd(_keys.dlq(att.topic), cast(Any, entry))):
             raise _Stop
         b._counters.add(failed=1, dead_lettered=1)
         self.unacked.append(msg_id)
@@ -460,7 +460,7 @@ class PartitionWorker:
                                         listener=att.subscriber, partition=self.partition,
                                         attempts=attempt, group=att.cg,
                                         message_id=msg_id.decode(), event=event)
-                    if not self._commit(lambda: b._client.xadd(_keys.dlq(att.topic), cast(Any, entry))):
+                    if not self._commit(lambda: b._reader.xadd(_keys.dlq(att.topic), cast(Any, entry))):
                         raise _Stop from None
                     b._counters.add(processed=1, failed=1, dead_lettered=1)
                     self.unacked.append(msg_id)
@@ -472,7 +472,7 @@ class PartitionWorker:
                     if att.mode is DeliveryMode.EXACTLY_ONCE:
                         key = _keys.seen(att.topic, att.cg, event.id)
                         ttl = b.dedup_ttl_ms
-                        self._commit(lambda: b._client.set(key, b"1", px=ttl, nx=True))
+                        self._commit(lambda: b._reader.set(key, b"1", px=ttl, nx=True))
                     self._ok += 1
                     self.unacked.append(msg_id)
                     return
