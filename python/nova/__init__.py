@@ -50,6 +50,20 @@ from .errors import (
     ValidationError,
 )
 from .lifecycle import run, shutdown
+from .resilience import (
+    Backoff,
+    CircuitConfig,
+    DeadLetter,
+    DeadLetterConfig,
+    DeadLetterQueue,
+    ListenerConfig,
+    ListenerManager,
+    ManagedListener,
+    ManagerStats,
+    RetryPolicy,
+    idempotent,
+)
+from .store import Cursor, MemoryStore, SqliteStore, StoreStats, StreamInfo
 from .middleware import Middleware, middleware
 from .validation import strict_type_names
 
@@ -62,6 +76,9 @@ __all__ = [
     "Event", "Listener", "Subscription", "Middleware", "middleware", "WorkerPool", "Emitter",
     "Bus", "TopicConfig", "OnFull", "DeliveryMode", "Health", "ShutdownReport", "StopReport", "EmitterStats",
     "BusStats", "PoolStats", "TopicInfo", "shutdown", "run", "strict_type_names",
+    "ListenerManager", "ManagedListener", "ListenerConfig", "RetryPolicy", "Backoff",
+    "CircuitConfig", "DeadLetterConfig", "DeadLetterQueue", "DeadLetter", "ManagerStats",
+    "idempotent", "MemoryStore", "SqliteStore", "Cursor", "StreamInfo", "StoreStats",
     "NovaError", "ValidationError", "BufferFull", "ClosedError", "EmitterClosed", "BusClosed",
     "StoreClosed", "PoolClosed", "ListenerError", "MiddlewareError", "ListenerTimeout",
     "CircuitOpenError", "RetryLimitExceeded", "TopicNotFound", "ListenerNotFound",
