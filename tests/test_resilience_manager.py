@@ -816,3 +816,96 @@ def test_health_endpoint_report_reads_the_manager() -> None:
     status, listeners = health_report([mgr])
     assert status is Health.UNHEALTHY
     assert listeners == {"bad": "unhealthy", "good": "healthy"}
+
+
+# -- the Bus: the core drives attempt() on its timers ----------------------------------------------
+# An AT_MOST_ONCE topic takes the managed listener as it is (other modes add the bus's default
+# policy when no config is given), so these exercise exactly the core <-> attempt() protocol.
+
+
+def test_bus_drives_attempts_and_dead_letters_carry_the_topic() -> None:
+    mgr = ListenerManager()
+    queue = DeadLetterQueue()
+    calls: list[float] = []
+
+    def handler(event: nova.Event) -> None:
+        calls.append(time.monotonic())
+        raise ValueError("x")
+
+    managed = mgr.register(nova.Listener("h", handler), ListenerConfig(
+        retry=RetryPolicy(max_attempts=3, initial_delay=0.03),
+        dead_letter=DeadLetterConfig(queue=queue)))
+    bus = nova.Bus()
+    bus.create_topic("orders", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    bus.subscribe("orders", managed)
+    event = nova.Event("order.created")
+    bus.publish("orders", event)
+    deadline = time.monotonic() + 5
+    while queue.count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert len(calls) == 3
+    assert 0.027 <= gaps[0] <= 0.2 and 0.054 <= gaps[1] <= 0.3, gaps
+    [entry] = queue.list()
+    assert (entry.event, entry.topic, entry.attempts, entry.listener) == (event, "orders", 3, "h")
+    s = mgr.stats()
+    assert (s.events_processed, s.events_retried, s.events_failed, s.dead_letter_events) == (1, 2, 1, 1)
+    # Redrive publishes to the entry's topic.
+    got: list[str] = []
+    bus.subscribe("orders", lambda e: got.append(e.id))
+    assert queue.redrive(bus) == 1
+    assert bus.flush(timeout=5)
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert got == [event.id]
+    bus.shutdown(timeout=1)
+
+
+def test_bus_shutdown_mid_retry_is_reported_by_the_manager_too() -> None:
+    mgr = ListenerManager()
+    first = threading.Event()
+
+    def handler(event: nova.Event) -> None:
+        first.set()
+        raise ValueError("x")
+
+    managed = mgr.register(nova.Listener("h", handler),
+                           ListenerConfig(retry=RetryPolicy(max_attempts=3, initial_delay=10)))
+    bus = nova.Bus()
+    bus.create_topic("orders", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    bus.subscribe("orders", managed)
+    event = nova.Event("x")
+    bus.publish("orders", event)
+    assert first.wait(2)
+    time.sleep(0.05)
+    report = bus.shutdown(timeout=0.2)
+    assert report.undelivered == [event]
+    assert mgr.stop(0).undelivered == [event]  # nothing lost: processed, dead-lettered or reported
+    assert managed.abandoned == 1
+
+
+def test_a_retrying_subscriber_does_not_slow_the_others() -> None:
+    mgr = ListenerManager()
+    failing = mgr.register(nova.Listener("failing", boom), ListenerConfig(
+        retry=RetryPolicy(max_attempts=3, initial_delay=1.0, backoff="fixed")))  # type: ignore[arg-type]
+    got: list[int] = []
+    bus = nova.Bus()
+    bus.create_topic("orders", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    bus.subscribe("orders", failing)
+    bus.subscribe("orders", lambda e: got.append(e.data))
+    started = time.monotonic()
+    for i in range(200):
+        bus.publish("orders", nova.Event("order.created", i))
+    while len(got) < 200 and time.monotonic() - started < 5:
+        time.sleep(0.002)
+    elapsed = time.monotonic() - started
+    assert sorted(got) == list(range(200))
+    assert elapsed < 0.9  # well before the first retry (1 s) of the failing subscriber
+    # The failing subscriber's partition is held back behind its first event, waiting for
+    # its retry (order is kept); nothing of it finished.
+    assert mgr.stats().events_processed == 0
+    report = bus.shutdown(timeout=0.1)
+    assert {e.data for e in report.undelivered} == set(range(200))
+    # The manager reports the event that was waiting for its retry; the bus the rest.
+    assert [e.data for e in mgr.stop(0).undelivered] == [0]

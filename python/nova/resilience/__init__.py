@@ -12,7 +12,7 @@ from __future__ import annotations
 from .circuit import CircuitBreaker, CircuitConfig, CircuitState
 from .clock import SYSTEM_CLOCK, Clock, ManualClock, SystemClock
 from .deadletter import DeadLetter, DeadLetterConfig, DeadLetterQueue
-from .idempotent import MemorySeenSet, SeenSet, SqliteSeenSet, idempotent
+from .idempotent import IdempotentListener, MemorySeenSet, SeenSet, SqliteSeenSet, idempotent
 from .manager import (
     DURATION_BOUNDS,
     ListenerConfig,
@@ -28,5 +28,5 @@ __all__ = [
     "idempotent",
     # extras of this package (not re-exported from nova)
     "CircuitBreaker", "CircuitState", "Clock", "SystemClock", "SYSTEM_CLOCK", "ManualClock",
-    "SeenSet", "MemorySeenSet", "SqliteSeenSet", "DURATION_BOUNDS",
+    "SeenSet", "MemorySeenSet", "SqliteSeenSet", "IdempotentListener", "DURATION_BOUNDS",
 ]

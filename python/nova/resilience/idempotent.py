@@ -30,7 +30,7 @@ from .. import _core  # type: ignore[attr-defined, unused-ignore]
 from ..errors import StoreError, ValidationError
 from ._util import as_listener
 
-__all__ = ["idempotent", "SeenSet", "MemorySeenSet", "SqliteSeenSet"]
+__all__ = ["idempotent", "IdempotentListener", "SeenSet", "MemorySeenSet", "SqliteSeenSet"]
 
 
 @runtime_checkable
@@ -166,7 +166,7 @@ def _default_key(event: Any) -> Any:
 
 
 def idempotent(listener: Any, *, key: Callable[[Any], Hashable] = _default_key,
-               seen: SeenSet | str | os.PathLike[str] | None = None) -> Any:
+               seen: SeenSet | str | os.PathLike[str] | None = None) -> IdempotentListener:
     """Wrap ``listener`` (a callable or ``nova.Listener``) so an event whose ``key(event)`` was
     already processed successfully is skipped. Returns a ``nova.Listener`` with the wrapped
     listener's name; ``seen`` is a seen-set object, an SQLite path, or None (in memory)."""
@@ -235,13 +235,13 @@ def idempotent(listener: Any, *, key: Callable[[Any], Hashable] = _default_key,
     name = str(inner.name)
     wrapper.__qualname__ = name
     wrapper.__name__ = name
-    wrapped = _IdempotentListener(name, wrapper)
+    wrapped = IdempotentListener(name, wrapper)
     wrapped.seen = store
     wrapped.wrapped = inner
     return wrapped
 
 
-class _IdempotentListener(_core.Listener):  # type: ignore[misc, unused-ignore]
+class IdempotentListener(_core.Listener):  # type: ignore[misc, unused-ignore]
     """A ``nova.Listener`` that also exposes its seen-set (``.seen``) and the listener it
     wraps (``.wrapped``)."""
 
