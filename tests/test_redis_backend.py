@@ -344,3 +344,24 @@ def test_retention_trims_old_entries(make_bus: Callable[..., nova.Bus], client: 
     time.sleep(0.3)
     bus.publish_batch("t", [Event("e", i) for i in range(300)])
     assert client.xlen("nova:t:0") < 600
+
+
+def test_json_serializer_round_trip_and_errors() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    s = JsonSerializer()
+    events = [
+        Event("a.b", {"x": [1, 2.5, None, True], "ü": "日本"}, metadata={"k": "v", "é": "ß"}),
+        Event("t", None),
+        Event("t", 3, timestamp=datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=2)))),
+    ]
+    for ev in events:
+        data = s.dumps(ev)
+        raw = data.encode() if isinstance(data, str) else data
+        back = s.loads(raw)
+        assert (back.id, back.type, back.data, dict(back.metadata), back.timestamp) == (
+            ev.id, ev.type, ev.data, dict(ev.metadata), ev.timestamp)
+        assert Event.from_json(raw).timestamp == ev.timestamp  # the reference reader agrees
+    for bad in (b"nope", b"[1]", b'{"id": "", "type": "x"}'):
+        with pytest.raises(nova.ValidationError):
+            s.loads(bad)
