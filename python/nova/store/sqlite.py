@@ -31,7 +31,7 @@ inside its write transaction, so ``expected_version`` holds across processes too
 from __future__ import annotations
 
 import functools
-import json
+import heapq
 import os
 import sqlite3
 import threading
@@ -76,7 +76,6 @@ def _insert_sql(rows: int) -> str:
             + ",".join(["(?, ?, ?, ?)"] * rows))
 
 
-_IN_STREAMS = " AND stream IN (SELECT value FROM json_each(?))"
 
 
 class SqliteStore(BaseStore):
@@ -341,53 +340,79 @@ class SqliteStore(BaseStore):
         decode = self._decode
         return [decode(row[1]) for row in rows], [row[0] for row in rows]
 
+    # Query plans. Each read pages through one index in its own order with keyset
+    # pagination, so a page costs what it returns, never a sort of everything before it;
+    # "+column" keeps SQLite from switching to another index for a filter term.
+    # - all streams, time order: the ts index (its entries are ordered by (ts, gpos));
+    # - all streams, append order: the gpos primary key;
+    # - chosen streams: each stream through the (stream, pos) index, merged in Python.
+
     def _time_range(self, start: datetime | None, end: datetime | None,
                     streams: frozenset[str] | None) -> list[Event]:
         lo = MIN_MICROS if start is None else to_micros(start)
         hi = MAX_MICROS if end is None else to_micros(end)
-        sql = "SELECT ts, gpos, body FROM nova_events WHERE ts >= ? AND ts < ?"
-        params: list[Any] = [lo, hi]
         if streams is not None:
-            sql += _IN_STREAMS
-            params.append(json.dumps(sorted(streams)))
-        sql += " AND (ts, gpos) > (?, ?) ORDER BY ts, gpos LIMIT ?"
+            rows = [row for stream in sorted(streams)
+                    for row in self._stream_rows(stream, MAX_MICROS, lo, hi, _PAGE)]
+            rows.sort(key=lambda row: (row[0], row[1]))  # (ts, gpos)
+            return [self._decode(row[2]) for row in rows]
+        sql = ("SELECT ts, gpos, body FROM nova_events INDEXED BY nova_events_ts"
+               " WHERE ts >= ? AND ts < ? AND (ts, gpos) > (?, ?) ORDER BY ts, gpos LIMIT ?")
         out: list[Event] = []
         key = (lo, 0)
         while True:
-            rows = self._query(sql, (*params, *key, _PAGE), "reading a time range")
-            out.extend(self._decode(row[2]) for row in rows)
-            if len(rows) < _PAGE:
+            page = self._query(sql, (lo, hi, *key, _PAGE), "reading a time range")
+            out.extend(self._decode(row[2]) for row in page)
+            if len(page) < _PAGE:
                 return out
-            key = (rows[-1][0], rows[-1][1])
+            key = (page[-1][0], page[-1][1])
+
+    def _stream_rows(self, stream: str, stop: int, lo: int, hi: int,
+                     page: int) -> Iterator[tuple[int, int, str]]:
+        """(ts, gpos, body) of a stream's events with ``gpos <= stop`` and ``lo <= ts < hi``,
+        in position (hence global) order, a page at a time."""
+        self._check_name(stream)
+        sql = ("SELECT pos, ts, gpos, body FROM nova_events WHERE stream = ? AND pos > ?"
+               " AND +gpos <= ? AND +ts >= ? AND +ts < ? ORDER BY pos LIMIT ?")
+        pos = -1
+        while True:
+            rows = self._query(sql, (stream, pos, stop, lo, hi, page), f"reading {stream!r}")
+            for row in rows:
+                yield row[1], row[2], row[3]
+            if len(rows) < page:
+                return
+            pos = rows[-1][0]
 
     def _replay(self, start: datetime | None, end: datetime | None,
                 streams: frozenset[str] | None) -> Iterator[Event]:
         stop = self._last_gpos()
-        sql = "SELECT gpos, body FROM nova_events WHERE gpos > ? AND gpos <= ?"
-        params: list[Any] = [stop]
-        if start is not None:
-            sql += " AND ts >= ?"
-            params.append(to_micros(start))
-        if end is not None:
-            sql += " AND ts < ?"
-            params.append(to_micros(end))
+        lo = MIN_MICROS if start is None else to_micros(start)
+        hi = MAX_MICROS if end is None else to_micros(end)
         if streams is not None:
-            sql += _IN_STREAMS
-            params.append(json.dumps(sorted(streams)))
-        sql += " ORDER BY gpos LIMIT ?"
-        params.append(_PAGE)
-        return self._replay_pages(sql, params)
+            return self._replay_streams(sorted(streams), stop, lo, hi)
+        return self._replay_all(stop, lo, hi)
 
-    def _replay_pages(self, sql: str, params: list[Any]) -> Iterator[Event]:
+    def _replay_all(self, stop: int, lo: int, hi: int) -> Iterator[Event]:
+        sql = ("SELECT gpos, body FROM nova_events WHERE gpos > ? AND gpos <= ?"
+               " AND +ts >= ? AND +ts < ? ORDER BY gpos LIMIT ?")
         last = 0
         decode = self._decode
         while True:
-            rows = self._query(sql, (last, *params), "replaying")
+            rows = self._query(sql, (last, stop, lo, hi, _PAGE), "replaying")
             for row in rows:
                 yield decode(row[1])
             if len(rows) < _PAGE:
                 return
             last = rows[-1][0]
+
+    def _replay_streams(self, streams: list[str], stop: int, lo: int,
+                        hi: int) -> Iterator[Event]:
+        page = max(50, _PAGE // max(len(streams), 1))  # bounded memory for any number
+        merged = heapq.merge(*(self._stream_rows(s, stop, lo, hi, page) for s in streams),
+                             key=lambda row: row[1])  # by gpos
+        decode = self._decode
+        for row in merged:
+            yield decode(row[2])
 
     def _stream_info(self, stream: str) -> StreamInfo | None:
         if stream == ALL:
@@ -443,10 +468,11 @@ class SqliteStore(BaseStore):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     counts = conn.execute(
-                        "SELECT stream, COUNT(*) FROM nova_events WHERE ts < ? GROUP BY stream",
-                        (micros,)).fetchall()
+                        "SELECT stream, COUNT(*) FROM nova_events INDEXED BY nova_events_ts"
+                        " WHERE ts < ? GROUP BY stream", (micros,)).fetchall()
                     if counts:
-                        conn.execute("DELETE FROM nova_events WHERE ts < ?", (micros,))
+                        conn.execute("DELETE FROM nova_events INDEXED BY nova_events_ts"
+                                     " WHERE ts < ?", (micros,))
                         conn.executemany(
                             "UPDATE nova_streams SET event_count = event_count - ? "
                             "WHERE name = ?", [(n, stream) for stream, n in counts])
