@@ -189,13 +189,14 @@ class SqliteStore(BaseStore):
 
     @staticmethod
     def _tables(conn: sqlite3.Connection) -> set[str]:
-        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        """Names of every table, index, view and trigger (empty for a new database)."""
+        rows = conn.execute("SELECT name FROM sqlite_master").fetchall()
         return {str(row[0]) for row in rows}
 
     def _check_schema(self, conn: sqlite3.Connection, tables: set[str]) -> None:
         if "nova_meta" not in tables:
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-            raise self._not_a_store(f"it is another application's database (tables: {shown})")
+            raise self._not_a_store(f"it is another application's database (it holds {shown})")
         try:
             meta = dict(conn.execute("SELECT key, value FROM nova_meta").fetchall())
         except sqlite3.OperationalError as exc:
