@@ -573,6 +573,18 @@ class RedisBackend:
             if sub in self._subs:
                 self._subs.remove(sub)
             managed = list(sub._managed.items())
+            still = {a.cg for a in self._atts}
+            gone = {a.cg for a in atts} - still
+        if gone and not self._closed:
+            # Leave those groups' member sets now, so the other processes' fair share grows
+            # at once instead of after lease_ttl.
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for cg in gone:
+                    pipe.zrem(_keys.members(cg), self.consumer)
+                pipe.execute()
+            except redis.RedisError:
+                pass
         for single, m in managed:
             manager = self._once_manager if single else self._manager
             try:
