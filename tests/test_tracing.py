@@ -553,3 +553,37 @@ def test_a_rejecting_middleware_placed_first_leaves_no_span_open(
         emitter.emit(nova.Event("good.e"))
         assert current_span_id() == producer.get_span_context().span_id
     assert [s.name for s in exporter.get_finished_spans()] == ["process good.e", "producer"]
+
+
+def test_bus_publish_is_traced_across_partition_workers(
+    mw: TracingMiddleware, tracer: trace.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    bus = nova.Bus(name="traced-bus", default_partitions=4)
+    try:
+        bus.create_topic("orders", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE, partitions=4)
+        bus.use(mw)
+        seen: list[tuple[str, int]] = []
+        bus.subscribe("orders", lambda e: seen.append((e.id, threading.get_ident())))
+        producers: dict[str, trace.SpanContext] = {}
+        for n in range(8):
+            with tracer.start_as_current_span(f"publish-{n}") as producer:
+                event = nova.Event("order.created", n)
+                bus.publish("orders", event)
+                producers[event.id] = producer.get_span_context()
+        assert bus.flush(timeout=10)
+    finally:
+        bus.shutdown(timeout=5)
+    assert {event_id for event_id, _ in seen} == set(producers)
+    assert threading.get_ident() not in {thread for _, thread in seen}
+    consumers = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    assert len(consumers) == 8
+    for consumer in consumers:
+        attributes = consumer.attributes or {}
+        # The destination is the metadata key "nova.topic" once the bus stamps it (see
+        # test_destination_is_the_bus_topic_when_there_is_one), else the event type.
+        assert attributes["messaging.destination.name"] in ("orders", "order.created")
+        assert attributes["nova.event.type"] == "order.created"
+        producer_context = producers[str(attributes["messaging.message.id"])]
+        assert consumer.parent is not None
+        assert consumer.parent.span_id == producer_context.span_id
+        assert [link.context.span_id for link in consumer.links] == [producer_context.span_id]
