@@ -207,3 +207,30 @@ def test_sigkill_exactly_once_no_duplicate(workers: Workers, redis_url: str, tmp
     assert sum(1 for r in recs if r[0] == "w0") == 150
     check_order(recs, strict=True)
     client.close()
+
+
+def test_a_process_joining_mid_stream_takes_partitions_without_reordering(
+        workers: Workers, redis_url: str) -> None:
+    import threading
+
+    client = redis.Redis.from_url(redis_url)
+    workers.start("w0", "--sleep-ms", "20")  # slower than the publisher: a backlog builds up
+    workers.wait_ready()
+    wait_for(lambda: balanced(client, 1), 20, "w0 holding every lease")
+    n = 2000
+    published: list[nova.Event] = []
+    pub = threading.Thread(target=lambda: published.extend(publish(redis_url, n, "at_least_once",
+                                                                   pause=0.005)))
+    pub.start()
+    wait_for(lambda: client.llen("record") >= 300, 30, "w0 at work")
+    workers.start("w1", "--sleep-ms", "20")  # joins mid-stream: w0 hands back half
+    workers.wait_ready()
+    wait_for(lambda: balanced(client, 2), 20, "the leases rebalanced")
+    pub.join(60)
+    wait_for(lambda: client.llen("record") >= n, 60, "every event processed")
+    time.sleep(0.3)
+    recs = records(client)
+    assert sorted(r[1] for r in recs) == sorted(e.id for e in published)  # graceful: no duplicate
+    check_order(recs, strict=True)
+    assert sum(1 for r in recs if r[0] == "w1") > 100, "w1 took over part of the backlog"
+    client.close()
