@@ -187,7 +187,8 @@ def _error_line(text: str) -> None:
 
 
 class _Progress:
-    """A progress bar on stderr: rich's when installed, else one plain line per step."""
+    """A progress bar on stderr: rich's when installed and stderr is a terminal, else one
+    plain line per step."""
 
     def __init__(self, title: str, total: int, *, enabled: bool = True) -> None:
         self.title = title
@@ -196,8 +197,8 @@ class _Progress:
         self.done = 0
         self._rich: Any = None
         self._task: Any = None
-        if not enabled:
-            return
+        if not enabled or not sys.stderr.isatty():
+            return  # plain lines: a log or a pipe gets one line per step
         try:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -207,6 +208,7 @@ class _Progress:
         self._rich = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=console, transient=True,
+            redirect_stdout=False, redirect_stderr=False,
         )
 
     def __enter__(self) -> _Progress:
