@@ -254,3 +254,39 @@ def test_page_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.Monkey
                     f"--- its output ---\n{out.getvalue()[-2000:]}"
                 ) from exc
             check_output(block, out.getvalue())
+
+
+def test_the_harness_itself(tmp_path: Path, pytester: pytest.Pytester) -> None:
+    """Markers are read, a wrong ``prints`` fence and a failing pytest block are caught."""
+    page = tmp_path / "sample.md"
+    page.write_text(textwrap.dedent('''
+        ```python
+        print("a", 1)
+        print("b")
+        ```
+
+        prints
+
+        ```
+        a ...
+        b
+        ```
+
+        <!-- not-run: needs a server -->
+        ```python
+        raise SystemExit("never run")
+        ```
+
+        <!-- pytest -->
+        ```python
+        def test_fails():
+            assert 1 == 2
+        ```
+    '''), encoding="utf-8")
+    first, skipped, pytest_block = blocks_of(page)
+    assert (first.kind, skipped.kind, skipped.reason, pytest_block.kind) == ("run", "not-run", "needs a server", "pytest")
+    check_output(first, "a 1\nb\n")
+    with pytest.raises(AssertionError, match="but the page says it prints"):
+        check_output(first, "a 1\nc\n")
+    with pytest.raises(AssertionError, match="did not pass"):
+        _run_pytest_block(pytest_block, pytester)
