@@ -775,7 +775,8 @@ def _measure_cell(handler: Callable[..., Any], workers: int, buffer: int, second
         finally:
             stopped = _perf()
             em.shutdown(timeout=0)  # what is still queued is not measured
-            pool.close()
+            # Calls in progress finish (a handler stuck for good is left behind, not waited on).
+            pool.close(timeout=max(5.0, duration))
         return start, stopped
 
     # Throughput and latency, without tracemalloc (it slows every allocation down).
