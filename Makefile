@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYLIB  := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))")
 
-.PHONY: all venv build build-release demo test test-rust test-python typecheck bench compare clean
+.PHONY: all venv build demo test test-rust test-loom test-python typecheck bench compare clean
 
 all: test
 
@@ -29,10 +29,15 @@ test-rust: venv
 test-python: build
 	$(PY) -m pytest -q
 
+# The lane-claim protocol (src/claim.rs) model-checked over every interleaving.
+test-loom: venv
+	RUSTFLAGS="--cfg nova_loom" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYLIB) \
+		cargo test --release -q --target-dir target/loom --lib claim
+
 typecheck: venv
 	$(PY) -m mypy --strict python/nova
 
-test: build test-rust test-python typecheck
+test: build test-rust test-loom test-python typecheck
 
 bench: build
 	$(PY) -m pytest benches -q --benchmark-only

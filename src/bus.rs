@@ -743,6 +743,11 @@ impl Bus {
 
     fn publish(&self, py: Python<'_>, topic: &str, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         if let Some(b) = &self.backend {
+            // The bus's own checks and store still apply; the backend does the transport.
+            self.admit(py, event)?;
+            if let Some(store) = &self.store {
+                store.bind(py).call_method1("append", (topic, event))?;
+            }
             return Ok(b.bind(py).call_method1("publish", (topic, event))?.unbind());
         }
         self.admit(py, event)?;
@@ -756,12 +761,20 @@ impl Bus {
     }
 
     fn publish_batch(&self, py: Python<'_>, topic: &str, events: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        if let Some(b) = &self.backend {
-            return Ok(b.bind(py).call_method1("publish_batch", (topic, events))?.unbind());
-        }
         let events: Vec<Bound<'_, PyAny>> = events.try_iter()?.collect::<PyResult<_>>()?;
         for ev in &events {
             self.admit(py, ev)?;
+        }
+        if let Some(b) = &self.backend {
+            if let Some(store) = &self.store {
+                if !events.is_empty() {
+                    let mut args = vec![PyString::new(py, topic).into_any()];
+                    args.extend(events.iter().cloned());
+                    store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
+                }
+            }
+            let list = PyList::new(py, &events)?;
+            return Ok(b.bind(py).call_method1("publish_batch", (topic, list))?.unbind());
         }
         let t = self.get_or_create(py, topic)?;
         let parts: Vec<usize> = events.iter().map(|e| t.partition_for(py, e)).collect::<PyResult<_>>()?;

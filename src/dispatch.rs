@@ -153,6 +153,24 @@ pub fn attempt(
 }
 
 impl Dispatch<'_> {
+    /// `after(event, outcome)` of `mws` in reverse order; a failing hook is counted and logged.
+    fn run_after<'py>(
+        &self,
+        py: Python<'py>,
+        mws: &[Middleware],
+        event: &Bound<'py, PyAny>,
+        outcome: Option<&Bound<'py, PyAny>>,
+    ) {
+        for mw in mws.iter().rev() {
+            if let Some(after) = &mw.after {
+                if let Err(e) = crate::capi::call2(after.bind(py), event, outcome) {
+                    self.counters.middleware_errors.inc();
+                    log_failure(py, self.component, &e);
+                }
+            }
+        }
+    }
+
     /// Run `event` through middleware and the listeners `resolve` picks for the (possibly
     /// replaced) event. `Err` is what a synchronous caller raises: a `MiddlewareError`, a
     /// `ListenerError`, or an `ExceptionGroup` of them.
@@ -165,7 +183,7 @@ impl Dispatch<'_> {
     ) -> Result<(), PyErr> {
         let chain = self.chain.snapshot();
         let mut event = event;
-        for mw in chain.iter() {
+        for (index, mw) in chain.iter().enumerate() {
             if let Some(before) = &mw.before {
                 match crate::capi::call1(before.bind(py), &event) {
                     Ok(r) if r.is_none() => {}
@@ -195,6 +213,8 @@ impl Dispatch<'_> {
                             ),
                         );
                         err.set_cause(py, Some(cause));
+                        // The middleware whose before() already ran still get their after().
+                        self.run_after(py, &chain[..index], &event, Some(err.value(py).as_any()));
                         return Err(err);
                     }
                 }
@@ -215,17 +235,8 @@ impl Dispatch<'_> {
         } else {
             Some(group_errors(py, &describe_event(&event), errors))
         };
-        if chain.iter().any(|m| m.after.is_some()) {
-            let value = outcome.as_ref().map(|e| e.value(py).clone().into_any());
-            for mw in chain.iter().rev() {
-                if let Some(after) = &mw.after {
-                    if let Err(e) = crate::capi::call2(after.bind(py), &event, value.as_ref()) {
-                        self.counters.middleware_errors.inc();
-                        log_failure(py, self.component, &e);
-                    }
-                }
-            }
-        }
+        let value = outcome.as_ref().map(|e| e.value(py).clone().into_any());
+        self.run_after(py, &chain, &event, value.as_ref());
         match outcome {
             None => Ok(()),
             Some(e) => Err(e),

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod bus;
 mod capi;
+mod claim;
 mod compat;
 mod component;
 mod dispatch;

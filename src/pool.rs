@@ -155,16 +155,41 @@ impl PoolInner {
     }
 }
 
+/// Set when the interpreter is exiting (`_close_all_pools` at atexit): a worker that stops
+/// after that leaves its thread state alone instead of touching a finalizing interpreter.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
 fn worker_main(pool: Arc<PoolInner>) {
-    Python::with_gil(|py| {
-        py.allow_threads(|| {
+    // One thread state for the worker's whole life, made and released by hand (not a PyO3
+    // guard) so that a worker outliving interpreter exit never calls back into it. While the
+    // worker waits it holds no GIL; `Python::with_gil` in a job re-acquires it cheaply.
+    // SAFETY: a new native thread; Ensure creates its thread state, SaveThread releases the
+    // GIL and returns that state for the RestoreThread that pairs with it below.
+    let (gstate, tstate) = unsafe {
+        let g = pyo3::ffi::PyGILState_Ensure();
+        (g, pyo3::ffi::PyEval_SaveThread())
+    };
+    worker_loop(&pool);
+    if EXITING.load(SeqCst) {
+        return; // the interpreter is going away; its thread states go with it
+    }
+    // SAFETY: pairs with the Ensure/SaveThread above, on the same thread.
+    unsafe {
+        pyo3::ffi::PyEval_RestoreThread(tstate);
+        pyo3::ffi::PyGILState_Release(gstate);
+    }
+}
+
+fn worker_loop(pool: &Arc<PoolInner>) {
+    {
+        {
             while let Ok(task) = pool.rx.recv() {
                 match task {
                     Task::Stop => break,
                     Task::Job(job) => {
                         pool.busy.fetch_add(1, SeqCst);
                         pool.queued_jobs.fetch_sub(1, SeqCst);
-                        job.run(&pool);
+                        job.run(pool);
                         pool.busy.fetch_sub(1, SeqCst);
                     }
                     Task::Call(call) => {
@@ -178,8 +203,8 @@ fn worker_main(pool: Arc<PoolInner>) {
                     pool.notify_idle();
                 }
             }
-        })
-    });
+        }
+    }
 }
 
 fn run_call(py: Python<'_>, call: CallTask, completed: &AtomicU64) {
@@ -368,13 +393,30 @@ impl WorkerPool {
 #[pyfunction]
 #[pyo3(signature = (timeout=5.0))]
 pub fn _close_all_pools(py: Python<'_>, timeout: f64) {
+    EXITING.store(true, SeqCst);
     let pools: Vec<Arc<PoolInner>> = POOLS.lock().iter().filter_map(|w| w.upgrade()).collect();
     let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
     py.allow_threads(|| {
-        for p in pools {
-            p.close(Some(deadline));
-        }
+        // In parallel: one pool's slow listener must not use up the others' time.
+        std::thread::scope(|scope| {
+            for p in &pools {
+                scope.spawn(move || p.close(Some(deadline)));
+            }
+        });
     });
+}
+
+impl Drop for WorkerPool {
+    /// A pool nobody can reach any more (no component holds it) stops its threads once its
+    /// queued work is done, in the background.
+    fn drop(&mut self) {
+        if !self.inner.is_closed() {
+            let inner = self.inner.clone();
+            let _ = std::thread::Builder::new()
+                .name("nova-pool-closer".into())
+                .spawn(move || inner.close(None));
+        }
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -12,6 +12,7 @@ use crossbeam_queue::ArrayQueue;
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
+use crate::claim::Claim;
 use crate::pool::{Job, PoolInner};
 
 /// How long a worker keeps the GIL for one lane before it lets others run.
@@ -32,8 +33,7 @@ pub trait Sink: Send + Sync {
 
 pub struct Lane {
     queue: ArrayQueue<Item>,
-    limit: usize,
-    active: AtomicUsize,
+    claim: Claim,
     in_flight: AtomicUsize,
     enqueued: AtomicU64,
     retired: AtomicU64,
@@ -55,8 +55,7 @@ impl Lane {
     pub fn new(capacity: usize, limit: usize, sink: Arc<dyn Sink>, pool: Arc<PoolInner>) -> Arc<Lane> {
         Arc::new(Lane {
             queue: ArrayQueue::new(capacity.max(1)),
-            limit: limit.max(1),
-            active: AtomicUsize::new(0),
+            claim: Claim::new(limit),
             in_flight: AtomicUsize::new(0),
             enqueued: AtomicU64::new(0),
             retired: AtomicU64::new(0),
@@ -118,7 +117,7 @@ impl Lane {
                 Pushed::Ok => break Pushed::Ok,
                 Pushed::Full(back) => item = back,
             }
-            if self.pool.is_closed() && self.active.load(SeqCst) == 0 {
+            if self.pool.is_closed() && self.in_flight.load(SeqCst) == 0 {
                 break Pushed::Full(item);
             }
             let wait = match deadline {
@@ -193,32 +192,9 @@ impl Lane {
 
     /// Make sure a worker will look at the queue (at most `limit` at once).
     fn kick(self: &Arc<Self>) {
-        let mut active = self.active.load(SeqCst);
-        loop {
-            // A second worker only helps when the ones running leave a backlog (slow or
-            // GIL-releasing listeners); for fast ones it would only contend for the GIL.
-            if active >= self.limit || (active > 0 && self.queue.len() <= active) {
-                return;
-            }
-            match self.active.compare_exchange(active, active + 1, SeqCst, SeqCst) {
-                Ok(_) => {
-                    self.pool.schedule(self.clone());
-                    return;
-                }
-                Err(now) => active = now,
-            }
+        if self.claim.should_schedule(self.queue.len()) {
+            self.pool.schedule(self.clone());
         }
-    }
-
-    fn try_claim(&self) -> bool {
-        let mut active = self.active.load(SeqCst);
-        while active < self.limit {
-            match self.active.compare_exchange(active, active + 1, SeqCst, SeqCst) {
-                Ok(_) => return true,
-                Err(now) => active = now,
-            }
-        }
-        false
     }
 }
 
@@ -268,8 +244,8 @@ impl Job for Lane {
                     return;
                 }
                 BatchEnd::Empty => {
-                    self.active.fetch_sub(1, SeqCst);
-                    if !self.stopped.load(SeqCst) && !self.queue.is_empty() && self.try_claim() {
+                    self.claim.release();
+                    if !self.stopped.load(SeqCst) && !self.queue.is_empty() && self.claim.try_claim() {
                         continue;
                     }
                     return;

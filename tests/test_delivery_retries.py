@@ -201,10 +201,13 @@ def test_bus_store_and_replay(tmp_path: Any) -> None:
     store = nova.SqliteStore(tmp_path / "events.db")
     bus = Bus(store=store, default_delivery_mode=DeliveryMode.AT_MOST_ONCE)
     bus.subscribe("orders", lambda e: None)
-    events = [Event("order.created", i) for i in range(5)]
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    events = [Event("order.created", i, timestamp=t0 + timedelta(seconds=i)) for i in range(5)]
     for ev in events:
         bus.publish("orders", ev)
-    bus.publish_batch("orders", [Event("order.created", 5), Event("order.created", 6)])
+    bus.publish_batch("orders", [Event("order.created", i, timestamp=t0 + timedelta(seconds=i)) for i in (5, 6)])
     bus.publish("other", Event("x.y"))
     assert bus.flush(5)
     seen: list[int] = []

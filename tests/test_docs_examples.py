@@ -51,16 +51,7 @@ REDIS_PAGES = {"distributed.md"}
 #: a line the block contains: (reason, a module whose absence is the reason, or None). Each entry
 #: should become a ``<!-- not-run -->`` marker on the page, or the module a development
 #: dependency; test_known_exceptions_still_apply flags entries gone stale.
-EXTERNAL_NOT_RUN: dict[tuple[str, str], tuple[str, str | None]] = {
-    ("distributed.md", "# worker.py"): ("a worker that runs until SIGTERM", None),
-    ("observability.md", "import structlog"): ("needs structlog, not in requirements-dev.txt", "structlog"),
-    ("store.md", "version = store.append(stream, *events, expected_version=None)"): ("a signature", None),
-    ("store.md", "sub = store.subscribe(stream, cursor=0)              # an iterator"): ("a signature", None),
-    ("store.md", "MemoryStore(*, max_events_per_stream=100_000, max_streams=10_000, retention=None,"): (
-        "a signature", None),
-    ("store.md", 'SqliteStore(path, *, retention=None, name="sqlite-store", synchronous="NORMAL")'): (
-        "a signature", None),
-}
+EXTERNAL_NOT_RUN: dict[tuple[str, str], tuple[str, str | None]] = {}
 
 #: The conftest of the pytest runs: the nova.testing plugin, unless its entry point already
 #: registered it.

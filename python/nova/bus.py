@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from . import _core
-from ._managed import managed
+from ._managed import managed, with_manager_metrics
 from ._types import DeliveryMode, TopicConfig
 from .errors import BufferFull, ValidationError
 
@@ -61,6 +61,10 @@ class Bus(_core.Bus):
     # -- subscriptions -----------------------------------------------------------------------
 
     def _managed(self, topic: str | None, listener: Any, config: Any) -> Any:
+        from .resilience import ManagedListener
+
+        if isinstance(listener, ManagedListener):
+            return listener  # registered by the user with its own policy
         if config is None:
             mode = self._mode_of(topic)
             if mode is DeliveryMode.AT_MOST_ONCE:
@@ -164,3 +168,7 @@ class Bus(_core.Bus):
         if self.backend is not None:
             return self.backend.topic_info(name)
         return super().topic_info(name)
+
+    def _metrics(self) -> dict[str, Any]:
+        """Counters for nova.metrics, with those of the private listener manager."""
+        return with_manager_metrics(self, super()._metrics())

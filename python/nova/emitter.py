@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _core
-from ._managed import managed
+from ._managed import managed, with_manager_metrics
 from .errors import BufferFull
 
 __all__ = ["Emitter"]
@@ -51,3 +51,7 @@ class Emitter(_core.Emitter):
             except BufferFull:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.01)
+
+    def _metrics(self) -> dict[str, Any]:
+        """Counters for nova.metrics, with those of the private listener manager."""
+        return with_manager_metrics(self, super()._metrics())

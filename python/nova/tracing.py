@@ -19,6 +19,8 @@ install it with the ``otel`` extra (``pip install "nova-events[otel]"``).
 
 from __future__ import annotations
 
+from . import _core
+
 import contextvars
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol, Self, TypeVar
@@ -166,7 +168,7 @@ class TracingMiddleware:
             if producer.is_valid:
                 links.append(trace.Link(producer))
 
-        destination = metadata.get(TOPIC_KEY) or final.type
+        destination = metadata.get(TOPIC_KEY) or _core.current_topic() or final.type
         span = self._tracer.start_span(
             f"process {destination}",
             kind=trace.SpanKind.CONSUMER,

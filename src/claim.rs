@@ -1,0 +1,114 @@
+//! How many workers are draining one lane, at most `limit` at once, without ever leaving a
+//! pushed item with nobody coming for it.
+//!
+//! Producers push, then `should_schedule`; a worker that finds the queue empty `release`s its
+//! slot and then looks at the queue once more, taking the slot back (`try_claim`) if an item
+//! slipped in. Either the producer saw the slot free and scheduled a worker, or the releasing
+//! worker sees the item: the `loom` model below checks every interleaving.
+
+#[cfg(nova_loom)]
+use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+#[cfg(not(nova_loom))]
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+pub struct Claim {
+    active: AtomicUsize,
+    limit: usize,
+}
+
+impl Claim {
+    pub fn new(limit: usize) -> Claim {
+        Claim { active: AtomicUsize::new(0), limit: limit.max(1) }
+    }
+
+    /// After a push: take a slot for a new worker if one is needed. A second worker only helps
+    /// when those running leave a backlog (slow or GIL-releasing listeners); for fast ones it
+    /// would only contend for the GIL.
+    pub fn should_schedule(&self, backlog: usize) -> bool {
+        let mut active = self.active.load(SeqCst);
+        loop {
+            if active >= self.limit || (active > 0 && backlog <= active) {
+                return false;
+            }
+            match self.active.compare_exchange(active, active + 1, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(now) => active = now,
+            }
+        }
+    }
+
+    /// A worker found the queue empty and gives its slot back.
+    pub fn release(&self) {
+        self.active.fetch_sub(1, SeqCst);
+    }
+
+    /// Take a slot back after `release` (the queue turned out not to be empty).
+    pub fn try_claim(&self) -> bool {
+        let mut active = self.active.load(SeqCst);
+        while active < self.limit {
+            match self.active.compare_exchange(active, active + 1, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(now) => active = now,
+            }
+        }
+        false
+    }
+}
+
+#[cfg(all(test, nova_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicUsize as Count;
+    use loom::sync::{Arc, Mutex};
+    use std::collections::VecDeque;
+
+    /// One worker run as the pool would do it: drain, release, look again.
+    fn worker(claim: &Claim, queue: &Mutex<VecDeque<u32>>, done: &Count) {
+        loop {
+            while queue.lock().unwrap().pop_front().is_some() {
+                done.fetch_add(1, SeqCst);
+            }
+            claim.release();
+            if !queue.lock().unwrap().is_empty() && claim.try_claim() {
+                continue;
+            }
+            return;
+        }
+    }
+
+    #[test]
+    fn no_item_is_left_without_a_worker() {
+        loom::model(|| {
+            let claim = Arc::new(Claim::new(1));
+            let queue = Arc::new(Mutex::new(VecDeque::new()));
+            let done = Arc::new(Count::new(0));
+            // A worker is already running (it claimed the slot for an earlier item).
+            assert!(claim.should_schedule(1));
+            let (c, q, d) = (claim.clone(), queue.clone(), done.clone());
+            let running = loom::thread::spawn(move || worker(&c, &q, &d));
+            // Meanwhile a producer pushes two items, scheduling a worker when told to.
+            let (c, q, d) = (claim.clone(), queue.clone(), done.clone());
+            let producer = loom::thread::spawn(move || {
+                let mut spawned = Vec::new();
+                for i in 0..2 {
+                    let backlog = {
+                        let mut q = q.lock().unwrap();
+                        q.push_back(i);
+                        q.len()
+                    };
+                    if c.should_schedule(backlog) {
+                        let (c, q, d) = (c.clone(), q.clone(), d.clone());
+                        spawned.push(loom::thread::spawn(move || worker(&c, &q, &d)));
+                    }
+                }
+                for t in spawned {
+                    t.join().unwrap();
+                }
+            });
+            running.join().unwrap();
+            producer.join().unwrap();
+            assert_eq!(done.load(SeqCst), 2, "an item was stranded");
+            assert!(queue.lock().unwrap().is_empty());
+        });
+    }
+}
