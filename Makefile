@@ -31,7 +31,7 @@ test-python: build
 
 # The lane-claim protocol (src/claim.rs) model-checked over every interleaving.
 test-loom: venv
-	RUSTFLAGS="--cfg nova_loom" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYLIB) \
+	LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg nova_loom" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYLIB) \
 		cargo test --release -q --target-dir target/loom --lib claim
 
 typecheck: venv
