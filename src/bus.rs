@@ -715,13 +715,7 @@ impl Bus {
     /// Subscribe to every topic, existing or future, whose whole name matches `pattern`.
     fn _subscribe_pattern(&self, py: Python<'_>, pattern: &str, listener: &Bound<'_, PyAny>) -> PyResult<Subscription> {
         self.check_open(py)?;
-        // Check the pattern as written, so the error's position is in the user's text.
-        Regex::new(pattern).map_err(|e| {
-            validation_error(py, format!("invalid topic pattern {pattern:?}: {e}"))
-        })?;
-        let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-            validation_error(py, format!("invalid topic pattern {pattern:?}: {e}"))
-        })?;
+        let re = TopicPattern::compile(py, pattern)?.re;
         let mut sub = Sub::new(py, pattern, Listener::for_subscription(py, listener)?.0, None, Arc::default());
         let (l, managed) = Listener::for_subscription(py, listener)?;
         sub.listener = l;
@@ -939,6 +933,53 @@ impl Bus {
     }
 }
 
+/// A topic-name pattern on Rust's linear-time regex engine, matched against whole names
+/// (`nova._core.TopicPattern`, also used by distributed backends).
+#[pyclass(module = "nova._core", frozen)]
+pub struct TopicPattern {
+    re: Regex,
+    pattern: String,
+}
+
+impl TopicPattern {
+    fn compile(py: Python<'_>, pattern: &str) -> PyResult<TopicPattern> {
+        // Check the pattern as written, so the error's position is in the user's text.
+        if let Err(e) = regex_syntax::ast::parse::Parser::new().parse(pattern) {
+            let at = pattern[..e.span().start.offset].chars().count();
+            return Err(validation_error(
+                py,
+                format!("invalid topic pattern {pattern:?} at position {at}: {}\n{e}", e.kind()),
+            ));
+        }
+        Regex::new(pattern).map_err(|e| validation_error(py, format!("invalid topic pattern {pattern:?}: {e}")))?;
+        let re = Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| validation_error(py, format!("invalid topic pattern {pattern:?}: {e}")))?;
+        Ok(TopicPattern { re, pattern: pattern.to_string() })
+    }
+}
+
+#[pymethods]
+impl TopicPattern {
+    #[new]
+    fn new(py: Python<'_>, pattern: &str) -> PyResult<Self> {
+        TopicPattern::compile(py, pattern)
+    }
+
+    /// Whether the whole of `name` matches.
+    fn fullmatch(&self, name: &str) -> bool {
+        self.re.is_match(name)
+    }
+
+    #[getter]
+    fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    fn __repr__(&self) -> String {
+        format!("TopicPattern({:?})", self.pattern)
+    }
+}
+
 thread_local! {
     static CURRENT_TOPIC: std::cell::RefCell<Option<Py<PyString>>> = const { std::cell::RefCell::new(None) };
 }
@@ -975,6 +1016,7 @@ fn partition(key: &str, partitions: usize) -> usize {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bus>()?;
+    m.add_class::<TopicPattern>()?;
     m.add_function(wrap_pyfunction!(partition, m)?)?;
     m.add_function(wrap_pyfunction!(current_topic, m)?)?;
     Ok(())

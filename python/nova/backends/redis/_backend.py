@@ -6,7 +6,6 @@ import atexit
 import dataclasses
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -17,6 +16,8 @@ from types import TracebackType
 from typing import Any
 
 import redis
+
+from ..._core import TopicPattern
 
 from ... import _core  # type: ignore[attr-defined, unused-ignore]
 from ..._types import BusStats, DeliveryMode, ShutdownReport, TopicConfig, TopicInfo
@@ -53,7 +54,7 @@ class RedisSubscription:
     ``unsubscribe()`` (idempotent) and context-manager use."""
 
     def __init__(self, backend: RedisBackend, topic: str, listener: Any,
-                 config: ListenerConfig | None, pattern: re.Pattern[str] | None) -> None:
+                 config: ListenerConfig | None, pattern: TopicPattern | None) -> None:
         self.id = str(uuid.uuid4())
         self.topic = topic
         self.listener = listener
@@ -462,16 +463,11 @@ class RedisBackend:
 
     def subscribe_pattern(self, regex: str, listener: Any, config: ListenerConfig | None = None) -> RedisSubscription:
         """Consume every topic, existing or created later (seen within a lease tick), whose
-        whole name matches ``regex`` (Python ``re`` on topic names)."""
+        whole name matches ``regex`` (the core's linear-time engine, as the in-process bus)."""
         self._check_open("subscribing")
         if not isinstance(regex, str):
             raise ValidationError(f"subscribe_pattern: regex must be a str, got {type(regex).__name__}")
-        try:
-            pattern = re.compile(regex)
-        except re.error as exc:
-            raise ValidationError(
-                f"invalid topic pattern {regex!r}: {exc.msg} at position {exc.pos}"
-            ) from None
+        pattern = TopicPattern(regex)  # ValidationError with the position when invalid
         lst = self._as_listener(listener, "subscribe_pattern")
         cfg_l = self._check_config(config, "subscribe_pattern")
         sub = RedisSubscription(self, regex, lst, cfg_l, pattern)
