@@ -875,6 +875,7 @@ impl Bus {
             let inner = self.pool.borrow(py).inner.clone();
             let until = if in_flight > 0 { Some(Instant::now()) } else { until };
             py.allow_threads(move || inner.close(until));
+            crate::pool::reap_thread_states(py);
         }
         shutdown_report(py, drained, left, in_flight)
     }

@@ -489,6 +489,7 @@ impl Emitter {
             let inner = self.pool.borrow(py).inner.clone();
             let until = if in_flight > 0 { Some(std::time::Instant::now()) } else { until };
             py.allow_threads(move || inner.close(until));
+            crate::pool::reap_thread_states(py);
         }
         shutdown_report(py, drained, undelivered, in_flight)
     }

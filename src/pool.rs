@@ -155,29 +155,37 @@ impl PoolInner {
     }
 }
 
-/// Set when the interpreter is exiting (`_close_all_pools` at atexit): a worker that stops
-/// after that leaves its thread state alone instead of touching a finalizing interpreter.
-static EXITING: AtomicBool = AtomicBool::new(false);
+/// Thread states of workers that have stopped, freed by the next thread that holds the GIL
+/// (`reap_thread_states`). A stopping worker never waits for the GIL itself: if the interpreter
+/// were finalising by then, CPython would end the thread with `pthread_exit`, which Rust
+/// cannot unwind through.
+static DEAD_THREAD_STATES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Free the thread states of stopped workers. Call with the GIL held.
+pub fn reap_thread_states(_py: Python<'_>) {
+    let dead: Vec<usize> = std::mem::take(&mut *DEAD_THREAD_STATES.lock());
+    for ts in dead {
+        // SAFETY: GIL held; each state belongs to a worker that no longer runs Python code
+        // and was never made current again after it was pushed here.
+        unsafe {
+            let ts = ts as *mut pyo3::ffi::PyThreadState;
+            pyo3::ffi::PyThreadState_Clear(ts);
+            pyo3::ffi::PyThreadState_Delete(ts);
+        }
+    }
+}
 
 fn worker_main(pool: Arc<PoolInner>) {
-    // One thread state for the worker's whole life, made and released by hand (not a PyO3
-    // guard) so that a worker outliving interpreter exit never calls back into it. While the
-    // worker waits it holds no GIL; `Python::with_gil` in a job re-acquires it cheaply.
-    // SAFETY: a new native thread; Ensure creates its thread state, SaveThread releases the
-    // GIL and returns that state for the RestoreThread that pairs with it below.
-    let (gstate, tstate) = unsafe {
-        let g = pyo3::ffi::PyGILState_Ensure();
-        (g, pyo3::ffi::PyEval_SaveThread())
+    // One thread state for the worker's whole life, made by hand (not a PyO3 guard): while the
+    // worker waits it holds no GIL, and `Python::with_gil` in a job re-acquires it cheaply.
+    // SAFETY: a new native thread; Ensure creates its thread state and takes the GIL,
+    // SaveThread releases the GIL and returns that state.
+    let tstate = unsafe {
+        pyo3::ffi::PyGILState_Ensure();
+        pyo3::ffi::PyEval_SaveThread()
     };
     worker_loop(&pool);
-    if EXITING.load(SeqCst) {
-        return; // the interpreter is going away; its thread states go with it
-    }
-    // SAFETY: pairs with the Ensure/SaveThread above, on the same thread.
-    unsafe {
-        pyo3::ffi::PyEval_RestoreThread(tstate);
-        pyo3::ffi::PyGILState_Release(gstate);
-    }
+    DEAD_THREAD_STATES.lock().push(tstate as usize);
 }
 
 fn worker_loop(pool: &Arc<PoolInner>) {
@@ -257,6 +265,7 @@ impl WorkerPool {
         if queue_size == 0 {
             return Err(validation_error(py, "WorkerPool.queue_size must be at least 1"));
         }
+        reap_thread_states(py);
         Ok(WorkerPool {
             inner: PoolInner::new(name.to_string(), workers, queue_size),
         })
@@ -350,7 +359,9 @@ impl WorkerPool {
     fn close(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
         let inner = self.inner.clone();
-        py.allow_threads(move || inner.close(deadline))
+        let idle = py.allow_threads(move || inner.close(deadline));
+        reap_thread_states(py);
+        idle
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -393,7 +404,6 @@ impl WorkerPool {
 #[pyfunction]
 #[pyo3(signature = (timeout=5.0))]
 pub fn _close_all_pools(py: Python<'_>, timeout: f64) {
-    EXITING.store(true, SeqCst);
     let pools: Vec<Arc<PoolInner>> = POOLS.lock().iter().filter_map(|w| w.upgrade()).collect();
     let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
     py.allow_threads(|| {
@@ -404,6 +414,7 @@ pub fn _close_all_pools(py: Python<'_>, timeout: f64) {
             }
         });
     });
+    reap_thread_states(py);
 }
 
 impl Drop for WorkerPool {

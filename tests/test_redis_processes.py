@@ -37,6 +37,7 @@ class Workers:
         self.url = url
         self.tmp = tmp
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.stderr: dict[str, str] = {}
 
     def start(self, name: str, *extra: str) -> None:
         ready = self.tmp / f"{name}.ready"
@@ -69,7 +70,8 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-            if proc.stderr:
+            if proc.stderr and not proc.stderr.closed:
+                self.stderr[name] = proc.stderr.read().decode(errors="replace")[-3000:]
                 proc.stderr.close()
 
 
@@ -153,8 +155,8 @@ def test_processes_share_partitions_and_keep_per_key_order(workers: Workers, red
     per_worker = {w for w, *_ in recs}
     assert per_worker == {f"w{i}" for i in range(count)}, "the work was shared"
     workers.stop_all()
-    for proc in workers.procs.values():
-        assert proc.returncode == 0
+    for name, proc in workers.procs.items():
+        assert proc.returncode == 0, workers.stderr.get(name, "")
     assert lease_holders(client) == {}, "graceful shutdown released every lease"
     client.close()
 

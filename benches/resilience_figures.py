@@ -1,0 +1,75 @@
+"""Issue 4's figures, from one run.
+
+    python benches/resilience_figures.py [--events N]
+
+1. A healthy subscriber's throughput on a bus, alone and beside a subscriber that fails every
+   event and retries with 1 s delays (target: >= 90%).
+2. A managed listener (ListenerConfig, nothing failing) against a plain subscription, on an
+   AT_MOST_ONCE bus topic with a no-op handler (target: <= 25% added).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+import nova
+from nova import Backoff, DeliveryMode, ListenerConfig, OnFull, RetryPolicy
+
+
+def noop(_e: Any) -> None:
+    return None
+
+
+def run(n: int, *, failing: bool, managed: bool) -> float:
+    bus = nova.Bus(pool=nova.WorkerPool(4), name="bench")
+    bus.create_topic("t", partitions=4, delivery_mode=DeliveryMode.AT_MOST_ONCE,
+                     on_full=OnFull.BLOCK, buffer_size=10_000)
+    done = [0]
+
+    def healthy(_e: Any) -> None:
+        done[0] += 1
+
+    if managed:
+        bus.subscribe("t", healthy, config=ListenerConfig(timeout=None, retry=RetryPolicy(max_attempts=1)))
+    else:
+        bus.subscribe("t", healthy)
+    if failing:
+        def always_fails(_e: Any) -> None:
+            raise nova.RetryableError("down")
+
+        bus.subscribe("t", always_fails, config=ListenerConfig(
+            timeout=None, retry=RetryPolicy(max_attempts=3, initial_delay=1.0, backoff=Backoff.FIXED)))
+    events = [nova.Event("a.b", i) for i in range(n)]
+    t = time.perf_counter()
+    for ev in events:
+        bus.publish("t", ev)
+    while done[0] < n:
+        time.sleep(0.0005)
+    elapsed = time.perf_counter() - t
+    bus.shutdown(timeout=0)
+    bus.pool.close(0)
+    return n / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=50_000)
+    n = ap.parse_args().events
+    alone = max(run(n, failing=False, managed=True) for _ in range(3))
+    beside = max(run(n, failing=True, managed=True) for _ in range(3))
+    plain = max(run(n, failing=False, managed=False) for _ in range(3))
+    managed = alone
+    print(f"{os.cpu_count()} cores, {n} events, no-op handler")
+    print(f"  healthy subscriber alone:                      {alone:12,.0f} events/s")
+    print(f"  beside one failing every event (1 s retries):  {beside:12,.0f} events/s"
+          f"  -> {beside / alone:.0%} kept (target >= 90%)")
+    print(f"  plain subscription:                            {plain:12,.0f} events/s")
+    print(f"  managed listener, nothing failing:             {managed:12,.0f} events/s"
+          f"  -> {plain / managed - 1:+.0%} time per event (target <= +25%)")
+
+
+if __name__ == "__main__":
+    main()
