@@ -19,7 +19,7 @@ use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCo
 use crate::errors::{buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, type_name, validation_error};
 use crate::event::as_event;
 use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
-use crate::metrics::{pairs, Counter, TypeCounters};
+use crate::metrics::{component_snapshot, pairs, Counter, TypeCounters};
 use crate::partition::partition_of;
 use crate::pool::{PoolInner, WorkerPool};
 use crate::queue::{Item, Lane, Pushed, Sink};
@@ -891,27 +891,7 @@ impl Bus {
 
     fn _metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = &self.core;
-        let d = PyDict::new(py);
-        d.set_item("component", &c.name)?;
-        let emitted = PyList::empty(py);
-        for (t, tc) in c.types.type_counters() {
-            for (result, n) in [("accepted", tc.accepted.get()), ("rejected", tc.rejected.get()), ("dropped", tc.dropped.get())] {
-                if n > 0 {
-                    emitted.append((t.as_str(), result, n))?;
-                }
-            }
-        }
-        d.set_item("emitted", emitted)?;
-        let processed = PyList::empty(py);
-        let durations = PyList::empty(py);
-        for (name, m) in c.listener_metrics.listener_metrics() {
-            processed.append((name.as_str(), "success", m.success.get()))?;
-            processed.append((name.as_str(), "failure", m.failure.get()))?;
-            let (bounds, counts, sum, count) = m.duration.snapshot(py)?;
-            durations.append((name.as_str(), bounds, counts, sum, count))?;
-        }
-        d.set_item("processed", processed)?;
-        d.set_item("durations", durations)?;
+        let d = component_snapshot(py, &c.name, &c.types, &c.listener_metrics)?;
         let topics = self.all_topics();
         d.set_item("queue_size", topics.iter().map(|t| t.queued()).sum::<usize>())?;
         d.set_item(

@@ -15,7 +15,7 @@ use crate::retry::Retries;
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
 use crate::event::as_event;
 use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
-use crate::metrics::{pairs, Counter};
+use crate::metrics::{component_snapshot, pairs, Counter};
 use crate::pool::WorkerPool;
 use crate::queue::{Item, Lane, Pushed, Sink};
 
@@ -512,27 +512,7 @@ impl Emitter {
     /// Counters for `nova.metrics` (read at scrape time).
     fn _metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = &self.core;
-        let d = PyDict::new(py);
-        d.set_item("component", &c.name)?;
-        let emitted = pyo3::types::PyList::empty(py);
-        for (t, tc) in c.registry.type_counters() {
-            for (result, n) in [("accepted", tc.accepted.get()), ("rejected", tc.rejected.get()), ("dropped", tc.dropped.get())] {
-                if n > 0 {
-                    emitted.append((t.as_str(), result, n))?;
-                }
-            }
-        }
-        d.set_item("emitted", emitted)?;
-        let processed = pyo3::types::PyList::empty(py);
-        let durations = pyo3::types::PyList::empty(py);
-        for (name, m) in c.registry.listener_metrics() {
-            processed.append((name.as_str(), "success", m.success.get()))?;
-            processed.append((name.as_str(), "failure", m.failure.get()))?;
-            let (bounds, counts, sum, count) = m.duration.snapshot(py)?;
-            durations.append((name.as_str(), bounds, counts, sum, count))?;
-        }
-        d.set_item("processed", processed)?;
-        d.set_item("durations", durations)?;
+        let d = component_snapshot(py, &c.name, &c.registry, &c.registry)?;
         d.set_item("queue_size", self.lane.len() + c.retries.pending())?;
         d.set_item("active_listeners", c.registry.len())?;
         d.set_item(
