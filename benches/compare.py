@@ -9,6 +9,7 @@ one run only: the machines are shared and noisy, absolute numbers drift between 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import queue
@@ -42,10 +43,9 @@ def python_loop(n: int) -> float:
     return time.perf_counter() - t
 
 
-def pyee_emit(n: int) -> float:
-    from pyee import EventEmitter
-
-    ee = EventEmitter()
+def _emit_with(module: str, n: int) -> float:
+    """`EventEmitter.emit` of pyee, or of a module with the same API (nova.compat.pyee)."""
+    ee = importlib.import_module(module).EventEmitter()
     ee.on("order.created", noop)
     emit = ee.emit
     t = time.perf_counter()
@@ -54,16 +54,23 @@ def pyee_emit(n: int) -> float:
     return time.perf_counter() - t
 
 
-def blinker_send(n: int) -> float:
-    from blinker import Signal
-
-    sig = Signal()
+def _send_with(module: str, n: int) -> float:
+    """`Signal.send` of blinker, or of a module with the same API (nova.compat.blinker)."""
+    sig = importlib.import_module(module).Signal()
     sig.connect(noop)
     send = sig.send
     t = time.perf_counter()
     for i in range(n):
         send(i)
     return time.perf_counter() - t
+
+
+def pyee_emit(n: int) -> float:
+    return _emit_with("pyee", n)
+
+
+def blinker_send(n: int) -> float:
+    return _send_with("blinker", n)
 
 
 def nova_emit_new_event(n: int) -> float:
@@ -158,27 +165,11 @@ def nova_bus_unkeyed(n: int) -> float:
 # ---- drop-in replacements ---------------------------------------------------------------------
 
 def compat_pyee_emit(n: int) -> float:
-    from nova.compat.pyee import EventEmitter
-
-    ee = EventEmitter()
-    ee.on("order.created", noop)
-    emit = ee.emit
-    t = time.perf_counter()
-    for i in range(n):
-        emit("order.created", i)
-    return time.perf_counter() - t
+    return _emit_with("nova.compat.pyee", n)
 
 
 def compat_blinker_send(n: int) -> float:
-    from nova.compat.blinker import Signal
-
-    sig = Signal()
-    sig.connect(noop)
-    send = sig.send
-    t = time.perf_counter()
-    for i in range(n):
-        send(i)
-    return time.perf_counter() - t
+    return _send_with("nova.compat.blinker", n)
 
 
 def main() -> None:
