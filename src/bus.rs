@@ -842,7 +842,13 @@ impl Bus {
     fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         if let Some(b) = &self.backend {
             self.closed.store(true, SeqCst);
-            return b.bind(py).call_method1("shutdown", (timeout,));
+            let report = b.bind(py).call_method1("shutdown", (timeout,))?;
+            if self.owns_pool {
+                let inner = self.pool.borrow(py).inner.clone();
+                py.allow_threads(move || inner.close(Some(Instant::now())));
+                crate::pool::reap_thread_states(py);
+            }
+            return Ok(report);
         }
         self.closed.store(true, SeqCst);
         if self.reported.swap(true, SeqCst) {
