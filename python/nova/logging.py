@@ -17,25 +17,11 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
+
+from ._eventlike import MAX_NESTED_DISPATCHES, EventLike
 
 __all__ = ["LoggingMiddleware"]
-
-# See nova.tracing: a deeper stack can only come from dispatches whose after() never ran.
-_MAX_DEPTH = 64
-
-
-class _EventLike(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def type(self) -> str: ...
-
-    @property
-    def metadata(self) -> Mapping[str, str]: ...
-
 
 class _Started(NamedTuple):
     event_id: str
@@ -77,7 +63,7 @@ class LoggingMiddleware:
         level = logging.getLevelName(self.level)
         return f"LoggingMiddleware(logger={self.logger!r}, level={level})"
 
-    def before(self, event: _EventLike) -> None:
+    def before(self, event: EventLike) -> None:
         if self.logger.isEnabledFor(self.level):
             self.logger.log(
                 self.level,
@@ -92,11 +78,11 @@ class LoggingMiddleware:
             )
         # Timed from after the first record, so its handlers' I/O is not counted.
         stack = self._stack.get()
-        if len(stack) >= _MAX_DEPTH:
-            stack = stack[len(stack) - _MAX_DEPTH + 1 :]
+        if len(stack) >= MAX_NESTED_DISPATCHES:
+            stack = stack[len(stack) - MAX_NESTED_DISPATCHES + 1 :]
         self._stack.set((*stack, _Started(event.id, time.perf_counter())))
 
-    def after(self, event: _EventLike, error: BaseException | None) -> None:
+    def after(self, event: EventLike, error: BaseException | None) -> None:
         end = time.perf_counter()
         stack = self._stack.get()
         start: float | None = None

@@ -19,11 +19,11 @@ install it with the ``otel`` extra (``pip install "nova-events[otel]"``).
 
 from __future__ import annotations
 
-from . import _core
-
 import contextvars
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
+
+from . import _core
+from ._eventlike import MAX_NESTED_DISPATCHES, EventLike, ReplaceableEvent
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -39,27 +39,7 @@ TRACESTATE = "tracestate"
 #: Metadata key a bus sets to the topic an event was published to.
 TOPIC_KEY = "nova.topic"
 
-# Nested dispatches (a listener emitting synchronously) stack up; a stack deeper than this can
-# only come from dispatches whose ``after`` never ran, so the oldest entries are abandoned.
-_MAX_DEPTH = 64
-
-
-class _EventLike(Protocol):
-    """What the middleware needs from an event (``nova.Event`` and its subclasses)."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def type(self) -> str: ...
-
-    @property
-    def metadata(self) -> Mapping[str, str]: ...
-
-    def with_metadata(self, **pairs: str) -> Self: ...
-
-
-E = TypeVar("E", bound=_EventLike)
+E = TypeVar("E", bound=ReplaceableEvent)
 
 
 class _Active(NamedTuple):
@@ -183,8 +163,8 @@ class TracingMiddleware:
             },
         )
         stack = self._stack.get()
-        if len(stack) >= _MAX_DEPTH:
-            cut = len(stack) - _MAX_DEPTH + 1
+        if len(stack) >= MAX_NESTED_DISPATCHES:
+            cut = len(stack) - MAX_NESTED_DISPATCHES + 1
             for stale in stack[:cut]:
                 self._abandon(stale)
             stack = stack[cut:]
@@ -192,7 +172,7 @@ class TracingMiddleware:
         self._stack.set((*stack, _Active(final.id, span, token)))
         return replacement
 
-    def after(self, event: _EventLike, error: BaseException | None) -> None:
+    def after(self, event: EventLike, error: BaseException | None) -> None:
         stack = self._stack.get()
         for index in range(len(stack) - 1, -1, -1):
             if stack[index].event_id == event.id:
