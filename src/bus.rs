@@ -716,11 +716,9 @@ impl Bus {
     fn _subscribe_pattern(&self, py: Python<'_>, pattern: &str, listener: &Bound<'_, PyAny>) -> PyResult<Subscription> {
         self.check_open(py)?;
         let re = TopicPattern::compile(py, pattern)?.re;
-        let mut sub = Sub::new(py, pattern, Listener::for_subscription(py, listener)?.0, None, Arc::default());
         let (l, managed) = Listener::for_subscription(py, listener)?;
-        sub.listener = l;
-        sub.managed = managed;
-        sub.metrics = self.core.listener_metrics.metrics_for(sub.listener.get().name());
+        let metrics = self.core.listener_metrics.metrics_for(l.get().name());
+        let mut sub = Sub::new(py, pattern, l, managed, metrics);
         // Mark it as a pattern so deleting one topic does not end it.
         sub.pattern = crate::pattern::TypePattern::parse("#");
         let sub = Arc::new(sub);

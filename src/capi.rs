@@ -2,8 +2,9 @@
 //! API (so pyo3-ffi leaves them out of abi3 builds): entering a `contextvars.Context`, and
 //! calling a handler without building an argument tuple. Each has existed, exported, since
 //! Python 3.9; on the hot path they save an allocation and a Python-level call per event.
+//! Also the two thread calls the timeout watchdog needs.
 
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_long, c_ulong};
 
 use pyo3::ffi::{PyObject, Py_ssize_t};
 use pyo3::prelude::*;
@@ -20,6 +21,21 @@ extern "C" {
         nargsf: usize,
         kwnames: *mut PyObject,
     ) -> *mut PyObject;
+    fn PyThread_get_thread_ident() -> c_ulong;
+}
+
+/// The calling thread's identifier, as `threading.get_ident()` gives it.
+pub fn thread_ident() -> c_ulong {
+    // SAFETY: no preconditions; the GIL is not needed.
+    unsafe { PyThread_get_thread_ident() }
+}
+
+/// Raise `exc` (an exception class) in thread `tid` at its next bytecode, or with `None`
+/// clear one still pending there.
+pub fn set_async_exc(_py: Python<'_>, tid: c_ulong, exc: Option<&Bound<'_, PyAny>>) {
+    let ptr = exc.map_or(std::ptr::null_mut(), |e| e.as_ptr());
+    // SAFETY: GIL held (the token); `ptr` is a live class or NULL, which means "clear".
+    unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(tid as c_long, ptr) };
 }
 
 /// `contextvars.copy_context()`.

@@ -128,11 +128,26 @@ pub fn attempt(
             Err(e) => Attempt::Failed(e),
         };
     };
-    let start = crate::metrics::mono_nanos();
-    let r = managed.bind(py).call_method1("attempt", (event, n, topic));
-    sub.metrics
-        .duration
-        .observe_nanos(crate::metrics::mono_nanos().saturating_sub(start));
+    let r = match &sub.core {
+        // The common case runs in Rust; Python's policy is asked only after a failure.
+        Some(core) if n == 1 && core.get().takes_first_attempt() => {
+            let (result, elapsed) = core.get().run(py, event, n);
+            sub.metrics.duration.observe_nanos(elapsed);
+            match result {
+                Ok(None) => Ok(py.None().into_bound(py)),
+                Ok(Some(error)) => managed.bind(py).call_method1("_after_failed_attempt", (event, n, topic, error)),
+                Err(e) => Err(e),
+            }
+        }
+        _ => {
+            let start = crate::metrics::mono_nanos();
+            let r = managed.bind(py).call_method1("attempt", (event, n, topic));
+            sub.metrics
+                .duration
+                .observe_nanos(crate::metrics::mono_nanos().saturating_sub(start));
+            r
+        }
+    };
     match r {
         Ok(v) if v.is_none() => {
             sub.metrics.success.inc();

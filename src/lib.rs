@@ -13,6 +13,7 @@ mod emitter;
 mod errors;
 mod event;
 mod listener;
+mod managed;
 mod metrics;
 mod partition;
 mod pattern;
@@ -20,6 +21,7 @@ mod pool;
 mod queue;
 mod retry;
 mod timer;
+mod watchdog;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -29,5 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     emitter::register(m)?;
     bus::register(m)?;
     compat::register(m)?;
+    managed::register(m)?;
+    watchdog::register(m)?;
     Ok(())
 }

@@ -211,6 +211,8 @@ pub struct Sub {
     /// A `ManagedListener` (retry policy, circuit, dead letters): asynchronous delivery calls
     /// its `attempt(event, n, topic)` and owns the waiting between attempts.
     pub managed: Option<Py<PyAny>>,
+    /// The managed listener's `_core`, which runs a first attempt with no Python call.
+    pub core: Option<Py<crate::managed::AttemptCore>>,
     pub active: AtomicBool,
     pub metrics: Arc<ListenerMetrics>,
 }
@@ -226,6 +228,11 @@ impl Sub {
         let seq = NEXT_SUB.fetch_add(1, SeqCst);
         let mut buf = uuid::Uuid::encode_buffer();
         let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf).to_string();
+        let core = managed
+            .as_ref()
+            .and_then(|m| m.bind(py).getattr("_core").ok())
+            .and_then(|c| c.downcast_into::<crate::managed::AttemptCore>().ok())
+            .map(Bound::unbind);
         Sub {
             seq,
             id: PyString::new(py, &id).unbind(),
@@ -233,6 +240,7 @@ impl Sub {
             pattern: TypePattern::parse(topic),
             listener,
             managed,
+            core,
             active: AtomicBool::new(true),
             metrics,
         }

@@ -862,6 +862,69 @@ def test_bus_drives_attempts_and_dead_letters_carry_the_topic() -> None:
     bus.shutdown(timeout=1)
 
 
+def test_bus_first_attempts_keep_the_concurrency_limit_and_timeout() -> None:
+    """First attempts on a bus run in the native core: the slot limit holds across the pool's
+    workers, a late handler is interrupted, and the timeout goes through the retry policy."""
+    mgr = ListenerManager()
+    lock = threading.Lock()
+    current = [0]
+    peak = [0]
+    timed_out = DeadLetterQueue()
+
+    def handler(event: nova.Event) -> None:
+        with lock:
+            current[0] += 1
+            peak[0] = max(peak[0], current[0])
+        time.sleep(0.01)
+        with lock:
+            current[0] -= 1
+
+    def slow(event: nova.Event) -> None:
+        end = time.monotonic() + 5
+        while time.monotonic() < end:  # bytecode, so the timeout can land
+            pass
+
+    limited = mgr.register(handler, ListenerConfig(concurrency=2))
+    late = mgr.register(slow, ListenerConfig(timeout=0.05, retry=ONCE,
+                                             dead_letter=DeadLetterConfig(queue=timed_out)))
+    bus = nova.Bus(pool=nova.WorkerPool(4))
+    bus.create_topic("t", partitions=8, delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    bus.subscribe("t", limited)
+    bus.publish_batch("t", [nova.Event("x") for _ in range(16)])
+    assert bus.flush(timeout=10)
+    assert peak[0] == 2
+    started = time.monotonic()
+    bus.subscribe("t", late)
+    bus.publish("t", nova.Event("slow"))
+    assert bus.flush(timeout=10)
+    assert time.monotonic() - started < 2
+    [entry] = timed_out.list()
+    assert entry.error_type == "ListenerTimeout" and entry.attempts == 1
+    s = mgr.stats()
+    assert (s.events_processed, s.events_failed) == (16 + 1 + 1, 1)
+    bus.shutdown(timeout=1)
+    bus.pool.close(0)
+
+
+def test_unregistered_or_stopped_listeners_are_not_run_by_the_core() -> None:
+    mgr = ListenerManager()
+    calls: list[str] = []
+    managed = mgr.register(lambda e: calls.append(e.type), ListenerConfig(retry=ONCE))
+    em = nova.Emitter()
+    em.subscribe("x", managed)
+    em.emit_async(nova.Event("x"))
+    assert em.flush(timeout=5)
+    mgr.stop()
+    em.emit_async(nova.Event("x"))
+    assert em.flush(timeout=5)
+    mgr.start()
+    mgr.unregister(managed)
+    em.emit_async(nova.Event("x"))
+    assert em.flush(timeout=5)
+    assert calls == ["x"]
+    em.shutdown(timeout=1)
+
+
 def test_bus_shutdown_mid_retry_is_reported_by_the_manager_too() -> None:
     mgr = ListenerManager()
     first = threading.Event()

@@ -71,6 +71,7 @@ __version__ = "0.1.0"
 
 # Native workers must be stopped before the interpreter finalises.
 _atexit.register(_core._close_all_pools)
+_atexit.register(_core._stop_watchdog)
 
 __all__ = [
     "Event", "Listener", "Subscription", "Middleware", "middleware", "WorkerPool", "Emitter",

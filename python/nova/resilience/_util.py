@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any
 
 from .. import _core  # type: ignore[attr-defined, unused-ignore]
 
-__all__ = ["listener_name", "as_listener", "describe", "set_async_exc"]
+__all__ = ["listener_name", "as_listener", "describe"]
 
 
 def listener_name(obj: Any) -> str:
@@ -38,15 +37,3 @@ def as_listener(obj: Any) -> Any:
 def describe(event: Any) -> str:
     """``<id> (<type>)`` for messages."""
     return f"{getattr(event, 'id', '?')} ({getattr(event, 'type', '?')})"
-
-
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-_set_async_exc.restype = ctypes.c_int
-
-
-def set_async_exc(thread_id: int, exc_type: type[BaseException] | None) -> int:
-    """Raise ``exc_type`` in thread ``thread_id`` at its next bytecode (``None`` clears a
-    pending one); returns how many thread states were modified."""
-    # None must reach C as NULL (which clears), not as Py_None.
-    exc = ctypes.py_object(exc_type) if exc_type is not None else None
-    return int(_set_async_exc(ctypes.c_ulong(thread_id), exc))

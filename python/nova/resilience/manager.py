@@ -15,8 +15,6 @@ import logging
 import math
 import threading
 import time
-from bisect import bisect_left as _bisect
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -31,8 +29,8 @@ from ..errors import (
     RetryLimitExceeded,
     ValidationError,
 )
-from ._util import as_listener, describe, set_async_exc
-from ._watchdog import ACTIVE, CANCELLED, FIRED, FIRING, AsyncTimeout, Watchdog
+from .. import _core  # type: ignore[attr-defined, unused-ignore]
+from ._util import as_listener, describe
 from .circuit import CircuitBreaker, CircuitConfig, CircuitState
 from .clock import SYSTEM_CLOCK, Clock, SystemClock
 from .deadletter import DeadLetter, DeadLetterConfig
@@ -46,8 +44,6 @@ _log = logging.getLogger("nova")
 #: Upper bounds (seconds) of the listener-duration histogram buckets (plus a final +Inf).
 DURATION_BOUNDS: tuple[float, ...] = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                       0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
-_HEALTH_WINDOW = 60  # seconds
-_perf_counter = time.perf_counter
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -103,9 +99,6 @@ class ManagerStats:
     open_circuits: int
 
 
-# -- the timeout watchdog ---------------------------------------------------------------------
-
-
 # -- one managed listener ---------------------------------------------------------------------
 
 
@@ -143,40 +136,37 @@ class ManagedListener:
         self._dead_letter = config.dead_letter
         self.circuit = CircuitBreaker(config.circuit, clock=manager._clock, name=self.name)
         self._circuit_on = config.circuit.enabled
-        self._registered = True
-        # Concurrency slots and counters share one lock.
+        # Counters of the failure path (the core counts successes).
         self._lock = threading.Lock()
-        self._slots = threading.Condition(self._lock)
-        self._limit = config.concurrency
-        self._active = 0
-        self._waiting_slots = 0
-        self.succeeded = 0
         self.failed = 0
         self.retried = 0
         self.dead_lettered = 0
         self.abandoned = 0
-        self._hist = [0] * (len(DURATION_BOUNDS) + 1)
-        self._hist_sum = 0.0
-        self._hist_count = 0
-        self._health: deque[list[int]] = deque()  # [second, attempts, failures]
-        self._now: Callable[[], float] = (
-            time.monotonic if manager._real_time else manager._clock.monotonic
-        )
-        # The hand-over for this listener's shape, chosen once.
-        if self._is_async:
-            self._hand_over: Callable[[Any, int], BaseException | None] = self._invoke_async
-        elif self._timeout is None:
-            self._hand_over = self._invoke_untimed
-        else:
-            self._hand_over = self._invoke_sync
+        # The core runs attempts (slot, timeout, timing, success and health accounting) in
+        # Rust; it calls back into Python only for the shapes it does not call itself.
+        hand_over: Callable[[Any, int], BaseException | None] | None = None
         if self._on_error is not None:
-            self._hand_over = self._invoke_with_on_error
+            hand_over = self._invoke_with_on_error
+        elif self._is_async:
+            hand_over = self._invoke_async
+        self._core = _core._AttemptCore(
+            name=self.name, handler=self._handler, hand_over=hand_over,
+            timeout=None if self._is_async else self._timeout,
+            concurrency=config.concurrency, circuit=self._circuit_on,
+            clock=None if manager._real_time else manager._clock.monotonic,
+            poke=manager._poke,
+        )
+        self._core.set_state(manager._state)
 
     # -- public ------------------------------------------------------------------------
 
+    @property
+    def _registered(self) -> bool:
+        return bool(self._core.registered)
+
     def __call__(self, event: Any) -> None:
         # The fast path: registered, running, first attempt succeeds.
-        if self._registered and self.manager._state == _RUNNING:
+        if self._core.registered and self.manager._state == _RUNNING:
             error = self._run_attempt(event, 1)
             if error is None:
                 return
@@ -213,6 +203,12 @@ class ManagedListener:
         error = self._run_attempt(event, attempt)
         if error is None:
             return None
+        return self._after_failed_attempt(event, attempt, topic, error)
+
+    def _after_failed_attempt(self, event: Any, attempt: int, topic: str | None,
+                              error: BaseException) -> float:
+        """The rest of ``attempt`` once it failed (the core calls it after a first attempt it
+        ran itself): the delay before the next one, or the final failure."""
         if self._should_retry(error, attempt):
             return self._policy.delay(attempt)
         self._final_failure(event, error, attempt, topic)
@@ -289,79 +285,33 @@ class ManagedListener:
     def _run_attempt(self, event: Any, attempt: int) -> BaseException | None:
         """One attempt: None on success, else its error (CircuitOpenError when the circuit
         did not let the event through)."""
-        permit = None
-        if self._circuit_on:
-            try:
-                permit = self.circuit.acquire(event)
-            except Exception as exc:  # CircuitOpenError
-                return exc
-        lock = self._lock
-        with lock:  # a concurrency slot
-            if self._active >= self._limit:
-                self._wait_for_slot()
-            self._active += 1
-        ok = False
-        error: BaseException | None = None
-        started = _perf_counter()
+        if not self._circuit_on:
+            return self._core.run(event, attempt)
         try:
-            error = self._hand_over(event, attempt)
-            ok = True
-        finally:
-            elapsed = _perf_counter() - started
-            second = int(self._now())
-            with lock:
-                self._active -= 1
-                if self._waiting_slots:
-                    self._slots.notify()
-                if ok:
-                    self._hist[_bisect(DURATION_BOUNDS, elapsed)] += 1
-                    self._hist_sum += elapsed
-                    self._hist_count += 1
-                    buckets = self._health
-                    if buckets and buckets[-1][0] == second:
-                        bucket = buckets[-1]
-                    else:
-                        bucket = [second, 0, 0]
-                        buckets.append(bucket)
-                        horizon = second - _HEALTH_WINDOW
-                        while buckets and buckets[0][0] <= horizon:
-                            buckets.popleft()
-                    bucket[1] += 1
-                    if error is None:
-                        self.succeeded += 1
-                    else:
-                        bucket[2] += 1
-            if permit is not None:
-                if not ok:
-                    self.circuit.release(permit)
-                elif error is not None:
-                    self.circuit.failure(permit)
-                else:
-                    self.circuit.success(permit)
-            if self.manager._state == _STOPPING:
-                self.manager._poke()
+            permit = self.circuit.acquire(event)
+        except Exception as exc:  # CircuitOpenError
+            return exc
+        try:
+            error: BaseException | None = self._core.run(event, attempt)
+        except BaseException:
+            self.circuit.release(permit)
+            raise
+        if error is None:
+            self.circuit.success(permit)
+        else:
+            self.circuit.failure(permit)
         return error
 
-    def _wait_for_slot(self) -> None:
-        """Called with the lock held while every slot is taken."""
-        self._waiting_slots += 1
-        try:
-            while self._active >= self._limit:
-                self._slots.wait()
-        finally:
-            self._waiting_slots -= 1
-
-    # Hand-overs: None on success, else the attempt's error. A BaseException that is not an
-    # Exception (KeyboardInterrupt...) propagates.
+    # Hand-overs for the shapes the core does not call itself: None on success, else the
+    # attempt's error. A BaseException that is not an Exception (KeyboardInterrupt...)
+    # propagates.
 
     def _invoke_with_on_error(self, event: Any, attempt: int) -> BaseException | None:
-        """The handler, then ``on_error`` if it raised (outside the timeout)."""
+        """The handler (under its timeout), then ``on_error`` if it raised (outside it)."""
         if self._is_async:
             error = self._invoke_async(event, attempt)
-        elif self._timeout is None:
-            error = self._invoke_untimed(event, attempt)
         else:
-            error = self._invoke_sync(event, attempt)
+            error = self._core.invoke(event, attempt)
         if error is None or self._on_error is None:
             return error
         try:
@@ -371,68 +321,6 @@ class ManagedListener:
             return None
         except Exception as handled:
             return handled
-
-    def _invoke_untimed(self, event: Any, attempt: int) -> BaseException | None:
-        try:
-            self._handler(event)
-            return None
-        except Exception as exc:
-            return exc
-
-    def _invoke_sync(self, event: Any, attempt: int) -> BaseException | None:
-        timeout = self._timeout
-        assert timeout is not None
-        w = self.manager._watchdog.watch(timeout)
-        error: BaseException | None = None
-        try:
-            try:
-                self._handler(event)
-            except BaseException as exc:
-                error = exc
-            if w[3].pop(id(w), None) is not None:  # ended in time: the common case
-                w[0] = CANCELLED
-                fired = False
-            else:
-                fired = self._settle(w)
-        except AsyncTimeout as late:
-            # Delivered after the handler ended, before the watch was settled.
-            ours = w[0] == FIRING or w[0] == FIRED
-            fired = self._settle(w)
-            if not ours:
-                raise  # an enclosing attempt's timeout
-            if error is None:
-                error = late
-        if fired:
-            timeout_error = ListenerTimeout(
-                f"listener '{self.name}' ran past its timeout of {timeout:g}s on event "
-                f"{describe(event)} (attempt {attempt}); it was interrupted"
-            )
-            if error is not None and not isinstance(error, ListenerTimeout):
-                timeout_error.__cause__ = error
-            return timeout_error
-        if error is None:
-            return None
-        if isinstance(error, AsyncTimeout) or not isinstance(error, Exception):
-            raise error  # an enclosing attempt's timeout, or KeyboardInterrupt & co.
-        return error
-
-    @staticmethod
-    def _settle(w: list[Any]) -> bool:
-        """End the watch and make sure no timeout of ours stays pending in this thread;
-        True when it fired. An enclosing attempt's timeout arriving meanwhile propagates."""
-        foreign: BaseException | None = None
-        while True:
-            try:
-                fired = Watchdog.finish(w)
-                if fired:
-                    set_async_exc(w[2], None)
-                break
-            except AsyncTimeout as exc:
-                if w[0] == ACTIVE or w[0] == CANCELLED:
-                    foreign = exc  # not ours; settle ours first, then let it go on
-        if foreign is not None:
-            raise foreign
-        return fired
 
     def _invoke_async(self, event: Any, attempt: int) -> BaseException | None:
         timeout = self._timeout
@@ -542,22 +430,16 @@ class ManagedListener:
             self.retried += 1
 
     def _window(self) -> tuple[int, int]:
-        horizon = int(self.manager._clock.monotonic()) - _HEALTH_WINDOW
-        attempts = failures = 0
-        with self._lock:
-            for second, n, f in self._health:
-                if second > horizon:
-                    attempts += n
-                    failures += f
-        return attempts, failures
+        attempts, failures = self._core.window()
+        return int(attempts), int(failures)
 
     def _snapshot(self) -> dict[str, Any]:
+        hist, hist_sum, hist_count = self._core.durations()
         with self._lock:
             return {
-                "succeeded": self.succeeded, "failed": self.failed, "retried": self.retried,
-                "dead_lettered": self.dead_lettered, "hist": list(self._hist),
-                "hist_sum": self._hist_sum, "hist_count": self._hist_count,
-                "active": self._active,
+                "succeeded": self._core.succeeded, "failed": self.failed,
+                "retried": self.retried, "dead_lettered": self.dead_lettered, "hist": hist,
+                "hist_sum": hist_sum, "hist_count": hist_count, "active": self._core.active,
             }
 
 
@@ -598,7 +480,6 @@ class ListenerManager:
         self._abandoned: list[Any] = []
         self._retrying = 0  # events of process() calls between their first failure and the end
         self._state = _RUNNING
-        self._watchdog = Watchdog(name)
 
     # -- registration --------------------------------------------------------------------
 
@@ -623,6 +504,7 @@ class ListenerManager:
                     "unregister it first or give the listener another name"
                 )
             self._listeners[managed.name] = managed
+            managed._core.set_state(self._state)
         return managed
 
     def unregister(self, name: str | ManagedListener) -> None:
@@ -633,7 +515,7 @@ class ListenerManager:
             managed = self._listeners.pop(key, None)
             if managed is None:
                 raise ListenerNotFound(self._not_found(key))
-            managed._registered = False
+            managed._core.registered = False
             snap = managed._snapshot()
             self._retired[0] += snap["succeeded"]
             self._retired[1] += snap["failed"]
@@ -673,7 +555,7 @@ class ListenerManager:
     def start(self) -> None:
         """Accept events (again, after ``stop``). A new manager is already started."""
         with self._lock:
-            self._state = _RUNNING
+            self._set_state(_RUNNING)
 
     @property
     def running(self) -> bool:
@@ -691,11 +573,11 @@ class ListenerManager:
         undelivered: list[Any] = []
         with self._lock:
             if self._state == _RUNNING:
-                self._state = _STOPPING
+                self._set_state(_STOPPING)
             while True:
                 now = time.monotonic()
                 # Attempts running, retrying events between two waits, retries due in time.
-                busy = (any(m._active for m in self._listeners.values())
+                busy = (any(m._core.active for m in self._listeners.values())
                         or self._retrying > len(self._waiting))
                 due = any(w.wake_at <= deadline for w in self._waiting.values())
                 if not (busy or due) or now >= deadline:
@@ -707,11 +589,8 @@ class ListenerManager:
             self._waiting.clear()
             undelivered.extend(self._abandoned)
             self._abandoned = []
-            self._state = _STOPPED
-            idle = not any(m._active for m in self._listeners.values())
+            self._set_state(_STOPPED)
             self._cond.notify_all()
-        if idle:
-            self._watchdog.close()
         return StopReport(undelivered=undelivered)
 
     def close(self, timeout: float | None = 30.0) -> StopReport:
@@ -724,6 +603,12 @@ class ListenerManager:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+    def _set_state(self, state: int) -> None:
+        """With the lock held: the new state, mirrored in each listener's core."""
+        self._state = state
+        for m in self._listeners.values():
+            m._core.set_state(state)
 
     def _reject(self, event: Any) -> None:
         raise ClosedError(

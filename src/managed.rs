@@ -1,0 +1,348 @@
+//! The hot part of a `ManagedListener` (python/nova/resilience/manager.py): one attempt of a
+//! handler — a concurrency slot, the call (under its timeout), its duration, the success and
+//! health accounting — with no Python call besides the handler itself.
+//!
+//! The policy around a failure (circuit breaker, retry decision, back-off, dead letters) stays
+//! in Python: it runs only when something went wrong. The core delivers a managed listener's
+//! first attempt straight through [`AttemptCore::run`] when [`AttemptCore::takes_first_attempt`]
+//! says nothing else has to be checked first.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::{Relaxed, SeqCst}};
+
+use parking_lot::{Condvar, Mutex};
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::errors::{describe_event, nova_err, validation_error};
+use crate::metrics::{mono_nanos, Counter, Histogram};
+use crate::watchdog;
+
+/// The manager's states, as `ListenerManager` numbers them.
+const RUNNING: u8 = 0;
+const STOPPING: u8 = 1;
+
+/// Seconds of attempts the health window looks back on.
+const HEALTH_WINDOW: i64 = 60;
+
+#[pyclass(frozen, module = "nova._core", name = "_AttemptCore")]
+pub struct AttemptCore {
+    name: String,
+    handler: Py<PyAny>,
+    /// The Python hand-over for the shapes the core does not call itself (`async def`
+    /// handlers, `on_error`): `hand_over(event, attempt) -> error | None`.
+    hand_over: Option<Py<PyAny>>,
+    timeout_nanos: Option<u64>,
+    timeout: Option<f64>,
+    limit: usize,
+    active: AtomicUsize,
+    slot_waiters: AtomicUsize,
+    slot_lock: Mutex<()>,
+    slot_freed: Condvar,
+    registered: AtomicBool,
+    state: AtomicU8,
+    /// A circuit breaker is configured: its permit is taken in Python around every attempt.
+    circuit: bool,
+    /// `clock.monotonic` of an injected clock (tests); None: the system's monotonic clock.
+    clock: Option<Py<PyAny>>,
+    /// `ListenerManager._poke`: wakes a `stop()` waiting for attempts to end.
+    poke: Py<PyAny>,
+    succeeded: Counter,
+    durations: Histogram,
+    health: HealthWindow,
+}
+
+/// Attempts and failures per second over the last minute, in a ring of per-second slots:
+/// counting is two atomic reads and an add; only the first attempt of a new second takes the
+/// lock, to reset the slot it reuses.
+struct HealthWindow {
+    slots: [HealthSlot; RING],
+    reset: Mutex<()>,
+}
+
+/// Slots in the ring: more than the window's seconds, so the window never sees a reused slot.
+const RING: usize = 64;
+
+#[derive(Default)]
+struct HealthSlot {
+    second: AtomicI64,
+    attempts: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl HealthWindow {
+    fn new() -> Self {
+        HealthWindow {
+            slots: std::array::from_fn(|_| HealthSlot { second: AtomicI64::new(i64::MIN), ..Default::default() }),
+            reset: Mutex::new(()),
+        }
+    }
+
+    fn count(&self, second: i64, failed: bool) {
+        let slot = &self.slots[second.rem_euclid(RING as i64) as usize];
+        if slot.second.load(SeqCst) != second {
+            let _guard = self.reset.lock();
+            if slot.second.load(SeqCst) != second {
+                slot.attempts.store(0, SeqCst);
+                slot.failures.store(0, SeqCst);
+                slot.second.store(second, SeqCst);
+            }
+        }
+        slot.attempts.fetch_add(1, Relaxed);
+        if failed {
+            slot.failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// (attempts, failures) of the seconds after `horizon` up to `now`.
+    fn window(&self, horizon: i64, now: i64) -> (u64, u64) {
+        self.slots
+            .iter()
+            .filter(|s| {
+                let second = s.second.load(SeqCst);
+                second > horizon && second <= now
+            })
+            .fold((0, 0), |(a, f), s| (a + s.attempts.load(Relaxed), f + s.failures.load(Relaxed)))
+    }
+}
+
+impl AttemptCore {
+    /// Whether the core may run attempt 1 itself: registered, the manager running, and no
+    /// circuit breaker to ask first.
+    #[inline]
+    pub fn takes_first_attempt(&self) -> bool {
+        !self.circuit && self.registered.load(SeqCst) && self.state.load(SeqCst) == RUNNING
+    }
+
+    /// One attempt: `Ok(None)` on success, `Ok(Some(error))` when the handler failed with an
+    /// `Exception` (or timed out); `Err` for what must propagate (`KeyboardInterrupt`, an
+    /// enclosing attempt's timeout). Also returns how long the handler ran, in nanoseconds.
+    pub fn run<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> (PyResult<Option<Bound<'py, PyAny>>>, u64) {
+        self.acquire_slot(py);
+        let started = mono_nanos();
+        let result = match &self.hand_over {
+            Some(hand_over) => hand_over
+                .bind(py)
+                .call1((event, attempt))
+                .map(|r| if r.is_none() { None } else { Some(r) }),
+            None => self.invoke(py, event, attempt),
+        };
+        let ended = mono_nanos();
+        let elapsed = ended.saturating_sub(started);
+        self.release_slot();
+        if let Ok(outcome) = &result {
+            self.durations.observe_nanos(elapsed);
+            self.health.count(self.second_at(py, ended), outcome.is_some());
+            if outcome.is_none() {
+                self.succeeded.inc();
+            }
+        }
+        if self.state.load(SeqCst) == STOPPING {
+            let _ = self.poke.bind(py).call0();
+        }
+        (result, elapsed)
+    }
+
+    /// Call the synchronous handler once, under the timeout if there is one.
+    fn invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let handler = self.handler.bind(py);
+        let Some(timeout) = self.timeout_nanos else {
+            return caught(py, crate::capi::call1(handler, event));
+        };
+        let guard = watchdog::start(timeout);
+        let result = crate::capi::call1(handler, event);
+        if !watchdog::finish(guard) {
+            return match result {
+                // A timeout the handler did not cause to be ours: an enclosing attempt's.
+                Err(e) if watchdog::is_async_timeout(py, &e) => Err(e),
+                other => caught(py, other),
+            };
+        }
+        watchdog::clear_pending(py);
+        let err = nova_err(
+            py,
+            "ListenerTimeout",
+            format!(
+                "listener '{}' ran past its timeout of {} on {} (attempt {attempt}); it was interrupted",
+                self.name,
+                seconds(self.timeout.unwrap_or_default()),
+                describe_event(event),
+            ),
+        );
+        if let Err(cause) = result {
+            if !watchdog::is_async_timeout(py, &cause) {
+                err.set_cause(py, Some(cause));
+            }
+        }
+        Ok(Some(err.into_value(py).into_bound(py).into_any()))
+    }
+
+    fn acquire_slot(&self, py: Python<'_>) {
+        if self.try_take_slot() {
+            return;
+        }
+        // Every slot taken: wait with the GIL released, so the holders can finish.
+        py.allow_threads(|| {
+            let mut guard = self.slot_lock.lock();
+            self.slot_waiters.fetch_add(1, SeqCst);
+            while !self.try_take_slot() {
+                self.slot_freed.wait(&mut guard);
+            }
+            self.slot_waiters.fetch_sub(1, SeqCst);
+        });
+    }
+
+    fn try_take_slot(&self) -> bool {
+        let mut n = self.active.load(SeqCst);
+        while n < self.limit {
+            match self.active.compare_exchange_weak(n, n + 1, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+        false
+    }
+
+    fn release_slot(&self) {
+        self.active.fetch_sub(1, SeqCst);
+        // A waiter registers before it last tries, under the lock: taking the lock here means
+        // it is either waiting (and gets the notify) or will see the freed slot.
+        if self.slot_waiters.load(SeqCst) > 0 {
+            let _guard = self.slot_lock.lock();
+            self.slot_freed.notify_one();
+        }
+    }
+
+    /// The second (of the injected clock, if any) at monotonic time `nanos`.
+    fn second_at(&self, py: Python<'_>, nanos: u64) -> i64 {
+        match &self.clock {
+            None => (nanos / 1_000_000_000) as i64,
+            Some(clock) => clock
+                .bind(py)
+                .call0()
+                .and_then(|t| t.extract::<f64>())
+                .map(|t| t.floor() as i64)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// A handler's result as an attempt's: an `Exception` is the attempt's error; anything else
+/// (`KeyboardInterrupt`, `SystemExit`...) propagates.
+fn caught<'py>(py: Python<'py>, result: PyResult<Bound<'py, PyAny>>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match result {
+        Ok(_) => Ok(None),
+        Err(e) if e.is_instance_of::<PyException>(py) => Ok(Some(e.into_value(py).into_bound(py).into_any())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Seconds as Python's `f"{x:g}s"` writes them.
+fn seconds(x: f64) -> String {
+    let mut s = format!("{x}");
+    if s.contains('.') && !s.contains('e') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}s")
+}
+
+#[pymethods]
+impl AttemptCore {
+    #[new]
+    #[pyo3(signature = (*, name, handler, hand_over, timeout, concurrency, circuit, clock, poke))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: String,
+        handler: Py<PyAny>,
+        hand_over: Option<Py<PyAny>>,
+        timeout: Option<f64>,
+        concurrency: usize,
+        circuit: bool,
+        clock: Option<Py<PyAny>>,
+        poke: Py<PyAny>,
+    ) -> PyResult<Self> {
+        if concurrency == 0 {
+            return Err(validation_error(py, "concurrency must be >= 1"));
+        }
+        let timeout_nanos = match timeout {
+            None => None,
+            Some(t) if t.is_finite() && t > 0.0 => Some((t * 1e9) as u64),
+            Some(t) => return Err(validation_error(py, format!("timeout must be seconds > 0 or None, got {t}"))),
+        };
+        Ok(AttemptCore {
+            name,
+            handler,
+            hand_over,
+            timeout_nanos,
+            timeout,
+            limit: concurrency,
+            active: AtomicUsize::new(0),
+            slot_waiters: AtomicUsize::new(0),
+            slot_lock: Mutex::new(()),
+            slot_freed: Condvar::new(),
+            registered: AtomicBool::new(true),
+            state: AtomicU8::new(RUNNING),
+            circuit,
+            clock,
+            poke,
+            succeeded: Counter::default(),
+            durations: Histogram::default(),
+            health: HealthWindow::new(),
+        })
+    }
+
+    /// Run attempt `attempt` of `event`: None on success, else the attempt's error.
+    #[pyo3(name = "run")]
+    fn py_run<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.run(py, event, attempt).0
+    }
+
+    /// Call the handler once under the timeout, outside the slot and accounting (for a
+    /// Python hand-over that adds `on_error`).
+    #[pyo3(name = "invoke")]
+    fn py_invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.invoke(py, event, attempt)
+    }
+
+    fn set_state(&self, state: u8) {
+        self.state.store(state, SeqCst);
+    }
+
+    #[getter]
+    fn registered(&self) -> bool {
+        self.registered.load(SeqCst)
+    }
+
+    #[setter]
+    fn set_registered(&self, value: bool) {
+        self.registered.store(value, SeqCst);
+    }
+
+    /// Attempts running now.
+    #[getter]
+    fn active(&self) -> usize {
+        self.active.load(SeqCst)
+    }
+
+    #[getter]
+    fn succeeded(&self) -> u64 {
+        self.succeeded.get()
+    }
+
+    /// (attempts, failures) over the last minute.
+    fn window(&self, py: Python<'_>) -> (u64, u64) {
+        let now = self.second_at(py, mono_nanos());
+        self.health.window(now - HEALTH_WINDOW, now)
+    }
+
+    /// (non-cumulative bucket counts incl. +Inf, sum in seconds, count) of attempt durations.
+    fn durations<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, f64, u64)> {
+        let (_bounds, counts, sum, count) = self.durations.snapshot(py)?;
+        Ok((counts, sum, count))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<AttemptCore>()
+}
