@@ -270,6 +270,9 @@ impl Sub {
         event_loop: Option<&Py<PyAny>>,
     ) -> Result<(), PyErr> {
         let listener = self.listener.bind(py).get();
+        if let Some(outcome) = self.call_managed(py, event) {
+            return outcome.map_err(|cause| listener_error(py, listener.name(), event, cause));
+        }
         let start = mono_nanos();
         let outcome = listener.invoke(py, event, event_loop);
         self.metrics.duration.observe_nanos(mono_nanos().saturating_sub(start));
@@ -283,6 +286,33 @@ impl Sub {
                 Err(listener_error(py, listener.name(), event, cause))
             }
         }
+    }
+}
+
+impl Sub {
+    /// A managed listener called synchronously, as `managed(event)` would run it: the first
+    /// attempt in the native core, the Python policy (retries in this thread, dead letters)
+    /// only after a failure. None when the core cannot take the attempt itself.
+    fn call_managed(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> Option<Result<(), PyErr>> {
+        let (core, managed) = (self.core.as_ref()?.get(), self.managed.as_ref()?);
+        if !core.takes_first_attempt() {
+            return None;
+        }
+        let (result, elapsed) = core.run(py, event, 1);
+        self.metrics.duration.observe_nanos(elapsed);
+        let outcome = match result {
+            Ok(None) => Ok(()),
+            Ok(Some(error)) => managed
+                .bind(py)
+                .call_method1("_after_first_failure", (event, error, py.None()))
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match &outcome {
+            Ok(()) => self.metrics.success.inc(),
+            Err(_) => self.metrics.failure.inc(),
+        }
+        Some(outcome)
     }
 }
 
