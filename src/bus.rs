@@ -182,7 +182,8 @@ impl Unsubscribe for BusCore {
 struct PartitionSink {
     core: Weak<BusCore>,
     topic: Mutex<Weak<Topic>>,
-    held: Mutex<HashMap<u64, VecDeque<(Py<PyAny>, Option<Py<PyAny>>)>>>,
+    /// Keyed by `Sub::seq` (our own numbers: FxHash, no hash-flooding concern).
+    held: Mutex<HashMap<u64, VecDeque<(Py<PyAny>, Option<Py<PyAny>>)>, FxBuildHasher>>,
     me: Mutex<Weak<PartitionSink>>,
 }
 
@@ -405,7 +406,7 @@ impl Bus {
             let sink = Arc::new(PartitionSink {
                 core: Arc::downgrade(&self.core),
                 topic: Mutex::new(Weak::new()),
-                held: Mutex::new(HashMap::new()),
+                held: Mutex::new(HashMap::default()),
                 me: Mutex::new(Weak::new()),
             });
             *sink.me.lock() = Arc::downgrade(&sink);

@@ -125,7 +125,7 @@ impl AttemptCore {
                 .bind(py)
                 .call1((event, attempt))
                 .map(|r| if r.is_none() { None } else { Some(r) }),
-            None => self.invoke(py, event, attempt),
+            None => self.invoke(py, event, attempt, started),
         };
         let ended = mono_nanos();
         let elapsed = ended.saturating_sub(started);
@@ -144,12 +144,13 @@ impl AttemptCore {
     }
 
     /// Call the synchronous handler once, under the timeout if there is one.
-    fn invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> PyResult<Option<Bound<'py, PyAny>>> {
+    /// `started`: now, on the monotonic clock.
+    fn invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32, started: u64) -> PyResult<Option<Bound<'py, PyAny>>> {
         let handler = self.handler.bind(py);
         let Some(timeout) = self.timeout_nanos else {
             return caught(py, crate::capi::call1(handler, event));
         };
-        let guard = watchdog::start(timeout);
+        let guard = watchdog::start(timeout, started);
         let result = crate::capi::call1(handler, event);
         if !watchdog::finish(guard) {
             return match result {
@@ -302,7 +303,7 @@ impl AttemptCore {
     /// Python hand-over that adds `on_error`).
     #[pyo3(name = "invoke")]
     fn py_invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.invoke(py, event, attempt)
+        self.invoke(py, event, attempt, mono_nanos())
     }
 
     fn set_state(&self, state: u8) {

@@ -16,7 +16,7 @@
 //! held (it has just returned from the handler), so a worker that finds FIRED knows the
 //! exception was already set.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::raw::c_ulong;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock, Weak};
@@ -29,7 +29,8 @@ use pyo3::sync::GILOnceCell;
 use crate::capi::{set_async_exc, thread_ident};
 use crate::metrics::mono_nanos;
 
-/// Empty scans after which an idle watchdog stops planning wake-ups and sleeps until notified.
+/// Empty scans in a row, with no watch started meanwhile, after which an idle watchdog stops
+/// planning wake-ups and sleeps until notified.
 const DORMANT_AFTER: u32 = 2;
 
 const IDLE: u64 = 0;
@@ -69,8 +70,10 @@ fn watchdog() -> &'static Watchdog {
 
 thread_local! {
     /// This thread's slots, by nesting level (attempts nest when a handler runs another
-    /// managed listener synchronously), and how many are in use.
-    static SLOTS: RefCell<(Vec<Arc<Slot>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    /// managed listener synchronously); they live as long as the thread.
+    static SLOTS: RefCell<Vec<Arc<Slot>>> = const { RefCell::new(Vec::new()) };
+    /// How many of them are in use.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
 /// `nova.resilience._watchdog.AsyncTimeout`, the class raised inside a late handler.
@@ -89,14 +92,15 @@ pub fn is_async_timeout(py: Python<'_>, err: &PyErr) -> bool {
         .unwrap_or(false)
 }
 
-/// A running watch of the calling thread; hand it back to [`finish`].
+/// A running watch of the calling thread; hand it back to [`finish`] on the same thread (the
+/// pointer is to a slot this thread's `SLOTS` keeps alive; it also keeps the guard `!Send`).
 pub struct Guard {
-    slot: Arc<Slot>,
+    slot: *const Slot,
     deadline: u64,
 }
 
-/// Watch the calling thread for `timeout_nanos`.
-pub fn start(timeout_nanos: u64) -> Guard {
+/// Watch the calling thread for `timeout_nanos` from `now` (monotonic nanoseconds).
+pub fn start(timeout_nanos: u64, now: u64) -> Guard {
     let wd = watchdog();
     if !wd.started.load(SeqCst) && !wd.started.swap(true, SeqCst) {
         std::thread::Builder::new()
@@ -107,18 +111,20 @@ pub fn start(timeout_nanos: u64) -> Guard {
     if wd.idle_horizon.load(SeqCst) < timeout_nanos {
         wd.idle_horizon.fetch_max(timeout_nanos, SeqCst);
     }
+    let depth = DEPTH.get();
     let slot = SLOTS.with(|cell| {
-        let (slots, depth) = &mut *cell.borrow_mut();
-        if *depth == slots.len() {
+        let mut slots = cell.borrow_mut();
+        if depth == slots.len() {
             let slot = Arc::new(Slot { tid: thread_ident(), state: AtomicU64::new(IDLE) });
             wd.slots.lock().push(Arc::downgrade(&slot));
             slots.push(slot);
         }
-        *depth += 1;
-        slots[*depth - 1].clone()
+        Arc::as_ptr(&slots[depth])
     });
-    let deadline = mono_nanos().saturating_add(timeout_nanos).clamp(1, FIRED - 1);
-    slot.state.store(deadline, SeqCst);
+    DEPTH.set(depth + 1);
+    let deadline = now.saturating_add(timeout_nanos).clamp(1, FIRED - 1);
+    // SAFETY: the slot is kept alive by this thread's SLOTS.
+    unsafe { &*slot }.state.store(deadline, SeqCst);
     // Read after the store: a scan that began later sees this watch; one under way (0) or a
     // planned wake past the deadline needs a nudge.
     let planned = wd.wake_at.load(SeqCst);
@@ -131,10 +137,12 @@ pub fn start(timeout_nanos: u64) -> Guard {
 
 /// End a watch (with the GIL held, right after the handler returned); true when it fired.
 pub fn finish(guard: Guard) -> bool {
-    SLOTS.with(|cell| cell.borrow_mut().1 -= 1);
-    let ended = guard.slot.state.compare_exchange(guard.deadline, IDLE, SeqCst, SeqCst).is_ok();
+    DEPTH.set(DEPTH.get() - 1);
+    // SAFETY: started on this thread, whose SLOTS keeps the slot alive.
+    let slot = unsafe { &*guard.slot };
+    let ended = slot.state.compare_exchange(guard.deadline, IDLE, SeqCst, SeqCst).is_ok();
     if !ended {
-        guard.slot.state.store(IDLE, SeqCst); // it fired: the slot is free again
+        slot.state.store(IDLE, SeqCst); // it fired: the slot is free again
     }
     !ended
 }
@@ -142,10 +150,8 @@ pub fn finish(guard: Guard) -> bool {
 /// After one's own watch fired: clear a timeout still pending in this thread, unless an
 /// enclosing attempt's watch fired too (that one must still reach its handler).
 pub fn clear_pending(py: Python<'_>) {
-    let outer_fired = SLOTS.with(|cell| {
-        let (slots, depth) = &*cell.borrow();
-        slots[..*depth].iter().any(|s| s.state.load(SeqCst) == FIRED)
-    });
+    let depth = DEPTH.get();
+    let outer_fired = SLOTS.with(|cell| cell.borrow()[..depth].iter().any(|s| s.state.load(SeqCst) == FIRED));
     if !outer_fired {
         set_async_exc(py, thread_ident(), None);
     }
@@ -197,10 +203,16 @@ fn run() {
             None => u64::MAX,
         };
         wd.wake_at.store(wake_at, SeqCst);
-        if wake_at == u64::MAX {
+        // Woken by a new watch: attempts are running, so plan ahead again rather than go
+        // dormant (a dormant watchdog is notified by every watch).
+        let notified = if wake_at == u64::MAX {
             wd.wake.wait(&mut slots);
+            true
         } else {
-            wd.wake.wait_for(&mut slots, Duration::from_nanos(wake_at - now));
+            !wd.wake.wait_for(&mut slots, Duration::from_nanos(wake_at - now)).timed_out()
+        };
+        if notified {
+            empty_scans = 0;
         }
     }
 }
