@@ -347,3 +347,29 @@ impl AttemptCore {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AttemptCore>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_window_counts_the_last_minute_only() {
+        let w = HealthWindow::new();
+        w.count(100, false);
+        w.count(100, true);
+        w.count(130, false);
+        assert_eq!(w.window(100 - HEALTH_WINDOW, 100), (2, 1));
+        assert_eq!(w.window(130 - HEALTH_WINDOW, 130), (3, 1));
+        // Second 100 has left the window at 160; its slot is reused 64 seconds later.
+        assert_eq!(w.window(160 - HEALTH_WINDOW, 160), (1, 0));
+        w.count(164, true);
+        assert_eq!(w.window(164 - HEALTH_WINDOW, 164), (2, 1));
+    }
+
+    #[test]
+    fn seconds_read_like_python_g_format() {
+        assert_eq!(seconds(30.0), "30s");
+        assert_eq!(seconds(0.05), "0.05s");
+        assert_eq!(seconds(1.5), "1.5s");
+    }
+}
