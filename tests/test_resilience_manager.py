@@ -382,27 +382,34 @@ def test_async_handler_runs_on_a_given_loop() -> None:
 # -- concurrency ------------------------------------------------------------------------------
 
 
+class PeakTracker:
+    """A handler that sleeps a little and records how many calls ran at once."""
+
+    def __init__(self, sleep: float) -> None:
+        self.sleep = sleep
+        self.lock = threading.Lock()
+        self.current = 0
+        self.peak = 0
+
+    def __call__(self, event: nova.Event) -> None:
+        with self.lock:
+            self.current += 1
+            self.peak = max(self.peak, self.current)
+        time.sleep(self.sleep)
+        with self.lock:
+            self.current -= 1
+
+
 def test_concurrency_limit_across_threads() -> None:
     mgr = ListenerManager()
-    lock = threading.Lock()
-    current = [0]
-    peak = [0]
-
-    def handler(event: nova.Event) -> None:
-        with lock:
-            current[0] += 1
-            peak[0] = max(peak[0], current[0])
-        time.sleep(0.03)
-        with lock:
-            current[0] -= 1
-
+    handler = PeakTracker(0.03)
     managed = mgr.register(handler, ListenerConfig(concurrency=2))
     threads = [threading.Thread(target=managed, args=(nova.Event("x"),)) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert peak[0] == 2
+    assert handler.peak == 2
     assert mgr.stats().events_processed == 6
 
 
@@ -866,18 +873,8 @@ def test_bus_first_attempts_keep_the_concurrency_limit_and_timeout() -> None:
     """First attempts on a bus run in the native core: the slot limit holds across the pool's
     workers, a late handler is interrupted, and the timeout goes through the retry policy."""
     mgr = ListenerManager()
-    lock = threading.Lock()
-    current = [0]
-    peak = [0]
+    handler = PeakTracker(0.01)
     timed_out = DeadLetterQueue()
-
-    def handler(event: nova.Event) -> None:
-        with lock:
-            current[0] += 1
-            peak[0] = max(peak[0], current[0])
-        time.sleep(0.01)
-        with lock:
-            current[0] -= 1
 
     def slow(event: nova.Event) -> None:
         end = time.monotonic() + 5
@@ -892,7 +889,7 @@ def test_bus_first_attempts_keep_the_concurrency_limit_and_timeout() -> None:
     bus.subscribe("t", limited)
     bus.publish_batch("t", [nova.Event("x") for _ in range(16)])
     assert bus.flush(timeout=10)
-    assert peak[0] == 2
+    assert handler.peak == 2
     started = time.monotonic()
     bus.subscribe("t", late)
     bus.publish("t", nova.Event("slow"))
