@@ -4,6 +4,9 @@
 //! Unix epoch and becomes a `datetime` only when somebody asks for it, since most events are
 //! never looked at that way.
 
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -296,32 +299,8 @@ impl Event {
         })
     }
 
-    /// Build an event of class `cls` through `Event.__new__`, so subclasses keep their class
-    /// without running a subclass `__init__` of another signature.
-    fn build<'py>(
-        py: Python<'py>,
-        cls: &Bound<'py, PyType>,
-        type_: &Bound<'py, PyAny>,
-        data: &Bound<'py, PyAny>,
-        id: &Bound<'py, PyAny>,
-        metadata: &Bound<'py, PyAny>,
-        timestamp: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("id", id)?;
-        kwargs.set_item("metadata", metadata)?;
-        kwargs.set_item("timestamp", timestamp)?;
-        py.get_type::<Event>()
-            .getattr("__new__")?
-            .call((cls, type_, data), Some(&kwargs))
-    }
-}
-
-#[pymethods]
-impl Event {
-    #[new]
-    #[pyo3(signature = (r#type, data=None, *, id=None, metadata=None, timestamp=None))]
-    fn new(
+    /// The checks and defaults of `Event(...)`, shared by `__new__` and the vectorcall.
+    fn create(
         py: Python<'_>,
         r#type: &Bound<'_, PyAny>,
         data: Option<Py<PyAny>>,
@@ -362,6 +341,42 @@ impl Event {
             micros,
             timestamp: cell,
         })
+    }
+
+    /// Build an event of class `cls` through `Event.__new__`, so subclasses keep their class
+    /// without running a subclass `__init__` of another signature.
+    fn build<'py>(
+        py: Python<'py>,
+        cls: &Bound<'py, PyType>,
+        type_: &Bound<'py, PyAny>,
+        data: &Bound<'py, PyAny>,
+        id: &Bound<'py, PyAny>,
+        metadata: &Bound<'py, PyAny>,
+        timestamp: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("id", id)?;
+        kwargs.set_item("metadata", metadata)?;
+        kwargs.set_item("timestamp", timestamp)?;
+        py.get_type::<Event>()
+            .getattr("__new__")?
+            .call((cls, type_, data), Some(&kwargs))
+    }
+}
+
+#[pymethods]
+impl Event {
+    #[new]
+    #[pyo3(signature = (r#type, data=None, *, id=None, metadata=None, timestamp=None))]
+    fn new(
+        py: Python<'_>,
+        r#type: &Bound<'_, PyAny>,
+        data: Option<Py<PyAny>>,
+        id: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        Event::create(py, r#type, data, id, metadata, timestamp)
     }
 
     #[getter]
@@ -615,12 +630,79 @@ pub fn _restore_event<'py>(
     Event::build(py, cls, type_, data, id, metadata, timestamp)
 }
 
+/// `Event`'s `__new__` and `__init__` slots when its vectorcall was installed; null when it
+/// was not.
+static EVENT_NEW: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+static EVENT_INIT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The vectorcall of the `Event` class (see `capi::set_type_vectorcall`). `Event(...)` runs
+/// on every emit, and the ordinary route costs about as much as dispatching the event:
+/// `type.__call__` packs the arguments into a tuple, PyO3's `__new__` parses them against a
+/// signature with keywords, then `object.__init__` checks them again.
+unsafe extern "C" fn event_vectorcall(
+    callable: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    let nargs = crate::capi::vectorcall_nargs(nargsf) as pyo3::ffi::Py_ssize_t;
+    // SAFETY: called by CPython with the GIL held and valid vectorcall arguments; PyO3's
+    // trampoline turns an error or a panic into a raised exception and a NULL return.
+    unsafe { pyo3::impl_::trampoline::fastcall_with_keywords(callable, args, nargs, kwnames, construct) }
+}
+
+/// `Event(type)` and `Event(type, data)`, the forms events are made with on hot paths, build
+/// the event directly with the checks of `Event.__new__`. Any other call (keywords, a wrong
+/// argument count) goes the ordinary way, so its errors are PyO3's own, as are the results
+/// for a subclass or for an `Event.__new__`/`__init__` assigned from Python.
+unsafe fn construct(
+    py: Python<'_>,
+    callable: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> PyResult<*mut pyo3::ffi::PyObject> {
+    let nargs = nargs as usize;
+    // SAFETY: `args` holds `nargs` live objects (plus one per keyword name); the type-field
+    // read is valid because the vectorcall is only installed once the layout is checked.
+    unsafe {
+        let tp = callable.cast::<pyo3::ffi::PyTypeObject>();
+        if kwnames.is_null()
+            && (nargs == 1 || nargs == 2)
+            && tp == EVENT_TYPE.load(Relaxed)
+            && crate::capi::type_new_and_init(tp) == (EVENT_NEW.load(Relaxed), EVENT_INIT.load(Relaxed))
+        {
+            let type_ = Borrowed::from_ptr(py, *args);
+            let data = (nargs == 2).then(|| Borrowed::from_ptr(py, *args.add(1)).to_owned().unbind());
+            // The ordinary route would also run `object.__init__`, which accepts any arguments
+            // when `__new__` is overridden and `__init__` is not: nothing to do here.
+            let event = Event::create(py, &type_, data, None, None, None)?;
+            return Ok(Bound::new(py, event)?.into_ptr());
+        }
+        crate::capi::call_via_type_call(py, callable, args, nargs, kwnames)
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add_class::<Event>()?;
-    EVENT_TYPE.store(
-        m.py().get_type::<Event>().as_type_ptr(),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let tp = py.get_type::<Event>().as_type_ptr();
+    EVENT_TYPE.store(tp, Relaxed);
+    // SAFETY: GIL held; the Event type lives as long as the module, and `event_vectorcall`
+    // answers every call as `type.__call__` would.
+    unsafe {
+        let new = pyo3::ffi::PyType_GetSlot(tp, pyo3::ffi::Py_tp_new);
+        let init = pyo3::ffi::PyType_GetSlot(tp, pyo3::ffi::Py_tp_init);
+        let object_init = pyo3::ffi::PyType_GetSlot(
+            std::ptr::addr_of_mut!(pyo3::ffi::PyBaseObject_Type),
+            pyo3::ffi::Py_tp_init,
+        );
+        // Skipping `__init__` is only right while it is `object.__init__`.
+        if init == object_init && crate::capi::set_type_vectorcall(py, tp, event_vectorcall) {
+            EVENT_NEW.store(new, Relaxed);
+            EVENT_INIT.store(init, Relaxed);
+        }
+    }
     m.add_function(wrap_pyfunction!(_restore_event, m)?)?;
     Ok(())
 }
