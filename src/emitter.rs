@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::component::{check_event, deadline, ContextCapture, pick_loop, positive, shutdown_report, OnFull};
@@ -35,8 +36,8 @@ impl EmitterCore {
     /// The listeners (and counters) of an event's type; `None` for a non-event.
     fn resolve(&self, event: &Bound<'_, PyAny>) -> Option<Arc<Resolved>> {
         let ev = as_event(event)?;
-        let t = ev.get().type_obj(event.py());
-        Some(self.registry.resolve(t.to_str().ok()?))
+        let py = event.py();
+        self.registry.resolve_type(py, ev.get().type_obj(py))
     }
 
     /// Run middleware and listeners in this thread (`emit`); `resolved` is reused unless
@@ -530,7 +531,53 @@ impl Emitter {
     }
 }
 
+/// PyO3's own `Emitter.emit`, for the calls `emit_entry` passes on.
+static PYO3_EMIT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+
+/// `Emitter.emit` as a plain C method (see `capi::install_fast_method`): `emit(event)`, the
+/// call every synchronous event makes, goes straight to `Emitter::emit`; any other form (a
+/// keyword argument, a wrong count) goes to PyO3's method, so it behaves and fails as before.
+unsafe extern "C" fn emit_entry(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: called by CPython with the GIL held and valid fastcall arguments; PyO3's
+    // trampoline turns an error or a panic into a raised exception and a NULL return.
+    unsafe { pyo3::impl_::trampoline::fastcall_with_keywords(slf, args, nargs, kwnames, emit_call) }
+}
+
+unsafe fn emit_call(
+    py: Python<'_>,
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> PyResult<*mut pyo3::ffi::PyObject> {
+    // SAFETY: the method descriptor only calls us with `slf` an instance of Emitter (or of a
+    // subclass), and `args` as CPython passes them.
+    unsafe {
+        if nargs == 1 && kwnames.is_null() {
+            let slf = Borrowed::from_ptr(py, slf);
+            let emitter = slf.downcast_unchecked::<Emitter>().get();
+            emitter.emit(py, &Borrowed::from_ptr(py, *args))?;
+            return Ok(py.None().into_ptr());
+        }
+        let pyo3_emit = PYO3_EMIT.get(py).expect("set before emit_entry is installed");
+        crate::capi::call_method_with_self(py, pyo3_emit, slf, args, nargs, kwnames)
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add_class::<Emitter>()?;
-    Ok(())
+    crate::capi::install_fast_method(
+        py,
+        &py.get_type::<Emitter>(),
+        c"emit",
+        emit_entry,
+        c"emit($self, event)\n--\n\nRun middleware and every matching listener now, in this thread.",
+        &PYO3_EMIT,
+    )
 }
