@@ -4,11 +4,14 @@
 //! Unix epoch and becomes a `datetime` only when somebody asks for it, since most events are
 //! never looked at that way.
 
+use std::mem::ManuallyDrop;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::impl_::pyclass_init::PyObjectInit;
 use pyo3::prelude::*;
+use pyo3::PyClassInitializer;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
@@ -54,13 +57,39 @@ pub struct Event {
     /// first use, since most events are dispatched without anyone reading the id.
     uuid: u128,
     id: GILOnceCell<Py<PyString>>,
-    type_: Py<PyString>,
-    data: Py<PyAny>,
+    type_: Held<PyString>,
+    data: Held<PyAny>,
     /// Nova's private copy; never handed out mutable. `None` means empty.
     metadata: Option<Py<PyDict>>,
     micros: i64,
     /// The `datetime` for `timestamp`, made on first access or given by the caller.
     timestamp: GILOnceCell<Py<PyAny>>,
+}
+
+/// A Python object an `Event` holds. An `Event` only ever lives inside its Python object and
+/// is dropped by that object's deallocation, which runs with the GIL held, so the reference
+/// is released with a plain `Py_DecRef`: `Py`'s own drop first asks a thread-local whether
+/// the GIL is held, and `type` and `data` are dropped with every event.
+struct Held<T>(ManuallyDrop<Py<T>>);
+
+impl<T> Held<T> {
+    fn new(obj: Py<T>) -> Self {
+        Held(ManuallyDrop::new(obj))
+    }
+}
+
+impl<T> std::ops::Deref for Held<T> {
+    type Target = Py<T>;
+    fn deref(&self) -> &Py<T> {
+        &self.0
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        // SAFETY: the GIL is held (see above); the reference is owned and not used again.
+        unsafe { pyo3::ffi::Py_DecRef(self.0.as_ptr()) }
+    }
 }
 
 fn now_micros() -> i64 {
@@ -100,12 +129,16 @@ pub fn new_uuid7(micros: i64) -> uuid::Uuid {
             Err(seen) => last = seen,
         }
     };
-    let counter = (tick & 0xFFF) as u16;
-    let mut bytes = [0u8; 10];
-    bytes[0] = (counter >> 8) as u8;
-    bytes[1] = counter as u8;
-    bytes[2..10].copy_from_slice(&r.to_le_bytes());
-    uuid::Builder::from_unix_timestamp_millis(tick >> 12, &bytes).into_uuid()
+    uuid::Uuid::from_u128(uuid7_bits(tick >> 12, (tick & 0xFFF) as u16, r))
+}
+
+/// The UUIDv7 `uuid::Builder::from_unix_timestamp_millis` makes from the millisecond, the
+/// 12-bit counter (as its first two bytes) and `r` (little-endian, as the other eight),
+/// assembled as one number: the builder goes byte by byte, on every event.
+fn uuid7_bits(millis: u64, counter: u16, r: u64) -> u128 {
+    let version_counter = 0x7000 | (counter & 0xFFF) as u64;
+    let variant_random = (r.swap_bytes() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
+    ((millis & 0xFFFF_FFFF_FFFF) as u128) << 80 | (version_counter as u128) << 64 | variant_random as u128
 }
 
 fn id_text(py: Python<'_>, uuid: u128) -> Py<PyString> {
@@ -140,7 +173,8 @@ fn non_empty_str<'py>(
     value: &Bound<'py, PyAny>,
 ) -> PyResult<Py<PyString>> {
     match value.downcast::<PyString>() {
-        Ok(s) if s.len()? > 0 => Ok(s.clone().unbind()),
+        // SAFETY: `s` is a str, for which PyUnicode_GetLength cannot fail.
+        Ok(s) if unsafe { pyo3::ffi::PyUnicode_GetLength(s.as_ptr()) } > 0 => Ok(s.clone().unbind()),
         Ok(_) => Err(validation_error(
             py,
             format!("Event.{field} must be a non-empty str, got ''"),
@@ -335,8 +369,8 @@ impl Event {
         Ok(Event {
             uuid,
             id: id_cell,
-            type_,
-            data: data.unwrap_or_else(|| py.None()),
+            type_: Held::new(type_),
+            data: Held::new(data.unwrap_or_else(|| py.None())),
             metadata,
             micros,
             timestamp: cell,
@@ -677,7 +711,8 @@ unsafe fn construct(
             // The ordinary route would also run `object.__init__`, which accepts any arguments
             // when `__new__` is overridden and `__init__` is not: nothing to do here.
             let event = Event::create(py, &type_, data, None, None, None)?;
-            return Ok(Bound::new(py, event)?.into_ptr());
+            // Allocated for `tp` directly: `Bound::new` would look the class up again.
+            return PyClassInitializer::from(event).into_new_object(py, tp);
         }
         crate::capi::call_via_type_call(py, callable, args, nargs, kwnames)
     }
@@ -710,6 +745,21 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuid7_bits_match_the_uuid_builder() {
+        let mut r = 0x0123_4567_89ab_cdefu64;
+        for i in 0..1000u64 {
+            r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let (millis, counter) = (1_700_000_000_000 + i * 7919, (i * 37 % 4096) as u16);
+            let mut bytes = [0u8; 10];
+            bytes[0] = (counter >> 8) as u8;
+            bytes[1] = counter as u8;
+            bytes[2..10].copy_from_slice(&r.to_le_bytes());
+            let want = uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid();
+            assert_eq!(uuid7_bits(millis, counter, r), want.as_u128());
+        }
+    }
 
     #[test]
     fn ids_from_one_thread_increase_and_are_v7() {
