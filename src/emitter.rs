@@ -34,6 +34,7 @@ pub struct EmitterCore {
 
 impl EmitterCore {
     /// The listeners (and counters) of an event's type; `None` for a non-event.
+    #[inline]
     fn resolve(&self, event: &Bound<'_, PyAny>) -> Option<Arc<Resolved>> {
         let ev = as_event(event)?;
         let py = event.py();
@@ -104,6 +105,7 @@ impl EmitterCore {
         }
     }
 
+    #[inline]
     fn count_accepted(&self, event: &Bound<'_, PyAny>) -> Option<Arc<Resolved>> {
         self.emitted.inc();
         let r = self.resolve(event)?;
@@ -165,6 +167,7 @@ pub struct Emitter {
 }
 
 impl Emitter {
+    #[inline]
     fn check_open(&self, py: Python<'_>) -> PyResult<()> {
         if self.closed.load(SeqCst) {
             return Err(emitter_closed(
@@ -185,6 +188,7 @@ impl Emitter {
         Ok(())
     }
 
+    #[inline]
     fn admit(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check_open(py)?;
         if let Err(e) = check_event(py, &self.core.name, event, self.validator.as_ref()) {

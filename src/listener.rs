@@ -61,6 +61,7 @@ impl Listener {
 
     /// Call the handler once, awaiting it on `event_loop` when it is `async def`, and apply
     /// `on_error`.
+    #[inline]
     pub fn invoke(&self, py: Python<'_>, event: &Bound<'_, PyAny>, event_loop: Option<&Py<PyAny>>) -> Outcome {
         let mut result = crate::capi::call1(self.handler.bind(py), event);
         if self.is_async {
@@ -442,6 +443,7 @@ impl Registry {
     }
 
     /// `resolve` for a type given as a Python str, through the `last` memo.
+    #[inline]
     pub fn resolve_type(&self, py: Python<'_>, event_type: &Bound<'_, PyString>) -> Option<Arc<Resolved>> {
         // Read before resolving: a change racing with this call leaves a memo that is already
         // stale, hence never used, rather than a stale result that looks current.
