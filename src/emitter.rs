@@ -26,7 +26,6 @@ pub struct EmitterCore {
     chain: Chain,
     counters: Arc<DispatchCounters>,
     retries: Arc<Retries>,
-    emitted: Counter,
     dropped_full: Counter,
     dropped_shutdown: Counter,
     event_loop: Option<Py<PyAny>>,
@@ -107,7 +106,6 @@ impl EmitterCore {
 
     #[inline]
     fn count_accepted(&self, event: &Bound<'_, PyAny>) -> Option<Arc<Resolved>> {
-        self.emitted.inc();
         let r = self.resolve(event)?;
         r.counters.accepted.inc();
         Some(r)
@@ -245,7 +243,6 @@ impl Emitter {
                 }
             }
         }
-        self.core.emitted.inc();
         if let Some(r) = resolved {
             r.counters.accepted.inc();
         }
@@ -313,7 +310,6 @@ impl Emitter {
             chain: Chain::default(),
             counters,
             retries,
-            emitted: Counter::default(),
             dropped_full: Counter::default(),
             dropped_shutdown: Counter::default(),
             event_loop,
@@ -458,7 +454,8 @@ impl Emitter {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = &self.core;
         py.import("nova._types")?.getattr("EmitterStats")?.call1((
-            c.emitted.get(),
+            // Every accepted event counts once under its type: no emitter-wide counter to bump.
+            c.registry.accepted_total(),
             c.counters.processed.get(),
             c.counters.failed.get(),
             self.lane.len() + c.retries.pending(),

@@ -96,24 +96,30 @@ fn now_micros() -> i64 {
     crate::metrics::epoch_micros()
 }
 
-/// UUIDv7 state for the whole process: the last (millisecond << 12 | counter) handed out, so
-/// ids are strictly increasing across threads (RFC 9562 method 1, a 12-bit counter), and a
-/// wyrand generator for the 62 random bits. Two atomics, no lock (the uuid crate's own v7
-/// context takes a mutex per id).
+/// UUIDv7 state: for the whole process, the last (millisecond << 12 | counter) handed out, so
+/// ids are strictly increasing across threads (RFC 9562 method 1, a 12-bit counter); for each
+/// thread, a wyrand generator for the 62 random bits. One atomic per id, no lock (the uuid
+/// crate's own v7 context takes a mutex per id). The generator is per thread because a shared
+/// one costs a second lock-prefixed add per event, which on the emit path weighs more than
+/// the thread-local lookup.
 static LAST_TICK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static RNG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    static RNG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 fn random_u64() -> u64 {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut s = RNG.fetch_add(0xa076_1d64_78bd_642f, Relaxed);
-    if s == 0 {
-        let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
-        let _ = RNG.compare_exchange(0xa076_1d64_78bd_642f, a ^ b, Relaxed, Relaxed);
-        s = a ^ b;
-    }
-    s = s.wrapping_add(0xa076_1d64_78bd_642f);
-    let t = (s as u128).wrapping_mul((s ^ 0xe703_7ed1_a0b4_28db) as u128);
-    ((t >> 64) ^ t) as u64
+    RNG.with(|state| {
+        let mut s = state.get();
+        if s == 0 {
+            let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+            s = a ^ b;
+        }
+        s = s.wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(s);
+        let t = (s as u128).wrapping_mul((s ^ 0xe703_7ed1_a0b4_28db) as u128);
+        ((t >> 64) ^ t) as u64
+    })
 }
 
 /// A new UUIDv7 for an event made at `micros` since the epoch.

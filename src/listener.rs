@@ -431,6 +431,11 @@ impl Registry {
         v
     }
 
+    /// Events accepted, all types together.
+    pub fn accepted_total(&self) -> u64 {
+        self.type_counters.lock().values().map(|c| c.accepted.get()).sum()
+    }
+
     pub fn type_counters(&self) -> Vec<(String, Arc<TypeCounters>)> {
         let mut v: Vec<_> = self
             .type_counters
