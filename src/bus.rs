@@ -223,14 +223,14 @@ impl PartitionSink {
         };
         match attempt(py, sub, event, 1, Some(&topic.name), core.event_loop.as_ref()) {
             Attempt::Done => {
-                core.counters.processed.inc();
+                core.counters.processed.inc(py);
                 if let Some(id) = id {
                     self.mark_seen(topic, sub, id);
                 }
                 None
             }
             Attempt::Failed(e) => {
-                core.counters.processed.inc();
+                core.counters.processed.inc(py);
                 core.counters.failed.inc();
                 if topic.mode == Mode::AtMostOnce {
                     core.dropped_at_most_once.inc();

@@ -11,7 +11,7 @@ use pyo3::types::PyTuple;
 
 use crate::errors::{describe_event, group_errors, middleware_error, type_name, validation_error};
 use crate::listener::{Resolved, Sub};
-use crate::metrics::Counter;
+use crate::metrics::{Counter, GilCounter};
 
 /// A middleware object with its hooks looked up once.
 pub struct Middleware {
@@ -88,7 +88,7 @@ impl Chain {
 /// Counters every dispatching component keeps.
 #[derive(Default)]
 pub struct DispatchCounters {
-    pub processed: Counter,
+    pub processed: GilCounter,
     pub failed: Counter,
     pub middleware_errors: Counter,
 }
@@ -145,10 +145,10 @@ pub fn attempt(
     let r = managed.bind(py).call_method1("attempt", (event, n, topic));
     sub.metrics
         .duration
-        .observe_nanos(crate::metrics::mono_nanos().saturating_sub(start));
+        .observe_nanos(py, crate::metrics::mono_nanos().saturating_sub(start));
     match r {
         Ok(v) if v.is_none() => {
-            sub.metrics.success.inc();
+            sub.metrics.success.inc(py);
             Attempt::Done
         }
         Ok(v) => match v.extract::<f64>() {

@@ -59,7 +59,7 @@ impl EmitterCore {
             },
             |sub, ev| {
                 let result = sub.call(py, ev, self.event_loop.as_ref());
-                self.counters.processed.inc();
+                self.counters.processed.inc(py);
                 result.err().inspect(|_| self.counters.failed.inc())
             },
         )
@@ -85,11 +85,11 @@ impl EmitterCore {
             },
             |sub, ev| match attempt(py, sub, ev, 1, None, self.event_loop.as_ref()) {
                 Attempt::Done => {
-                    self.counters.processed.inc();
+                    self.counters.processed.inc(py);
                     None
                 }
                 Attempt::Failed(e) => {
-                    self.counters.processed.inc();
+                    self.counters.processed.inc(py);
                     self.counters.failed.inc();
                     if sub.managed.is_none() { Some(e) } else { None }
                 }

@@ -266,10 +266,10 @@ impl Sub {
         let listener = self.listener.bind(py).get();
         let start = mono_nanos();
         let outcome = listener.invoke(py, event, event_loop);
-        self.metrics.duration.observe_nanos(mono_nanos().saturating_sub(start));
+        self.metrics.duration.observe_nanos(py, mono_nanos().saturating_sub(start));
         match outcome {
             Outcome::Ok | Outcome::Handled => {
-                self.metrics.success.inc();
+                self.metrics.success.inc(py);
                 Ok(())
             }
             Outcome::Failed(cause) => {

@@ -57,6 +57,31 @@ impl Counter {
 
 /// The count of observations is the sum of the buckets, worked out when read: one atomic add
 /// fewer per listener call, and a snapshot's count always agrees with its buckets.
+/// Add `n` to an atomic that is only ever written with the GIL held (the callers take the
+/// `Python` token to prove it): the GIL already serialises the writes, so a plain load and
+/// store does, without the lock-prefixed add, which costs an uncontended ~7 ns on the VMs we
+/// measure on (a few per emit add up). Reads stay well-defined from any thread. (Nova is
+/// built for the abi3 ABI, which free-threaded CPython does not load.)
+#[inline]
+fn add_under_gil(a: &AtomicU64, n: u64, _py: Python<'_>) {
+    a.store(a.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// A counter bumped only with the GIL held, on the per-event paths (see `add_under_gil`).
+#[derive(Default)]
+pub struct GilCounter(AtomicU64);
+
+impl GilCounter {
+    #[inline]
+    pub fn inc(&self, py: Python<'_>) {
+        add_under_gil(&self.0, 1, py);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
 pub struct Histogram {
     buckets: [AtomicU64; DURATION_BOUNDS.len() + 1],
     sum_nanos: AtomicU64,
@@ -73,18 +98,19 @@ impl Default for Histogram {
 
 impl Histogram {
     #[inline]
-    pub fn observe(&self, d: Duration) {
-        self.observe_nanos(d.as_nanos() as u64);
+    pub fn observe(&self, py: Python<'_>, d: Duration) {
+        self.observe_nanos(py, d.as_nanos() as u64);
     }
 
+    /// Record one observation; written only with the GIL held (see `add_under_gil`).
     #[inline]
-    pub fn observe_nanos(&self, nanos: u64) {
+    pub fn observe_nanos(&self, py: Python<'_>, nanos: u64) {
         let idx = DURATION_BOUNDS_NANOS
             .iter()
             .position(|b| nanos <= *b)
             .unwrap_or(DURATION_BOUNDS_NANOS.len());
-        self.buckets[idx].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
+        add_under_gil(&self.buckets[idx], 1, py);
+        add_under_gil(&self.sum_nanos, nanos, py);
     }
 
     /// (bounds, non-cumulative bucket counts incl. +Inf, sum in seconds, count)
@@ -108,7 +134,7 @@ impl Histogram {
 /// Outcomes and timings of one subscriber (a listener on one component).
 #[derive(Default)]
 pub struct ListenerMetrics {
-    pub success: Counter,
+    pub success: GilCounter,
     pub failure: Counter,
     pub duration: Histogram,
 }
@@ -169,9 +195,12 @@ mod tests {
     #[test]
     fn histogram_buckets_by_upper_bound() {
         let h = Histogram::default();
-        h.observe(Duration::from_micros(10));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(60));
+        pyo3::prepare_freethreaded_python();
+        Python::with_gil(|py| {
+            h.observe(py, Duration::from_micros(10));
+            h.observe(py, Duration::from_millis(3));
+            h.observe(py, Duration::from_secs(60));
+        });
         assert_eq!(h.buckets.iter().map(|b| b.load(Relaxed)).sum::<u64>(), 3);
         assert_eq!(h.buckets[0].load(Relaxed), 1);
         assert_eq!(h.buckets[6].load(Relaxed), 1);
