@@ -107,16 +107,16 @@ impl EmitterCore {
     #[inline]
     fn count_accepted(&self, event: &Bound<'_, PyAny>) -> Option<Arc<Resolved>> {
         let r = self.resolve(event)?;
-        r.counters.accepted.inc();
+        r.counters.accepted.inc(event.py());
         Some(r)
     }
 
     fn count_type(&self, event: &Bound<'_, PyAny>, dropped: bool) {
         if let Some(r) = self.resolve(event) {
             if dropped {
-                r.counters.dropped.inc()
+                r.counters.dropped.inc(event.py())
             } else {
-                r.counters.rejected.inc()
+                r.counters.rejected.inc(event.py())
             }
         }
     }
@@ -244,7 +244,7 @@ impl Emitter {
             }
         }
         if let Some(r) = resolved {
-            r.counters.accepted.inc();
+            r.counters.accepted.inc(py);
         }
         Ok(())
     }

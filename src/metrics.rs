@@ -142,9 +142,9 @@ pub struct ListenerMetrics {
 /// Accepted, rejected and dropped emits of one event type.
 #[derive(Default)]
 pub struct TypeCounters {
-    pub accepted: Counter,
-    pub rejected: Counter,
-    pub dropped: Counter,
+    pub accepted: GilCounter,
+    pub rejected: GilCounter,
+    pub dropped: GilCounter,
 }
 
 /// The part of a component's `_metrics()` snapshot every component has: its name, emits by
