@@ -19,7 +19,7 @@ use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCo
 use crate::errors::{buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, type_name, validation_error};
 use crate::event::as_event;
 use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
-use crate::metrics::{component_snapshot, pairs, Counter, TypeCounters};
+use crate::metrics::{component_snapshot, pairs, Counter, GilCounter, TypeCounters};
 use crate::partition::partition_of;
 use crate::pool::{PoolInner, WorkerPool};
 use crate::queue::{Item, Lane, Pushed, Sink};
@@ -224,14 +224,14 @@ impl PartitionSink {
         };
         match attempt(py, sub, event, 1, Some(&topic.name), core.event_loop.as_ref()) {
             Attempt::Done => {
-                core.counters.processed.inc();
+                core.counters.processed.inc(py);
                 if let Some(id) = id {
                     self.mark_seen(topic, sub, id);
                 }
                 None
             }
             Attempt::Failed(e) => {
-                core.counters.processed.inc();
+                core.counters.processed.inc(py);
                 core.counters.failed.inc();
                 if topic.mode == Mode::AtMostOnce {
                     core.dropped_at_most_once.inc();
@@ -452,7 +452,7 @@ impl Bus {
         if let Err(e) = check_event(py, &self.core.name, event, self.validator.as_ref()) {
             if let Some(ev) = as_event(event) {
                 if let Ok(t) = ev.get().type_obj(py).to_str() {
-                    self.core.types.resolve(t).counters.rejected.inc();
+                    self.core.types.resolve(t).counters.rejected.inc(py);
                 }
             }
             return Err(e);
@@ -460,10 +460,10 @@ impl Bus {
         Ok(())
     }
 
-    fn count(&self, py: Python<'_>, event: &Bound<'_, PyAny>, which: fn(&TypeCounters) -> &Counter) {
+    fn count(&self, py: Python<'_>, event: &Bound<'_, PyAny>, which: fn(&TypeCounters) -> &GilCounter) {
         if let Some(ev) = as_event(event) {
             if let Ok(t) = ev.get().type_obj(py).to_str() {
-                which(&self.core.types.resolve(t).counters).inc();
+                which(&self.core.types.resolve(t).counters).inc(py);
             }
         }
     }

@@ -52,6 +52,7 @@ pub fn positive(py: Python<'_>, field: &str, value: i64) -> PyResult<usize> {
 }
 
 /// Check that `obj` is a `nova.Event` and run the component's validator on it.
+#[inline]
 pub fn check_event(
     py: Python<'_>,
     component: &str,

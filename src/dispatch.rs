@@ -1,6 +1,7 @@
 //! Running one event through a component: middleware `before` hooks in order, every matching
 //! listener in subscription order, then `after` hooks in reverse with the outcome.
 
+use std::sync::atomic::{AtomicBool, Ordering::{Acquire, Release}};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -10,7 +11,7 @@ use pyo3::types::PyTuple;
 
 use crate::errors::{describe_event, group_errors, middleware_error, type_name, validation_error};
 use crate::listener::{Resolved, Sub};
-use crate::metrics::Counter;
+use crate::metrics::{Counter, GilCounter};
 
 /// A middleware object with its hooks looked up once.
 pub struct Middleware {
@@ -21,7 +22,13 @@ pub struct Middleware {
 
 /// The middleware of a component; replaced wholesale on `use`, read without locking for long.
 #[derive(Default)]
-pub struct Chain(RwLock<Arc<Vec<Middleware>>>);
+pub struct Chain {
+    items: RwLock<Arc<Vec<Middleware>>>,
+    /// Set once the first middleware is added (none is ever removed). Most components have no
+    /// middleware, and this spares each of their events the lock and the `Arc` clone of
+    /// `snapshot`.
+    used: AtomicBool,
+}
 
 fn hook(py: Python<'_>, obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<Py<PyAny>>> {
     match obj.getattr(name) {
@@ -53,7 +60,7 @@ impl Chain {
             }
             added.push(Middleware { obj: obj.unbind(), before, after });
         }
-        let mut guard = self.0.write();
+        let mut guard = self.items.write();
         let mut all: Vec<Middleware> = guard
             .iter()
             .map(|m| Middleware {
@@ -64,18 +71,24 @@ impl Chain {
             .collect();
         all.extend(added);
         *guard = Arc::new(all);
+        self.used.store(true, Release);
         Ok(())
     }
 
-    pub fn snapshot(&self) -> Arc<Vec<Middleware>> {
-        self.0.read().clone()
+    /// The middleware now, or `None` when there has never been any.
+    pub fn snapshot(&self) -> Option<Arc<Vec<Middleware>>> {
+        if self.used.load(Acquire) {
+            Some(self.items.read().clone())
+        } else {
+            None
+        }
     }
 }
 
 /// Counters every dispatching component keeps.
 #[derive(Default)]
 pub struct DispatchCounters {
-    pub processed: Counter,
+    pub processed: GilCounter,
     pub failed: Counter,
     pub middleware_errors: Counter,
 }
@@ -132,7 +145,7 @@ pub fn attempt(
         // The common case runs in Rust; Python's policy is asked only after a failure.
         Some(core) if n == 1 && core.get().takes_first_attempt() => {
             let (result, elapsed) = core.get().run(py, event, n);
-            sub.metrics.duration.observe_nanos(elapsed);
+            sub.metrics.duration.observe_nanos(py, elapsed);
             match result {
                 Ok(None) => Ok(py.None().into_bound(py)),
                 Ok(Some(error)) => managed.bind(py).call_method1("_after_failed_attempt", (event, n, topic, error)),
@@ -144,13 +157,13 @@ pub fn attempt(
             let r = managed.bind(py).call_method1("attempt", (event, n, topic));
             sub.metrics
                 .duration
-                .observe_nanos(crate::metrics::mono_nanos().saturating_sub(start));
+                .observe_nanos(py, crate::metrics::mono_nanos().saturating_sub(start));
             r
         }
     };
     match r {
         Ok(v) if v.is_none() => {
-            sub.metrics.success.inc();
+            sub.metrics.success.inc(py);
             Attempt::Done
         }
         Ok(v) => match v.extract::<f64>() {
@@ -196,7 +209,8 @@ impl Dispatch<'_> {
         resolve: impl FnOnce(&Bound<'py, PyAny>) -> Arc<Resolved>,
         mut deliver: impl FnMut(&Arc<Sub>, &Bound<'py, PyAny>) -> Option<PyErr>,
     ) -> Result<(), PyErr> {
-        let chain = self.chain.snapshot();
+        let snapshot = self.chain.snapshot();
+        let chain: &[Middleware] = snapshot.as_deref().map_or(&[], Vec::as_slice);
         let mut event = event;
         for (index, mw) in chain.iter().enumerate() {
             if let Some(before) = &mw.before {
@@ -250,8 +264,10 @@ impl Dispatch<'_> {
         } else {
             Some(group_errors(py, &describe_event(&event), errors))
         };
-        let value = outcome.as_ref().map(|e| e.value(py).clone().into_any());
-        self.run_after(py, &chain, &event, value.as_ref());
+        if !chain.is_empty() {
+            let value = outcome.as_ref().map(|e| e.value(py).clone().into_any());
+            self.run_after(py, chain, &event, value.as_ref());
+        }
         match outcome {
             None => Ok(()),
             Some(e) => Err(e),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::component::{check_event, deadline, ContextCapture, pick_loop, positive, shutdown_report, OnFull};
@@ -25,7 +26,6 @@ pub struct EmitterCore {
     chain: Chain,
     counters: Arc<DispatchCounters>,
     retries: Arc<Retries>,
-    emitted: Counter,
     dropped_full: Counter,
     dropped_shutdown: Counter,
     event_loop: Option<Py<PyAny>>,
@@ -33,10 +33,11 @@ pub struct EmitterCore {
 
 impl EmitterCore {
     /// The listeners (and counters) of an event's type; `None` for a non-event.
+    #[inline]
     fn resolve(&self, event: &Bound<'_, PyAny>) -> Option<Arc<Resolved>> {
         let ev = as_event(event)?;
-        let t = ev.get().type_obj(event.py());
-        Some(self.registry.resolve(t.to_str().ok()?))
+        let py = event.py();
+        self.registry.resolve_type(py, ev.get().type_obj(py))
     }
 
     /// Run middleware and listeners in this thread (`emit`); `resolved` is reused unless
@@ -58,7 +59,7 @@ impl EmitterCore {
             },
             |sub, ev| {
                 let result = sub.call(py, ev, self.event_loop.as_ref());
-                self.counters.processed.inc();
+                self.counters.processed.inc(py);
                 result.err().inspect(|_| self.counters.failed.inc())
             },
         )
@@ -84,11 +85,11 @@ impl EmitterCore {
             },
             |sub, ev| match attempt(py, sub, ev, 1, None, self.event_loop.as_ref()) {
                 Attempt::Done => {
-                    self.counters.processed.inc();
+                    self.counters.processed.inc(py);
                     None
                 }
                 Attempt::Failed(e) => {
-                    self.counters.processed.inc();
+                    self.counters.processed.inc(py);
                     self.counters.failed.inc();
                     if sub.managed.is_none() { Some(e) } else { None }
                 }
@@ -103,19 +104,19 @@ impl EmitterCore {
         }
     }
 
+    #[inline]
     fn count_accepted(&self, event: &Bound<'_, PyAny>) -> Option<Arc<Resolved>> {
-        self.emitted.inc();
         let r = self.resolve(event)?;
-        r.counters.accepted.inc();
+        r.counters.accepted.inc(event.py());
         Some(r)
     }
 
     fn count_type(&self, event: &Bound<'_, PyAny>, dropped: bool) {
         if let Some(r) = self.resolve(event) {
             if dropped {
-                r.counters.dropped.inc()
+                r.counters.dropped.inc(event.py())
             } else {
-                r.counters.rejected.inc()
+                r.counters.rejected.inc(event.py())
             }
         }
     }
@@ -164,6 +165,7 @@ pub struct Emitter {
 }
 
 impl Emitter {
+    #[inline]
     fn check_open(&self, py: Python<'_>) -> PyResult<()> {
         if self.closed.load(SeqCst) {
             return Err(emitter_closed(
@@ -184,6 +186,7 @@ impl Emitter {
         Ok(())
     }
 
+    #[inline]
     fn admit(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check_open(py)?;
         if let Err(e) = check_event(py, &self.core.name, event, self.validator.as_ref()) {
@@ -240,9 +243,8 @@ impl Emitter {
                 }
             }
         }
-        self.core.emitted.inc();
         if let Some(r) = resolved {
-            r.counters.accepted.inc();
+            r.counters.accepted.inc(py);
         }
         Ok(())
     }
@@ -308,7 +310,6 @@ impl Emitter {
             chain: Chain::default(),
             counters,
             retries,
-            emitted: Counter::default(),
             dropped_full: Counter::default(),
             dropped_shutdown: Counter::default(),
             event_loop,
@@ -453,7 +454,8 @@ impl Emitter {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = &self.core;
         py.import("nova._types")?.getattr("EmitterStats")?.call1((
-            c.emitted.get(),
+            // Every accepted event counts once under its type: no emitter-wide counter to bump.
+            c.registry.accepted_total(),
             c.counters.processed.get(),
             c.counters.failed.get(),
             self.lane.len() + c.retries.pending(),
@@ -530,7 +532,53 @@ impl Emitter {
     }
 }
 
+/// PyO3's own `Emitter.emit`, for the calls `emit_entry` passes on.
+static PYO3_EMIT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+
+/// `Emitter.emit` as a plain C method (see `capi::install_fast_method`): `emit(event)`, the
+/// call every synchronous event makes, goes straight to `Emitter::emit`; any other form (a
+/// keyword argument, a wrong count) goes to PyO3's method, so it behaves and fails as before.
+unsafe extern "C" fn emit_entry(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: called by CPython with the GIL held and valid fastcall arguments; PyO3's
+    // trampoline turns an error or a panic into a raised exception and a NULL return.
+    unsafe { pyo3::impl_::trampoline::fastcall_with_keywords(slf, args, nargs, kwnames, emit_call) }
+}
+
+unsafe fn emit_call(
+    py: Python<'_>,
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> PyResult<*mut pyo3::ffi::PyObject> {
+    // SAFETY: the method descriptor only calls us with `slf` an instance of Emitter (or of a
+    // subclass), and `args` as CPython passes them.
+    unsafe {
+        if nargs == 1 && kwnames.is_null() {
+            let slf = Borrowed::from_ptr(py, slf);
+            let emitter = slf.downcast_unchecked::<Emitter>().get();
+            emitter.emit(py, &Borrowed::from_ptr(py, *args))?;
+            return Ok(py.None().into_ptr());
+        }
+        let pyo3_emit = PYO3_EMIT.get(py).expect("set before emit_entry is installed");
+        crate::capi::call_method_with_self(py, pyo3_emit, slf, args, nargs, kwnames)
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add_class::<Emitter>()?;
-    Ok(())
+    crate::capi::install_fast_method(
+        py,
+        &py.get_type::<Emitter>(),
+        c"emit",
+        emit_entry,
+        c"emit($self, event)\n--\n\nRun middleware and every matching listener now, in this thread.",
+        &PYO3_EMIT,
+    )
 }

@@ -4,8 +4,14 @@
 //! Unix epoch and becomes a `datetime` only when somebody asks for it, since most events are
 //! never looked at that way.
 
+use std::mem::ManuallyDrop;
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+
 use pyo3::exceptions::PyTypeError;
+use pyo3::impl_::pyclass_init::PyObjectInit;
 use pyo3::prelude::*;
+use pyo3::PyClassInitializer;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
@@ -51,8 +57,8 @@ pub struct Event {
     /// first use, since most events are dispatched without anyone reading the id.
     uuid: u128,
     id: GILOnceCell<Py<PyString>>,
-    type_: Py<PyString>,
-    data: Py<PyAny>,
+    type_: Held<PyString>,
+    data: Held<PyAny>,
     /// Nova's private copy; never handed out mutable. `None` means empty.
     metadata: Option<Py<PyDict>>,
     micros: i64,
@@ -60,28 +66,60 @@ pub struct Event {
     timestamp: GILOnceCell<Py<PyAny>>,
 }
 
+/// A Python object an `Event` holds. An `Event` only ever lives inside its Python object and
+/// is dropped by that object's deallocation, which runs with the GIL held, so the reference
+/// is released with a plain `Py_DecRef`: `Py`'s own drop first asks a thread-local whether
+/// the GIL is held, and `type` and `data` are dropped with every event.
+struct Held<T>(ManuallyDrop<Py<T>>);
+
+impl<T> Held<T> {
+    fn new(obj: Py<T>) -> Self {
+        Held(ManuallyDrop::new(obj))
+    }
+}
+
+impl<T> std::ops::Deref for Held<T> {
+    type Target = Py<T>;
+    fn deref(&self) -> &Py<T> {
+        &self.0
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        // SAFETY: the GIL is held (see above); the reference is owned and not used again.
+        unsafe { pyo3::ffi::Py_DecRef(self.0.as_ptr()) }
+    }
+}
+
 fn now_micros() -> i64 {
     crate::metrics::epoch_micros()
 }
 
-/// UUIDv7 state for the whole process: the last (millisecond << 12 | counter) handed out, so
-/// ids are strictly increasing across threads (RFC 9562 method 1, a 12-bit counter), and a
-/// wyrand generator for the 62 random bits. Two atomics, no lock (the uuid crate's own v7
-/// context takes a mutex per id).
+/// UUIDv7 state: for the whole process, the last (millisecond << 12 | counter) handed out, so
+/// ids are strictly increasing across threads (RFC 9562 method 1, a 12-bit counter); for each
+/// thread, a wyrand generator for the 62 random bits. One atomic per id, no lock (the uuid
+/// crate's own v7 context takes a mutex per id). The generator is per thread because a shared
+/// one costs a second lock-prefixed add per event, which on the emit path weighs more than
+/// the thread-local lookup.
 static LAST_TICK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static RNG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    static RNG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 fn random_u64() -> u64 {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut s = RNG.fetch_add(0xa076_1d64_78bd_642f, Relaxed);
-    if s == 0 {
-        let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
-        let _ = RNG.compare_exchange(0xa076_1d64_78bd_642f, a ^ b, Relaxed, Relaxed);
-        s = a ^ b;
-    }
-    s = s.wrapping_add(0xa076_1d64_78bd_642f);
-    let t = (s as u128).wrapping_mul((s ^ 0xe703_7ed1_a0b4_28db) as u128);
-    ((t >> 64) ^ t) as u64
+    RNG.with(|state| {
+        let mut s = state.get();
+        if s == 0 {
+            let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+            s = a ^ b;
+        }
+        s = s.wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(s);
+        let t = (s as u128).wrapping_mul((s ^ 0xe703_7ed1_a0b4_28db) as u128);
+        ((t >> 64) ^ t) as u64
+    })
 }
 
 /// A new UUIDv7 for an event made at `micros` since the epoch.
@@ -97,12 +135,16 @@ pub fn new_uuid7(micros: i64) -> uuid::Uuid {
             Err(seen) => last = seen,
         }
     };
-    let counter = (tick & 0xFFF) as u16;
-    let mut bytes = [0u8; 10];
-    bytes[0] = (counter >> 8) as u8;
-    bytes[1] = counter as u8;
-    bytes[2..10].copy_from_slice(&r.to_le_bytes());
-    uuid::Builder::from_unix_timestamp_millis(tick >> 12, &bytes).into_uuid()
+    uuid::Uuid::from_u128(uuid7_bits(tick >> 12, (tick & 0xFFF) as u16, r))
+}
+
+/// The UUIDv7 `uuid::Builder::from_unix_timestamp_millis` makes from the millisecond, the
+/// 12-bit counter (as its first two bytes) and `r` (little-endian, as the other eight),
+/// assembled as one number: the builder goes byte by byte, on every event.
+fn uuid7_bits(millis: u64, counter: u16, r: u64) -> u128 {
+    let version_counter = 0x7000 | (counter & 0xFFF) as u64;
+    let variant_random = (r.swap_bytes() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
+    ((millis & 0xFFFF_FFFF_FFFF) as u128) << 80 | (version_counter as u128) << 64 | variant_random as u128
 }
 
 fn id_text(py: Python<'_>, uuid: u128) -> Py<PyString> {
@@ -137,7 +179,8 @@ fn non_empty_str<'py>(
     value: &Bound<'py, PyAny>,
 ) -> PyResult<Py<PyString>> {
     match value.downcast::<PyString>() {
-        Ok(s) if s.len()? > 0 => Ok(s.clone().unbind()),
+        // SAFETY: `s` is a str, for which PyUnicode_GetLength cannot fail.
+        Ok(s) if unsafe { pyo3::ffi::PyUnicode_GetLength(s.as_ptr()) } > 0 => Ok(s.clone().unbind()),
         Ok(_) => Err(validation_error(
             py,
             format!("Event.{field} must be a non-empty str, got ''"),
@@ -296,32 +339,8 @@ impl Event {
         })
     }
 
-    /// Build an event of class `cls` through `Event.__new__`, so subclasses keep their class
-    /// without running a subclass `__init__` of another signature.
-    fn build<'py>(
-        py: Python<'py>,
-        cls: &Bound<'py, PyType>,
-        type_: &Bound<'py, PyAny>,
-        data: &Bound<'py, PyAny>,
-        id: &Bound<'py, PyAny>,
-        metadata: &Bound<'py, PyAny>,
-        timestamp: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("id", id)?;
-        kwargs.set_item("metadata", metadata)?;
-        kwargs.set_item("timestamp", timestamp)?;
-        py.get_type::<Event>()
-            .getattr("__new__")?
-            .call((cls, type_, data), Some(&kwargs))
-    }
-}
-
-#[pymethods]
-impl Event {
-    #[new]
-    #[pyo3(signature = (r#type, data=None, *, id=None, metadata=None, timestamp=None))]
-    fn new(
+    /// The checks and defaults of `Event(...)`, shared by `__new__` and the vectorcall.
+    fn create(
         py: Python<'_>,
         r#type: &Bound<'_, PyAny>,
         data: Option<Py<PyAny>>,
@@ -356,12 +375,48 @@ impl Event {
         Ok(Event {
             uuid,
             id: id_cell,
-            type_,
-            data: data.unwrap_or_else(|| py.None()),
+            type_: Held::new(type_),
+            data: Held::new(data.unwrap_or_else(|| py.None())),
             metadata,
             micros,
             timestamp: cell,
         })
+    }
+
+    /// Build an event of class `cls` through `Event.__new__`, so subclasses keep their class
+    /// without running a subclass `__init__` of another signature.
+    fn build<'py>(
+        py: Python<'py>,
+        cls: &Bound<'py, PyType>,
+        type_: &Bound<'py, PyAny>,
+        data: &Bound<'py, PyAny>,
+        id: &Bound<'py, PyAny>,
+        metadata: &Bound<'py, PyAny>,
+        timestamp: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("id", id)?;
+        kwargs.set_item("metadata", metadata)?;
+        kwargs.set_item("timestamp", timestamp)?;
+        py.get_type::<Event>()
+            .getattr("__new__")?
+            .call((cls, type_, data), Some(&kwargs))
+    }
+}
+
+#[pymethods]
+impl Event {
+    #[new]
+    #[pyo3(signature = (r#type, data=None, *, id=None, metadata=None, timestamp=None))]
+    fn new(
+        py: Python<'_>,
+        r#type: &Bound<'_, PyAny>,
+        data: Option<Py<PyAny>>,
+        id: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        Event::create(py, r#type, data, id, metadata, timestamp)
     }
 
     #[getter]
@@ -615,12 +670,80 @@ pub fn _restore_event<'py>(
     Event::build(py, cls, type_, data, id, metadata, timestamp)
 }
 
+/// `Event`'s `__new__` and `__init__` slots when its vectorcall was installed; null when it
+/// was not.
+static EVENT_NEW: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+static EVENT_INIT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The vectorcall of the `Event` class (see `capi::set_type_vectorcall`). `Event(...)` runs
+/// on every emit, and the ordinary route costs about as much as dispatching the event:
+/// `type.__call__` packs the arguments into a tuple, PyO3's `__new__` parses them against a
+/// signature with keywords, then `object.__init__` checks them again.
+unsafe extern "C" fn event_vectorcall(
+    callable: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    let nargs = crate::capi::vectorcall_nargs(nargsf) as pyo3::ffi::Py_ssize_t;
+    // SAFETY: called by CPython with the GIL held and valid vectorcall arguments; PyO3's
+    // trampoline turns an error or a panic into a raised exception and a NULL return.
+    unsafe { pyo3::impl_::trampoline::fastcall_with_keywords(callable, args, nargs, kwnames, construct) }
+}
+
+/// `Event(type)` and `Event(type, data)`, the forms events are made with on hot paths, build
+/// the event directly with the checks of `Event.__new__`. Any other call (keywords, a wrong
+/// argument count) goes the ordinary way, so its errors are PyO3's own, as are the results
+/// for a subclass or for an `Event.__new__`/`__init__` assigned from Python.
+unsafe fn construct(
+    py: Python<'_>,
+    callable: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> PyResult<*mut pyo3::ffi::PyObject> {
+    let nargs = nargs as usize;
+    // SAFETY: `args` holds `nargs` live objects (plus one per keyword name); the type-field
+    // read is valid because the vectorcall is only installed once the layout is checked.
+    unsafe {
+        let tp = callable.cast::<pyo3::ffi::PyTypeObject>();
+        if kwnames.is_null()
+            && (nargs == 1 || nargs == 2)
+            && tp == EVENT_TYPE.load(Relaxed)
+            && crate::capi::type_new_and_init(tp) == (EVENT_NEW.load(Relaxed), EVENT_INIT.load(Relaxed))
+        {
+            let type_ = Borrowed::from_ptr(py, *args);
+            let data = (nargs == 2).then(|| Borrowed::from_ptr(py, *args.add(1)).to_owned().unbind());
+            // The ordinary route would also run `object.__init__`, which accepts any arguments
+            // when `__new__` is overridden and `__init__` is not: nothing to do here.
+            let event = Event::create(py, &type_, data, None, None, None)?;
+            // Allocated for `tp` directly: `Bound::new` would look the class up again.
+            return PyClassInitializer::from(event).into_new_object(py, tp);
+        }
+        crate::capi::call_via_type_call(py, callable, args, nargs, kwnames)
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add_class::<Event>()?;
-    EVENT_TYPE.store(
-        m.py().get_type::<Event>().as_type_ptr(),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let tp = py.get_type::<Event>().as_type_ptr();
+    EVENT_TYPE.store(tp, Relaxed);
+    // SAFETY: GIL held; the Event type lives as long as the module, and `event_vectorcall`
+    // answers every call as `type.__call__` would.
+    unsafe {
+        let new = pyo3::ffi::PyType_GetSlot(tp, pyo3::ffi::Py_tp_new);
+        let init = pyo3::ffi::PyType_GetSlot(tp, pyo3::ffi::Py_tp_init);
+        let object_init = pyo3::ffi::PyType_GetSlot(
+            std::ptr::addr_of_mut!(pyo3::ffi::PyBaseObject_Type),
+            pyo3::ffi::Py_tp_init,
+        );
+        // Skipping `__init__` is only right while it is `object.__init__`.
+        if init == object_init && crate::capi::set_type_vectorcall(py, tp, event_vectorcall) {
+            EVENT_NEW.store(new, Relaxed);
+            EVENT_INIT.store(init, Relaxed);
+        }
+    }
     m.add_function(wrap_pyfunction!(_restore_event, m)?)?;
     Ok(())
 }
@@ -628,6 +751,21 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuid7_bits_match_the_uuid_builder() {
+        let mut r = 0x0123_4567_89ab_cdefu64;
+        for i in 0..1000u64 {
+            r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let (millis, counter) = (1_700_000_000_000 + i * 7919, (i * 37 % 4096) as u16);
+            let mut bytes = [0u8; 10];
+            bytes[0] = (counter >> 8) as u8;
+            bytes[1] = counter as u8;
+            bytes[2..10].copy_from_slice(&r.to_le_bytes());
+            let want = uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid();
+            assert_eq!(uuid7_bits(millis, counter, r), want.as_u128());
+        }
+    }
 
     #[test]
     fn ids_from_one_thread_increase_and_are_v7() {

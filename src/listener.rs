@@ -1,6 +1,7 @@
 //! `nova.Listener`, `nova.Subscription`, and the subscriber tables that components resolve
 //! event types against (cached per type, so an emit costs one lookup).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use rustc_hash::FxBuildHasher;
@@ -9,7 +10,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::PyString;
 
 use crate::errors::{listener_error, type_name, validation_error};
@@ -60,6 +61,7 @@ impl Listener {
 
     /// Call the handler once, awaiting it on `event_loop` when it is `async def`, and apply
     /// `on_error`.
+    #[inline]
     pub fn invoke(&self, py: Python<'_>, event: &Bound<'_, PyAny>, event_loop: Option<&Py<PyAny>>) -> Outcome {
         let mut result = crate::capi::call1(self.handler.bind(py), event);
         if self.is_async {
@@ -275,10 +277,10 @@ impl Sub {
         }
         let start = mono_nanos();
         let outcome = listener.invoke(py, event, event_loop);
-        self.metrics.duration.observe_nanos(mono_nanos().saturating_sub(start));
+        self.metrics.duration.observe_nanos(py, mono_nanos().saturating_sub(start));
         match outcome {
             Outcome::Ok | Outcome::Handled => {
-                self.metrics.success.inc();
+                self.metrics.success.inc(py);
                 Ok(())
             }
             Outcome::Failed(cause) => {
@@ -299,7 +301,7 @@ impl Sub {
             return None;
         }
         let (result, elapsed) = core.run(py, event, 1);
-        self.metrics.duration.observe_nanos(elapsed);
+        self.metrics.duration.observe_nanos(py, elapsed);
         let outcome = match result {
             Ok(None) => Ok(()),
             Ok(Some(error)) => managed
@@ -309,7 +311,7 @@ impl Sub {
             Err(e) => Err(e),
         };
         match &outcome {
-            Ok(()) => self.metrics.success.inc(),
+            Ok(()) => self.metrics.success.inc(py),
             Err(_) => self.metrics.failure.inc(),
         }
         Some(outcome)
@@ -387,6 +389,23 @@ pub struct Resolved {
 /// Distinct event types whose resolution is cached before the cache starts over.
 const CACHE_LIMIT: usize = 10_000;
 
+/// The last resolution `Registry::resolve_type` made: the type's str object (held, so its
+/// address cannot be reused by another string), the table generation it was valid for, and
+/// the result.
+struct LastResolved {
+    type_: Py<PyString>,
+    generation: u64,
+    resolved: Arc<Resolved>,
+}
+
+struct LastMemo(GILProtected<RefCell<Option<LastResolved>>>);
+
+impl Default for LastMemo {
+    fn default() -> Self {
+        LastMemo(GILProtected::new(RefCell::new(None)))
+    }
+}
+
 /// Subscribers of a component, in subscription order, with a per-type resolution cache.
 #[derive(Default)]
 pub struct Registry {
@@ -395,6 +414,10 @@ pub struct Registry {
     /// table is never cached.
     generation: AtomicU64,
     cache: RwLock<HashMap<String, Arc<Resolved>, FxBuildHasher>>,
+    /// In front of `cache`: events of one type usually share one str object (a literal, or an
+    /// interned name), so comparing addresses answers most emits without taking the cache
+    /// lock or hashing the name. Guarded by the GIL, which every caller holds anyway.
+    last: LastMemo,
     type_counters: Mutex<HashMap<String, Arc<TypeCounters>>>,
     listener_metrics: Mutex<HashMap<String, Arc<ListenerMetrics>>>,
 }
@@ -446,6 +469,11 @@ impl Registry {
         v
     }
 
+    /// Events accepted, all types together.
+    pub fn accepted_total(&self) -> u64 {
+        self.type_counters.lock().values().map(|c| c.accepted.get()).sum()
+    }
+
     pub fn type_counters(&self) -> Vec<(String, Arc<TypeCounters>)> {
         let mut v: Vec<_> = self
             .type_counters
@@ -455,6 +483,29 @@ impl Registry {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// `resolve` for a type given as a Python str, through the `last` memo.
+    #[inline]
+    pub fn resolve_type(&self, py: Python<'_>, event_type: &Bound<'_, PyString>) -> Option<Arc<Resolved>> {
+        // Read before resolving: a change racing with this call leaves a memo that is already
+        // stale, hence never used, rather than a stale result that looks current.
+        let generation = self.generation.load(SeqCst);
+        let last = self.last.0.get(py);
+        if let Some(l) = &*last.borrow() {
+            if l.type_.as_ptr() == event_type.as_ptr() && l.generation == generation {
+                return Some(l.resolved.clone());
+            }
+        }
+        let resolved = self.resolve(event_type.to_str().ok()?);
+        let previous = last.replace(Some(LastResolved {
+            type_: event_type.clone().unbind(),
+            generation,
+            resolved: resolved.clone(),
+        }));
+        // Dropped after the RefCell is released: freeing the old str must not find it borrowed.
+        drop(previous);
+        Some(resolved)
     }
 
     pub fn resolve(&self, event_type: &str) -> Arc<Resolved> {

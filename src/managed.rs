@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::errors::{describe_event, nova_err, validation_error};
-use crate::metrics::{mono_nanos, Counter, Histogram};
+use crate::metrics::{mono_nanos, GilCounter, Histogram};
 use crate::watchdog;
 
 /// The manager's states, as `ListenerManager` numbers them.
@@ -47,7 +47,7 @@ pub struct AttemptCore {
     clock: Option<Py<PyAny>>,
     /// `ListenerManager._poke`: wakes a `stop()` waiting for attempts to end.
     poke: Py<PyAny>,
-    succeeded: Counter,
+    succeeded: GilCounter,
     durations: Histogram,
     health: HealthWindow,
 }
@@ -131,10 +131,10 @@ impl AttemptCore {
         let elapsed = ended.saturating_sub(started);
         self.release_slot();
         if let Ok(outcome) = &result {
-            self.durations.observe_nanos(elapsed);
+            self.durations.observe_nanos(py, elapsed);
             self.health.count(self.second_at(py, ended), outcome.is_some());
             if outcome.is_none() {
-                self.succeeded.inc();
+                self.succeeded.inc(py);
             }
         }
         if self.state.load(SeqCst) == STOPPING {
@@ -287,7 +287,7 @@ impl AttemptCore {
             circuit,
             clock,
             poke,
-            succeeded: Counter::default(),
+            succeeded: GilCounter::default(),
             durations: Histogram::default(),
             health: HealthWindow::new(),
         })

@@ -55,10 +55,36 @@ impl Counter {
     }
 }
 
+/// Add `n` to an atomic that is only ever written with the GIL held (the callers take the
+/// `Python` token to prove it): the GIL already serialises the writes, so a plain load and
+/// store does, without the lock-prefixed add, which costs an uncontended ~7 ns on the VMs we
+/// measure on (a few per emit add up). Reads stay well-defined from any thread. (Nova is
+/// built for the abi3 ABI, which free-threaded CPython does not load.)
+#[inline]
+fn add_under_gil(a: &AtomicU64, n: u64, _py: Python<'_>) {
+    a.store(a.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// A counter bumped only with the GIL held, on the per-event paths (see `add_under_gil`).
+#[derive(Default)]
+pub struct GilCounter(AtomicU64);
+
+impl GilCounter {
+    #[inline]
+    pub fn inc(&self, py: Python<'_>) {
+        add_under_gil(&self.0, 1, py);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Durations by bucket. The count of observations is the sum of the buckets, worked out when
+/// read: one add fewer per listener call, and a snapshot's count always agrees with its buckets.
 pub struct Histogram {
     buckets: [AtomicU64; DURATION_BOUNDS.len() + 1],
     sum_nanos: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -66,38 +92,34 @@ impl Default for Histogram {
         Histogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_nanos: AtomicU64::new(0),
-            count: AtomicU64::new(0),
         }
     }
 }
 
 impl Histogram {
     #[inline]
-    pub fn observe(&self, d: Duration) {
-        self.observe_nanos(d.as_nanos() as u64);
+    pub fn observe(&self, py: Python<'_>, d: Duration) {
+        self.observe_nanos(py, d.as_nanos() as u64);
     }
 
+    /// Record one observation; written only with the GIL held (see `add_under_gil`).
     #[inline]
-    pub fn observe_nanos(&self, nanos: u64) {
+    pub fn observe_nanos(&self, py: Python<'_>, nanos: u64) {
         let idx = DURATION_BOUNDS_NANOS
             .iter()
             .position(|b| nanos <= *b)
             .unwrap_or(DURATION_BOUNDS_NANOS.len());
-        self.buckets[idx].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
-        self.count.fetch_add(1, Relaxed);
+        add_under_gil(&self.buckets[idx], 1, py);
+        add_under_gil(&self.sum_nanos, nanos, py);
     }
 
     /// (bounds, non-cumulative bucket counts incl. +Inf, sum in seconds, count)
     pub fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, f64, u64)> {
         let bounds = PyList::new(py, DURATION_BOUNDS)?;
-        let counts = PyList::new(py, self.buckets.iter().map(|b| b.load(Relaxed)))?;
-        Ok((
-            bounds,
-            counts,
-            self.sum_nanos.load(Relaxed) as f64 / 1e9,
-            self.count.load(Relaxed),
-        ))
+        let loaded: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let count = loaded.iter().sum();
+        let counts = PyList::new(py, loaded)?;
+        Ok((bounds, counts, self.sum_nanos.load(Relaxed) as f64 / 1e9, count))
     }
 
     /// Add another histogram's counts into this snapshot-only one.
@@ -106,14 +128,13 @@ impl Histogram {
             a.fetch_add(b.load(Relaxed), Relaxed);
         }
         self.sum_nanos.fetch_add(other.sum_nanos.load(Relaxed), Relaxed);
-        self.count.fetch_add(other.count.load(Relaxed), Relaxed);
     }
 }
 
 /// Outcomes and timings of one subscriber (a listener on one component).
 #[derive(Default)]
 pub struct ListenerMetrics {
-    pub success: Counter,
+    pub success: GilCounter,
     pub failure: Counter,
     pub duration: Histogram,
 }
@@ -121,9 +142,9 @@ pub struct ListenerMetrics {
 /// Accepted, rejected and dropped emits of one event type.
 #[derive(Default)]
 pub struct TypeCounters {
-    pub accepted: Counter,
-    pub rejected: Counter,
-    pub dropped: Counter,
+    pub accepted: GilCounter,
+    pub rejected: GilCounter,
+    pub dropped: GilCounter,
 }
 
 /// The part of a component's `_metrics()` snapshot every component has: its name, emits by
@@ -174,10 +195,13 @@ mod tests {
     #[test]
     fn histogram_buckets_by_upper_bound() {
         let h = Histogram::default();
-        h.observe(Duration::from_micros(10));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(60));
-        assert_eq!(h.count.load(Relaxed), 3);
+        pyo3::prepare_freethreaded_python();
+        Python::with_gil(|py| {
+            h.observe(py, Duration::from_micros(10));
+            h.observe(py, Duration::from_millis(3));
+            h.observe(py, Duration::from_secs(60));
+        });
+        assert_eq!(h.buckets.iter().map(|b| b.load(Relaxed)).sum::<u64>(), 3);
         assert_eq!(h.buckets[0].load(Relaxed), 1);
         assert_eq!(h.buckets[6].load(Relaxed), 1);
         assert_eq!(h.buckets[DURATION_BOUNDS.len()].load(Relaxed), 1);

@@ -169,11 +169,11 @@ impl Job for RetryJob {
                     return;
                 }
                 Attempt::Done => {
-                    r.counters.processed.inc();
+                    r.counters.processed.inc(py);
                     true
                 }
                 Attempt::Failed(e) => {
-                    r.counters.processed.inc();
+                    r.counters.processed.inc(py);
                     r.counters.failed.inc();
                     if self.sub.managed.is_none() {
                         log_failure(py, &r.component, &e);

@@ -482,3 +482,21 @@ def test_bad_constructor_arguments() -> None:
         Emitter(on_full="sometimes")  # type: ignore[arg-type]
     with pytest.raises(nova.ValidationError, match="callable"):
         Emitter().subscribe("a.b", 42)
+
+
+def test_emit_accepts_the_event_by_keyword_and_checks_its_arguments(em: Emitter) -> None:
+    got: list[Any] = []
+    em.subscribe("a.b", got.append)
+    em.emit(Event("a.b", 1))
+    em.emit(event=Event("a.b", 2))
+    nova._core.Emitter.emit(em, Event("a.b", 3))
+    assert [e.data for e in got] == [1, 2, 3]
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        em.emit()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional arguments"):
+        em.emit(Event("a.b"), Event("a.b"))  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        em.emit(evt=Event("a.b"))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        nova._core.Emitter.emit(object(), Event("a.b"))  # type: ignore[arg-type]
+    assert len(got) == 3

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import pickle
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -166,3 +168,52 @@ def test_strict_type_names_accepts_domain_action(name: str) -> None:
 def test_strict_type_names_rejects_others(name: str) -> None:
     with pytest.raises(ValidationError):
         nova.strict_type_names(Event(name))
+
+
+def test_every_call_form_checks_the_same_way() -> None:
+    # Event(type) and Event(type, data) have a fast route; keywords take the ordinary one.
+    makers: list[Callable[[Any], Event]] = [
+        lambda t: Event(t), lambda t: Event(t, 1), lambda t: Event(type=t), lambda t: Event(t, data=1),
+    ]
+    for make in makers:
+        with pytest.raises(ValidationError, match=r"Event.type must be a non-empty str, got ''"):
+            make("")
+        with pytest.raises(ValidationError, match=r"Event.type must be a non-empty str, got int"):
+            make(5)
+    assert Event("a.b", None).data is None and Event(type="a.b", data=2).data == 2
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        Event()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional arguments"):
+        Event("a.b", 1, 2)  # type: ignore[arg-type, call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        Event("a.b", colour="red")  # type: ignore[call-arg]
+
+
+def test_subclass_init_and_new_still_run() -> None:
+    seen: list[tuple[object, ...]] = []
+
+    class WithInit(Event):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            seen.append(("init", *args))
+
+    class WithNew(Event):
+        def __new__(cls, order_id: int) -> WithNew:
+            seen.append(("new", order_id))
+            return super().__new__(cls, "order.created", {"id": order_id})
+
+    a = WithInit("a.b", 1)
+    b = WithNew(7)
+    assert type(a) is WithInit and a.data == 1
+    assert type(b) is WithNew and b.type == "order.created" and b.data == {"id": 7}
+    assert seen == [("init", "a.b", 1), ("new", 7)]
+
+
+def test_an_init_assigned_to_event_runs() -> None:
+    seen: list[tuple[object, ...]] = []
+    Event.__init__ = lambda self, *args, **kwargs: seen.append(args)  # type: ignore[method-assign]
+    try:
+        Event("a.b", 1)
+    finally:
+        del Event.__init__
+    Event("a.b", 2)
+    assert seen == [("a.b", 1)]
