@@ -292,7 +292,7 @@ impl FollowUp for PartitionSink {
 }
 
 impl Sink for PartitionSink {
-    fn deliver(&self, py: Python<'_>, item: Item) {
+    fn deliver(&self, py: Python<'_>, item: Item, contexts: &mut crate::context::ContextRunner) {
         let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.lock().upgrade()) else {
             return;
         };
@@ -309,7 +309,7 @@ impl Sink for PartitionSink {
             )
         };
         let result = match &ctx {
-            Some(c) => run_in_context(py, c, run).and_then(|r| r),
+            Some(c) => contexts.run(py, c, run).and_then(|r| r),
             None => run(),
         };
         if let Err(e) = result {
@@ -1000,8 +1000,37 @@ fn partition(key: &str, partitions: usize) -> usize {
     partition_of(key, partitions)
 }
 
+/// `Bus.publish(topic, event)` with a str topic, the call every published event makes, as a
+/// plain C method (see `capi::install_fast_method`).
+struct FastPublish;
+
+impl crate::capi::FastCall for FastPublish {
+    fn original() -> &'static pyo3::sync::GILOnceCell<Py<PyAny>> {
+        static ORIGINAL: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
+        &ORIGINAL
+    }
+
+    unsafe fn fast(py: Python<'_>, slf: *mut pyo3::ffi::PyObject, args: &[*mut pyo3::ffi::PyObject]) -> Option<PyResult<Py<PyAny>>> {
+        let [topic, event] = args else { return None };
+        // SAFETY: see `FastCall::fast`.
+        unsafe {
+            let topic = Borrowed::from_ptr(py, *topic);
+            let topic = topic.downcast::<PyString>().ok()?.to_str().ok()?;
+            let slf = Borrowed::from_ptr(py, slf);
+            let bus = slf.downcast_unchecked::<Bus>().get();
+            Some(bus.publish(py, topic, &Borrowed::from_ptr(py, *event)))
+        }
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bus>()?;
+    crate::capi::install_fast_method::<FastPublish>(
+        m.py(),
+        &m.py().get_type::<Bus>(),
+        c"publish",
+        c"publish($self, topic, event)\n--\n\nQueue `event` on its partition of `topic` (made with the bus defaults if new); a full partition is handled by the topic's `on_full`.",
+    )?;
     m.add_class::<TopicPattern>()?;
     m.add_function(wrap_pyfunction!(partition, m)?)?;
     m.add_function(wrap_pyfunction!(current_topic, m)?)?;

@@ -14,6 +14,7 @@ use std::os::raw::{c_int, c_long, c_ulong, c_void};
 
 use pyo3::ffi::{PyObject, PyTypeObject, Py_ssize_t};
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 
 extern "C" {
@@ -51,21 +52,40 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     unsafe { Ok(Bound::from_owned_ptr_or_err(py, PyContext_CopyCurrent())?.unbind()) }
 }
 
+/// `ctx.copy()`.
+pub fn context_copy(py: Python<'_>, ctx: &Py<PyAny>) -> PyResult<Py<PyAny>> {
+    // SAFETY: GIL held; `ctx` is a live context; returns a new reference or NULL with an
+    // exception set.
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, PyContext_Copy(ctx.as_ptr()))?.unbind()) }
+}
+
+/// Make `ctx` the calling thread's current context (until `context_exit`).
+pub fn context_enter(py: Python<'_>, ctx: &Py<PyAny>) -> PyResult<()> {
+    // SAFETY: GIL held; `ctx` is a live context.
+    if unsafe { PyContext_Enter(ctx.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(())
+}
+
+/// Leave `ctx`, entered by `context_enter` on this thread.
+pub fn context_exit(py: Python<'_>, ctx: &Py<PyAny>) -> PyResult<()> {
+    // SAFETY: GIL held; `ctx` is a live context.
+    if unsafe { PyContext_Exit(ctx.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(())
+}
+
 /// Run `f` inside a fresh copy of the snapshot `ctx`, as `ctx.copy().run(f)` would: each
 /// event gets its own context, so what one listener sets is not seen by the next event.
+/// (A worker running a batch uses `context::ContextRunner`, which spares most copies.)
 pub fn run_in_context<R>(py: Python<'_>, ctx: &Py<PyAny>, f: impl FnOnce() -> R) -> PyResult<R> {
-    // SAFETY: GIL held; the copy is new, owned here, and entered by this thread only.
-    unsafe {
-        let copy = Bound::from_owned_ptr_or_err(py, PyContext_Copy(ctx.as_ptr()))?;
-        if PyContext_Enter(copy.as_ptr()) != 0 {
-            return Err(PyErr::fetch(py));
-        }
-        let out = f();
-        if PyContext_Exit(copy.as_ptr()) != 0 {
-            return Err(PyErr::fetch(py));
-        }
-        Ok(out)
-    }
+    let copy = context_copy(py, ctx)?;
+    context_enter(py, &copy)?;
+    let out = f();
+    context_exit(py, &copy)?;
+    Ok(out)
 }
 
 /// `f(arg)` through vectorcall.
@@ -236,38 +256,74 @@ pub unsafe fn call_via_type_call(
     }
 }
 
-/// The C signature of a `METH_FASTCALL | METH_KEYWORDS` method (what PyO3 generates too).
-pub type FastMethod = unsafe extern "C" fn(
+/// A method whose common call skips PyO3's wrapper (see `install_fast_method`).
+pub trait FastCall {
+    /// Where PyO3's own method is kept, for the calls `fast` passes on.
+    fn original() -> &'static GILOnceCell<Py<PyAny>>;
+
+    /// The common call, given `self` and the positional arguments of a call without keywords:
+    /// `Some(result)` when it took the call, `None` to hand it to PyO3's method unchanged (so
+    /// every other form behaves and fails exactly as before).
+    ///
+    /// SAFETY: GIL held; `slf` is an instance of the class the method was installed on (a
+    /// method descriptor guarantees it) and `args` are live objects.
+    unsafe fn fast(py: Python<'_>, slf: *mut PyObject, args: &[*mut PyObject]) -> Option<PyResult<Py<PyAny>>>;
+}
+
+/// The C entry of a `FastCall` method.
+pub unsafe extern "C" fn fast_entry<M: FastCall>(
     slf: *mut PyObject,
     args: *const *mut PyObject,
     nargs: Py_ssize_t,
     kwnames: *mut PyObject,
-) -> *mut PyObject;
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and valid fastcall arguments; PyO3's
+    // trampoline turns an error or a panic into a raised exception and a NULL return.
+    unsafe { pyo3::impl_::trampoline::fastcall_with_keywords(slf, args, nargs, kwnames, fast_call::<M>) }
+}
 
-/// Put a C method `f` in `ty`'s namespace under `name`, in place of the PyO3 method there,
-/// which is kept (unbound) in `original` first, for `f` to hand it the calls it does not take
-/// itself, through `call_method_with_self`.
+unsafe fn fast_call<M: FastCall>(
+    py: Python<'_>,
+    slf: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+) -> PyResult<*mut PyObject> {
+    // SAFETY: as CPython passes them to a METH_FASTCALL | METH_KEYWORDS method.
+    unsafe {
+        if kwnames.is_null() {
+            let positional = std::slice::from_raw_parts(args, nargs as usize);
+            if let Some(result) = M::fast(py, slf, positional) {
+                return result.map(Py::into_ptr);
+            }
+        }
+        let original = M::original().get(py).expect("kept before the fast method is installed");
+        call_method_with_self(py, original, slf, args, nargs, kwnames)
+    }
+}
+
+/// Put the C method `fast_entry::<M>` in `ty`'s namespace under `name`, in place of the PyO3
+/// method there, which is kept (unbound) in `M::original()` first, for the calls it does not
+/// take itself.
 ///
 /// Why: PyO3's wrapper parses the arguments against the declared signature and checks the
-/// class of `self` again, which costs a hot one-argument method as much as its body. A method
-/// descriptor already guarantees that `self` is an instance of `ty` (bound or unbound), so
-/// `f` may cast it unchecked. `doc` starts with the `__text_signature__` line PyO3 gave the
+/// class of `self` again, which costs a hot method as much as its body. A method descriptor
+/// already guarantees that `self` is an instance of `ty` (bound or unbound), so the fast path
+/// may cast it unchecked. `doc` starts with the `__text_signature__` line PyO3 gave the
 /// method, so introspection does not change.
-pub fn install_fast_method(
+pub fn install_fast_method<M: FastCall>(
     py: Python<'_>,
     ty: &Bound<'_, pyo3::types::PyType>,
     name: &'static CStr,
-    f: FastMethod,
     doc: &'static CStr,
-    original: &'static pyo3::sync::GILOnceCell<Py<PyAny>>,
 ) -> PyResult<()> {
     let name_str = name.to_str().expect("method names are ASCII");
-    let _ = original.set(py, ty.getattr(name_str)?.unbind());
+    let _ = M::original().set(py, ty.getattr(name_str)?.unbind());
     // The descriptor keeps a pointer to its PyMethodDef for as long as it lives; the class
     // (and so the descriptor) lives until the interpreter exits: one small leak per class.
     let def = Box::leak(Box::new(pyo3::ffi::PyMethodDef {
         ml_name: name.as_ptr(),
-        ml_meth: pyo3::ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: f },
+        ml_meth: pyo3::ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: fast_entry::<M> },
         ml_flags: pyo3::ffi::METH_FASTCALL | pyo3::ffi::METH_KEYWORDS,
         ml_doc: doc.as_ptr(),
     }));
@@ -278,7 +334,7 @@ pub fn install_fast_method(
     ty.setattr(name_str, descr)
 }
 
-/// `method(slf, *args, **kwargs)` for the arguments a `FastMethod` received.
+/// `method(slf, *args, **kwargs)` for the arguments a fast method received.
 ///
 /// SAFETY: GIL held; `args` holds `nargs` positional values followed by one value per name in
 /// `kwnames` (a tuple of str, or NULL).

@@ -98,7 +98,9 @@ impl ContextCapture {
         let current = copy_context(py)?;
         let mut last = self.last.lock();
         if let Some(prev) = last.as_ref() {
-            if prev.bind(py).eq(current.bind(py))? {
+            // The same variables map (one pointer compare where the layout is known), else
+            // equal contents.
+            if crate::context::same_vars(py, prev, &current) || prev.bind(py).eq(current.bind(py))? {
                 return Ok(prev.clone_ref(py));
             }
         }

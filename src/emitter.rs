@@ -10,7 +10,8 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::component::{check_event, deadline, ContextCapture, pick_loop, positive, shutdown_report, OnFull};
-use crate::capi::run_in_context;
+use crate::capi::{install_fast_method, FastCall};
+use crate::context::ContextRunner;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
 use crate::retry::Retries;
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
@@ -135,13 +136,13 @@ struct EmitterSink {
 }
 
 impl Sink for EmitterSink {
-    fn deliver(&self, py: Python<'_>, item: Item) {
+    fn deliver(&self, py: Python<'_>, item: Item, contexts: &mut ContextRunner) {
         let event = item.event.into_bound(py);
         let resolved = item.resolved;
         match &item.context {
             Some(ctx) => {
                 let run = || self.core.dispatch_queued(py, event, resolved, Some(ctx));
-                if let Err(e) = run_in_context(py, ctx, run) {
+                if let Err(e) = contexts.run(py, ctx, run) {
                     log_failure(py, &self.core.name, &e);
                 }
             }
@@ -532,53 +533,59 @@ impl Emitter {
     }
 }
 
-/// PyO3's own `Emitter.emit`, for the calls `emit_entry` passes on.
-static PYO3_EMIT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+/// `Emitter.emit(event)`, the call every synchronous event makes, as a plain C method (see
+/// `capi::install_fast_method`).
+struct FastEmit;
 
-/// `Emitter.emit` as a plain C method (see `capi::install_fast_method`): `emit(event)`, the
-/// call every synchronous event makes, goes straight to `Emitter::emit`; any other form (a
-/// keyword argument, a wrong count) goes to PyO3's method, so it behaves and fails as before.
-unsafe extern "C" fn emit_entry(
-    slf: *mut pyo3::ffi::PyObject,
-    args: *const *mut pyo3::ffi::PyObject,
-    nargs: pyo3::ffi::Py_ssize_t,
-    kwnames: *mut pyo3::ffi::PyObject,
-) -> *mut pyo3::ffi::PyObject {
-    // SAFETY: called by CPython with the GIL held and valid fastcall arguments; PyO3's
-    // trampoline turns an error or a panic into a raised exception and a NULL return.
-    unsafe { pyo3::impl_::trampoline::fastcall_with_keywords(slf, args, nargs, kwnames, emit_call) }
+impl FastCall for FastEmit {
+    fn original() -> &'static GILOnceCell<Py<PyAny>> {
+        static ORIGINAL: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+        &ORIGINAL
+    }
+
+    unsafe fn fast(py: Python<'_>, slf: *mut pyo3::ffi::PyObject, args: &[*mut pyo3::ffi::PyObject]) -> Option<PyResult<Py<PyAny>>> {
+        let [event] = args else { return None };
+        // SAFETY: see `FastCall::fast`.
+        unsafe {
+            let slf = Borrowed::from_ptr(py, slf);
+            Some(slf.downcast_unchecked::<Emitter>().get().emit(py, &Borrowed::from_ptr(py, *event)).map(|()| py.None()))
+        }
+    }
 }
 
-unsafe fn emit_call(
-    py: Python<'_>,
-    slf: *mut pyo3::ffi::PyObject,
-    args: *const *mut pyo3::ffi::PyObject,
-    nargs: pyo3::ffi::Py_ssize_t,
-    kwnames: *mut pyo3::ffi::PyObject,
-) -> PyResult<*mut pyo3::ffi::PyObject> {
-    // SAFETY: the method descriptor only calls us with `slf` an instance of Emitter (or of a
-    // subclass), and `args` as CPython passes them.
-    unsafe {
-        if nargs == 1 && kwnames.is_null() {
+/// `Emitter.emit_async(event)` with no timeout, the call every queued event makes.
+struct FastEmitAsync;
+
+impl FastCall for FastEmitAsync {
+    fn original() -> &'static GILOnceCell<Py<PyAny>> {
+        static ORIGINAL: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+        &ORIGINAL
+    }
+
+    unsafe fn fast(py: Python<'_>, slf: *mut pyo3::ffi::PyObject, args: &[*mut pyo3::ffi::PyObject]) -> Option<PyResult<Py<PyAny>>> {
+        let [event] = args else { return None };
+        // SAFETY: see `FastCall::fast`.
+        unsafe {
             let slf = Borrowed::from_ptr(py, slf);
-            let emitter = slf.downcast_unchecked::<Emitter>().get();
-            emitter.emit(py, &Borrowed::from_ptr(py, *args))?;
-            return Ok(py.None().into_ptr());
+            Some(slf.downcast_unchecked::<Emitter>().get().emit_async(py, &Borrowed::from_ptr(py, *event), None).map(|()| py.None()))
         }
-        let pyo3_emit = PYO3_EMIT.get(py).expect("set before emit_entry is installed");
-        crate::capi::call_method_with_self(py, pyo3_emit, slf, args, nargs, kwnames)
     }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Emitter>()?;
-    crate::capi::install_fast_method(
+    let ty = py.get_type::<Emitter>();
+    install_fast_method::<FastEmit>(
         py,
-        &py.get_type::<Emitter>(),
+        &ty,
         c"emit",
-        emit_entry,
         c"emit($self, event)\n--\n\nRun middleware and every matching listener now, in this thread.",
-        &PYO3_EMIT,
+    )?;
+    install_fast_method::<FastEmitAsync>(
+        py,
+        &ty,
+        c"emit_async",
+        c"emit_async($self, event, *, timeout=None)\n--\n\nQueue the event and return at once; a full buffer is handled by `on_full`.",
     )
 }

@@ -8,6 +8,7 @@ mod capi;
 mod claim;
 mod compat;
 mod component;
+mod context;
 mod dispatch;
 mod emitter;
 mod errors;

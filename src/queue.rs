@@ -28,7 +28,8 @@ pub struct Item {
 
 /// What a lane hands its items to, with the GIL held.
 pub trait Sink: Send + Sync {
-    fn deliver(&self, py: Python<'_>, item: Item);
+    /// Deliver one item; `contexts` is the worker's entered context, kept across the batch.
+    fn deliver(&self, py: Python<'_>, item: Item, contexts: &mut crate::context::ContextRunner);
 }
 
 pub struct Lane {
@@ -212,7 +213,8 @@ impl Job for Lane {
                 Python::with_gil(|py| {
                     let start = Instant::now();
                     let mut n: u32 = 0;
-                    loop {
+                    let mut contexts = crate::context::ContextRunner::default();
+                    let end = loop {
                         if self.stopped.load(SeqCst) {
                             break BatchEnd::Empty;
                         }
@@ -223,7 +225,7 @@ impl Job for Lane {
                             self.in_flight.fetch_sub(1, SeqCst);
                             break BatchEnd::Empty;
                         };
-                        self.sink.deliver(py, item);
+                        self.sink.deliver(py, item, &mut contexts);
                         self.retired.fetch_add(1, SeqCst);
                         self.in_flight.fetch_sub(1, SeqCst);
                         n += 1;
@@ -233,7 +235,11 @@ impl Job for Lane {
                                 break BatchEnd::Yield;
                             }
                         }
+                    };
+                    if let Err(e) = contexts.leave(py) {
+                        crate::dispatch::log_failure(py, "worker", &e);
                     }
+                    end
                 })
             };
             self.wake_waiters();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import defaultdict
@@ -277,3 +278,24 @@ def test_apublish_waits_for_room() -> None:
         return got
 
     assert asyncio.run(main()) == list(range(20))
+
+
+def test_listener_context_changes_do_not_leak_between_events_of_a_partition() -> None:
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("bus-counter", default=0)
+    bus = nova.Bus()
+    bus.create_topic("t", partitions=1, delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    seen: list[tuple[int, int]] = []
+
+    def h(e: nova.Event) -> None:
+        seen.append((e.data, var.get()))
+        var.set(var.get() + 100)
+
+    bus.subscribe("t", h)
+    var.set(1)
+    for i in range(3):
+        bus.publish("t", nova.Event("x", i))
+    var.set(2)
+    bus.publish("t", nova.Event("x", 3))
+    assert bus.flush(timeout=5)
+    assert seen == [(0, 1), (1, 1), (2, 1), (3, 2)]
+    bus.shutdown(timeout=1)
