@@ -153,11 +153,11 @@ pub fn attempt(
             }
         }
         _ => {
-            let start = crate::metrics::mono_nanos();
+            let start = crate::metrics::stopwatch::start();
             let r = managed.bind(py).call_method1("attempt", (event, n, topic));
             sub.metrics
                 .duration
-                .observe_nanos(py, crate::metrics::mono_nanos().saturating_sub(start));
+                .observe_nanos(py, crate::metrics::stopwatch::elapsed_nanos(start));
             r
         }
     };

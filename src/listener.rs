@@ -14,7 +14,7 @@ use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::PyString;
 
 use crate::errors::{listener_error, type_name, validation_error};
-use crate::metrics::{mono_nanos, ListenerMetrics, TypeCounters};
+use crate::metrics::{stopwatch, ListenerMetrics, TypeCounters};
 use crate::pattern::TypePattern;
 
 static AIO: GILOnceCell<(Py<PyAny>, Py<PyAny>)> = GILOnceCell::new();
@@ -275,9 +275,9 @@ impl Sub {
         if let Some(outcome) = self.call_managed(py, event) {
             return outcome.map_err(|cause| listener_error(py, listener.name(), event, cause));
         }
-        let start = mono_nanos();
+        let start = stopwatch::start();
         let outcome = listener.invoke(py, event, event_loop);
-        self.metrics.duration.observe_nanos(py, mono_nanos().saturating_sub(start));
+        self.metrics.duration.observe_nanos(py, stopwatch::elapsed_nanos(start));
         match outcome {
             Outcome::Ok | Outcome::Handled => {
                 self.metrics.success.inc(py);

@@ -17,6 +17,66 @@ pub fn mono_nanos() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// A timer for listener durations, read twice per listener call. On x86-64 with an invariant
+/// TSC it reads the time-stamp counter (half the cost of the vDSO clock on the VMs we measure
+/// on, where the two reads were a tenth of a queued event's time), scaled to nanoseconds by a
+/// factor calibrated against the monotonic clock on first use; elsewhere it is `mono_nanos`.
+pub mod stopwatch {
+    use std::sync::OnceLock;
+
+    /// Nanoseconds per tick, as a 32.32 fixed-point number; None: use the monotonic clock.
+    fn scale() -> Option<u64> {
+        static SCALE: OnceLock<Option<u64>> = OnceLock::new();
+        *SCALE.get_or_init(calibrate)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn calibrate() -> Option<u64> {
+        use std::arch::x86_64::{__cpuid, _rdtsc};
+        // Leaf 0x80000007 EDX bit 8: the invariant TSC (a constant rate in every power state).
+        let invariant = __cpuid(0x8000_0000).eax >= 0x8000_0007 && __cpuid(0x8000_0007).edx & (1 << 8) != 0;
+        if !invariant {
+            return None;
+        }
+        // 200 µs against the monotonic clock: an error of a few parts in 10,000.
+        // SAFETY: RDTSC is available on every x86-64 CPU.
+        let (t0, n0) = (unsafe { _rdtsc() }, super::mono_nanos());
+        let (mut t1, mut n1) = (t0, n0);
+        while n1.saturating_sub(n0) < 200_000 {
+            t1 = unsafe { _rdtsc() };
+            n1 = super::mono_nanos();
+        }
+        let ticks = t1.checked_sub(t0).filter(|&t| t > 0)?;
+        Some((((n1 - n0) as u128) << 32).checked_div(ticks as u128)? as u64)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn calibrate() -> Option<u64> {
+        None
+    }
+
+    /// Now, in this timer's units.
+    #[inline]
+    pub fn start() -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if scale().is_some() {
+            // SAFETY: RDTSC is available on every x86-64 CPU.
+            return unsafe { std::arch::x86_64::_rdtsc() };
+        }
+        super::mono_nanos()
+    }
+
+    /// Nanoseconds since `start()` returned `begun`.
+    #[inline]
+    pub fn elapsed_nanos(begun: u64) -> u64 {
+        let delta = start().saturating_sub(begun);
+        match scale() {
+            Some(scale) => ((delta as u128 * scale as u128) >> 32) as u64,
+            None => delta,
+        }
+    }
+}
+
 /// Microseconds since the Unix epoch on the real-time clock.
 #[inline]
 pub fn epoch_micros() -> i64 {
@@ -191,6 +251,15 @@ pub fn pairs<'py>(py: Python<'py>, items: Vec<(String, u64)>) -> PyResult<Bound<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stopwatch_measures_in_nanoseconds() {
+        let begun = stopwatch::start();
+        let t0 = mono_nanos();
+        while mono_nanos() - t0 < 2_000_000 {}
+        let took = stopwatch::elapsed_nanos(begun);
+        assert!((1_900_000..20_000_000).contains(&took), "{took}");
+    }
 
     #[test]
     fn histogram_buckets_by_upper_bound() {
