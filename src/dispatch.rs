@@ -153,7 +153,7 @@ pub fn attempt(
             }
         }
         _ => {
-            let start = crate::metrics::stopwatch::start();
+            let start = crate::metrics::stopwatch::now();
             let r = managed.bind(py).call_method1("attempt", (event, n, topic));
             sub.metrics
                 .duration

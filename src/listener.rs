@@ -275,7 +275,7 @@ impl Sub {
         if let Some(outcome) = self.call_managed(py, event) {
             return outcome.map_err(|cause| listener_error(py, listener.name(), event, cause));
         }
-        let start = stopwatch::start();
+        let start = stopwatch::now();
         let outcome = listener.invoke(py, event, event_loop);
         self.metrics.duration.observe_nanos(py, stopwatch::elapsed_nanos(start));
         match outcome {

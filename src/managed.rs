@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::errors::{describe_event, nova_err, validation_error};
-use crate::metrics::{mono_nanos, GilCounter, Histogram};
+use crate::metrics::{coarse_mono_nanos, stopwatch, GilCounter, Histogram};
 use crate::watchdog;
 
 /// The manager's states, as `ListenerManager` numbers them.
@@ -32,7 +32,8 @@ pub struct AttemptCore {
     /// The Python hand-over for the shapes the core does not call itself (`async def`
     /// handlers, `on_error`): `hand_over(event, attempt) -> error | None`.
     hand_over: Option<Py<PyAny>>,
-    timeout_nanos: Option<u64>,
+    /// The timeout in `stopwatch` ticks.
+    timeout_ticks: Option<u64>,
     timeout: Option<f64>,
     limit: usize,
     active: AtomicUsize,
@@ -119,7 +120,7 @@ impl AttemptCore {
     /// enclosing attempt's timeout). Also returns how long the handler ran, in nanoseconds.
     pub fn run<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> (PyResult<Option<Bound<'py, PyAny>>>, u64) {
         self.acquire_slot(py);
-        let started = mono_nanos();
+        let started = stopwatch::now();
         let result = match &self.hand_over {
             Some(hand_over) => hand_over
                 .bind(py)
@@ -127,12 +128,11 @@ impl AttemptCore {
                 .map(|r| if r.is_none() { None } else { Some(r) }),
             None => self.invoke(py, event, attempt, started),
         };
-        let ended = mono_nanos();
-        let elapsed = ended.saturating_sub(started);
+        let elapsed = stopwatch::elapsed_nanos(started);
         self.release_slot();
         if let Ok(outcome) = &result {
             self.durations.observe_nanos(py, elapsed);
-            self.health.count(self.second_at(py, ended), outcome.is_some());
+            self.health.count(self.now_second(py), outcome.is_some());
             if outcome.is_none() {
                 self.succeeded.inc(py);
             }
@@ -144,10 +144,10 @@ impl AttemptCore {
     }
 
     /// Call the synchronous handler once, under the timeout if there is one.
-    /// `started`: now, on the monotonic clock.
+    /// `started`: now, by `stopwatch::now()`.
     fn invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32, started: u64) -> PyResult<Option<Bound<'py, PyAny>>> {
         let handler = self.handler.bind(py);
-        let Some(timeout) = self.timeout_nanos else {
+        let Some(timeout) = self.timeout_ticks else {
             return caught(py, crate::capi::call1(handler, event));
         };
         let guard = watchdog::start(timeout, started);
@@ -214,10 +214,11 @@ impl AttemptCore {
         }
     }
 
-    /// The second (of the injected clock, if any) at monotonic time `nanos`.
-    fn second_at(&self, py: Python<'_>, nanos: u64) -> i64 {
+    /// The current second of the health window's clock: the injected one, if any, else the
+    /// coarse monotonic clock (whole seconds are all it needs, at a fraction of the cost).
+    fn now_second(&self, py: Python<'_>) -> i64 {
         match &self.clock {
-            None => (nanos / 1_000_000_000) as i64,
+            None => (coarse_mono_nanos() / 1_000_000_000) as i64,
             Some(clock) => clock
                 .bind(py)
                 .call0()
@@ -266,16 +267,16 @@ impl AttemptCore {
         if concurrency == 0 {
             return Err(validation_error(py, "concurrency must be >= 1"));
         }
-        let timeout_nanos = match timeout {
+        let timeout_ticks = match timeout {
             None => None,
-            Some(t) if t.is_finite() && t > 0.0 => Some((t * 1e9) as u64),
+            Some(t) if t.is_finite() && t > 0.0 => Some(stopwatch::nanos_to_ticks((t * 1e9) as u64)),
             Some(t) => return Err(validation_error(py, format!("timeout must be seconds > 0 or None, got {t}"))),
         };
         Ok(AttemptCore {
             name,
             handler,
             hand_over,
-            timeout_nanos,
+            timeout_ticks,
             timeout,
             limit: concurrency,
             active: AtomicUsize::new(0),
@@ -303,7 +304,7 @@ impl AttemptCore {
     /// Python hand-over that adds `on_error`).
     #[pyo3(name = "invoke")]
     fn py_invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.invoke(py, event, attempt, mono_nanos())
+        self.invoke(py, event, attempt, stopwatch::now())
     }
 
     fn set_state(&self, state: u8) {
@@ -333,7 +334,7 @@ impl AttemptCore {
 
     /// (attempts, failures) over the last minute.
     fn window(&self, py: Python<'_>) -> (u64, u64) {
-        let now = self.second_at(py, mono_nanos());
+        let now = self.now_second(py);
         self.health.window(now - HEALTH_WINDOW, now)
     }
 

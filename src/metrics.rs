@@ -17,7 +17,22 @@ pub fn mono_nanos() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// A timer for listener durations, read twice per listener call. On x86-64 with an invariant
+/// The monotonic clock at tick resolution (a few milliseconds) where Linux offers it, for
+/// callers that only need whole seconds; elsewhere `mono_nanos`.
+#[inline]
+pub fn coarse_mono_nanos() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid pointer to a timespec; CLOCK_MONOTONIC_COARSE exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+    #[cfg(not(target_os = "linux"))]
+    mono_nanos()
+}
+
+/// A timer for listener durations, read twice per listener call, and for timeout deadlines. On x86-64 with an invariant
 /// TSC it reads the time-stamp counter (half the cost of the vDSO clock on the VMs we measure
 /// on, where the two reads were a tenth of a queued event's time), scaled to nanoseconds by a
 /// factor calibrated against the monotonic clock on first use; elsewhere it is `mono_nanos`.
@@ -55,9 +70,9 @@ pub mod stopwatch {
         None
     }
 
-    /// Now, in this timer's units.
+    /// Now, in this timer's units (ticks).
     #[inline]
-    pub fn start() -> u64 {
+    pub fn now() -> u64 {
         #[cfg(target_arch = "x86_64")]
         if scale().is_some() {
             // SAFETY: RDTSC is available on every x86-64 CPU.
@@ -66,13 +81,24 @@ pub mod stopwatch {
         super::mono_nanos()
     }
 
-    /// Nanoseconds since `start()` returned `begun`.
+    /// Nanoseconds since `now()` returned `begun`.
     #[inline]
     pub fn elapsed_nanos(begun: u64) -> u64 {
-        let delta = start().saturating_sub(begun);
+        ticks_to_nanos(now().saturating_sub(begun))
+    }
+
+    #[inline]
+    pub fn ticks_to_nanos(ticks: u64) -> u64 {
         match scale() {
-            Some(scale) => ((delta as u128 * scale as u128) >> 32) as u64,
-            None => delta,
+            Some(scale) => ((ticks as u128 * scale as u128) >> 32) as u64,
+            None => ticks,
+        }
+    }
+
+    pub fn nanos_to_ticks(nanos: u64) -> u64 {
+        match scale() {
+            Some(scale) => ((nanos as u128) << 32).checked_div(scale as u128).map_or(u64::MAX, |t| t.min(u64::MAX as u128) as u64),
+            None => nanos,
         }
     }
 }
@@ -254,7 +280,7 @@ mod tests {
 
     #[test]
     fn stopwatch_measures_in_nanoseconds() {
-        let begun = stopwatch::start();
+        let begun = stopwatch::now();
         let t0 = mono_nanos();
         while mono_nanos() - t0 < 2_000_000 {}
         let took = stopwatch::elapsed_nanos(begun);

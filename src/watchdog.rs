@@ -27,7 +27,7 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 
 use crate::capi::{set_async_exc, thread_ident};
-use crate::metrics::mono_nanos;
+use crate::metrics::stopwatch;
 
 /// Empty scans in a row, with no watch started meanwhile, after which an idle watchdog stops
 /// planning wake-ups and sleeps until notified.
@@ -39,7 +39,7 @@ const FIRED: u64 = u64::MAX;
 /// One thread's watch at one nesting level.
 struct Slot {
     tid: c_ulong,
-    /// IDLE, FIRED, or the running watch's deadline (monotonic nanoseconds).
+    /// IDLE, FIRED, or the running watch's deadline (`stopwatch` ticks).
     state: AtomicU64,
 }
 
@@ -99,8 +99,9 @@ pub struct Guard {
     deadline: u64,
 }
 
-/// Watch the calling thread for `timeout_nanos` from `now` (monotonic nanoseconds).
-pub fn start(timeout_nanos: u64, now: u64) -> Guard {
+/// Watch the calling thread for `timeout` from `now`, both in `stopwatch` ticks (the clock the
+/// attempt is timed with: no second clock read per attempt).
+pub fn start(timeout: u64, now: u64) -> Guard {
     let wd = watchdog();
     if !wd.started.load(SeqCst) && !wd.started.swap(true, SeqCst) {
         std::thread::Builder::new()
@@ -108,8 +109,8 @@ pub fn start(timeout_nanos: u64, now: u64) -> Guard {
             .spawn(run)
             .expect("spawn the Nova watchdog thread");
     }
-    if wd.idle_horizon.load(SeqCst) < timeout_nanos {
-        wd.idle_horizon.fetch_max(timeout_nanos, SeqCst);
+    if wd.idle_horizon.load(SeqCst) < timeout {
+        wd.idle_horizon.fetch_max(timeout, SeqCst);
     }
     let depth = DEPTH.get();
     let slot = SLOTS.with(|cell| {
@@ -122,7 +123,7 @@ pub fn start(timeout_nanos: u64, now: u64) -> Guard {
         Arc::as_ptr(&slots[depth])
     });
     DEPTH.set(depth + 1);
-    let deadline = now.saturating_add(timeout_nanos).clamp(1, FIRED - 1);
+    let deadline = now.saturating_add(timeout).clamp(1, FIRED - 1);
     // SAFETY: the slot is kept alive by this thread's SLOTS.
     unsafe { &*slot }.state.store(deadline, SeqCst);
     // Read after the store: a scan that began later sees this watch; one under way (0) or a
@@ -177,7 +178,7 @@ fn run() {
             continue;
         }
         wd.wake_at.store(0, SeqCst); // scanning
-        let now = mono_nanos();
+        let now = stopwatch::now();
         slots.retain(|s| s.strong_count() > 0);
         let earliest = slots
             .iter()
@@ -209,7 +210,8 @@ fn run() {
             wd.wake.wait(&mut slots);
             true
         } else {
-            !wd.wake.wait_for(&mut slots, Duration::from_nanos(wake_at - now)).timed_out()
+            let wait = Duration::from_nanos(stopwatch::ticks_to_nanos(wake_at - now));
+            !wd.wake.wait_for(&mut slots, wait).timed_out()
         };
         if notified {
             empty_scans = 0;
@@ -224,7 +226,7 @@ fn fire_expired() {
         }
         let Ok(cls) = async_timeout_class(py) else { return };
         let slots: Vec<Arc<Slot>> = watchdog().slots.lock().iter().filter_map(Weak::upgrade).collect();
-        let now = mono_nanos();
+        let now = stopwatch::now();
         for slot in slots {
             let state = slot.state.load(SeqCst);
             if state != IDLE
