@@ -88,23 +88,32 @@ pub fn check_event(
 /// The emitting thread's context for a queued event. Consecutive emits from an unchanged
 /// context share one snapshot (`Context.__eq__` is a pointer check when nothing changed), so
 /// the queue does not hold a new GC-tracked object per event.
-#[derive(Default)]
+/// Only ever used with the GIL held, which is all the locking it needs.
 pub struct ContextCapture {
-    last: parking_lot::Mutex<Option<Py<PyAny>>>,
+    last: pyo3::sync::GILProtected<std::cell::RefCell<Option<Py<PyAny>>>>,
+}
+
+impl Default for ContextCapture {
+    fn default() -> Self {
+        ContextCapture { last: pyo3::sync::GILProtected::new(std::cell::RefCell::new(None)) }
+    }
 }
 
 impl ContextCapture {
     pub fn capture(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let current = copy_context(py)?;
-        let mut last = self.last.lock();
-        if let Some(prev) = last.as_ref() {
+        // No borrow is held while Python code may run (comparing values, freeing the old
+        // snapshot), which could emit again on this thread or let another thread in.
+        let prev = self.last.get(py).borrow().as_ref().map(|p| p.clone_ref(py));
+        if let Some(prev) = prev {
             // The same variables map (one pointer compare where the layout is known), else
             // equal contents.
-            if crate::context::same_vars(py, prev, &current) || prev.bind(py).eq(current.bind(py))? {
-                return Ok(prev.clone_ref(py));
+            if crate::context::same_vars(py, &prev, &current) || prev.bind(py).eq(current.bind(py))? {
+                return Ok(prev);
             }
         }
-        *last = Some(current.clone_ref(py));
+        let old = self.last.get(py).replace(Some(current.clone_ref(py)));
+        drop(old);
         Ok(current)
     }
 }

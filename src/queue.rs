@@ -77,6 +77,7 @@ impl Lane {
     pub fn capacity(&self) -> usize {
         self.queue.capacity()
     }
+    /// Workers in the middle of a batch on this lane (each delivers one item at a time).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(SeqCst)
     }
@@ -214,20 +215,19 @@ impl Job for Lane {
                     let start = Instant::now();
                     let mut n: u32 = 0;
                     let mut contexts = crate::context::ContextRunner::default();
+                    // In flight for the whole batch, marked before the first pop and cleared
+                    // after the last, so that "queue empty and nothing in flight" is never seen
+                    // while an item is between the two (one mark per batch, not two per item).
+                    self.in_flight.fetch_add(1, SeqCst);
                     let end = loop {
                         if self.stopped.load(SeqCst) {
                             break BatchEnd::Empty;
                         }
-                        // Count in flight before popping so that "queue empty and nothing in
-                        // flight" is never seen while an item is between the two.
-                        self.in_flight.fetch_add(1, SeqCst);
                         let Some(item) = self.queue.pop() else {
-                            self.in_flight.fetch_sub(1, SeqCst);
                             break BatchEnd::Empty;
                         };
                         self.sink.deliver(py, item, &mut contexts);
                         self.retired.fetch_add(1, SeqCst);
-                        self.in_flight.fetch_sub(1, SeqCst);
                         n += 1;
                         if n % 16 == 0 {
                             self.wake_waiters();
@@ -239,6 +239,7 @@ impl Job for Lane {
                     if let Err(e) = contexts.leave(py) {
                         crate::dispatch::log_failure(py, "worker", &e);
                     }
+                    self.in_flight.fetch_sub(1, SeqCst);
                     end
                 })
             };
