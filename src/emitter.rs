@@ -216,7 +216,13 @@ impl Emitter {
     /// Queue one admitted event under `policy`.
     fn enqueue(&self, py: Python<'_>, event: &Bound<'_, PyAny>, policy: OnFull, timeout: Option<f64>) -> PyResult<()> {
         let resolved = self.core.resolve(event);
-        let item = self.item(py, event, resolved.clone())?;
+        let item = Item { resolved, ..self.item(py, event, None)? };
+        // Counted as accepted up front and taken back if the push fails, so the resolution
+        // moves into the item instead of being shared with this function (two atomic
+        // reference-count changes per event).
+        if let Some(r) = &item.resolved {
+            r.counters.accepted.inc(py);
+        }
         match policy {
             OnFull::DropOldest => {
                 if let Some(old) = self.lane.force_push(item) {
@@ -233,7 +239,10 @@ impl Emitter {
                     }
                     other => other,
                 };
-                if let Pushed::Full(_) = pushed {
+                if let Pushed::Full(item) = pushed {
+                    if let Some(r) = &item.resolved {
+                        r.counters.accepted.undo(py);
+                    }
                     if policy == OnFull::DropNewest {
                         self.core.dropped_full.inc();
                         self.core.count_type(event, true);
@@ -243,9 +252,6 @@ impl Emitter {
                     return Err(self.full_error(py, event, policy));
                 }
             }
-        }
-        if let Some(r) = resolved {
-            r.counters.accepted.inc(py);
         }
         Ok(())
     }

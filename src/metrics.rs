@@ -160,6 +160,11 @@ impl GilCounter {
     pub fn inc(&self, py: Python<'_>) {
         add_under_gil(&self.0, 1, py);
     }
+    /// Take back an `inc` (a count made before the outcome was known).
+    #[inline]
+    pub fn undo(&self, py: Python<'_>) {
+        add_under_gil(&self.0, u64::MAX, py);
+    }
     #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
