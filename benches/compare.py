@@ -1,6 +1,6 @@
 """Nova beside its peers, in one process and one run, with a no-op handler.
 
-    python benches/compare.py [--events N] [--json]
+    python benches/compare.py [--events N] [--rounds R] [--json]
 
 Prints events/s for each workload and the ratios the issues set as targets. Quote ratios from
 one run only: the machines are shared and noisy, absolute numbers drift between runs.
@@ -26,10 +26,15 @@ def noop(*_a: Any, **_k: Any) -> None:
     return None
 
 
-def best_rate(fn: Callable[[int], float], n: int, repeat: int = 3) -> float:
-    """Events/s of the fastest of `repeat` runs (each returns its elapsed seconds)."""
-    best = min(fn(n) for _ in range(repeat))
-    return n / best
+def best_rates(workloads: list[tuple[str, Callable[[int], float], int]], rounds: int) -> dict[str, float]:
+    """Events/s of each workload's fastest run (each returns its elapsed seconds). The rounds
+    go through every workload in turn, so a burst of load from a neighbour slows one run of
+    each rather than every run of one: the ratios are what this protects."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, fn, count in workloads:
+            best[name] = min(best.get(name, float("inf")), fn(count))
+    return {name: count / best[name] for name, _fn, count in workloads}
 
 
 # ---- synchronous dispatch -------------------------------------------------------------------
@@ -175,11 +180,11 @@ def compat_blinker_send(n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     n = args.events
-    rates: dict[str, float] = {}
-    for name, fn, count in [
+    rates = best_rates([
         ("python-loop", python_loop, n),
         ("pyee-emit", pyee_emit, n),
         ("blinker-send", blinker_send, n),
@@ -191,8 +196,7 @@ def main() -> None:
         ("nova-bus-16(no key)", nova_bus_unkeyed, n),
         ("compat-pyee-emit", compat_pyee_emit, n),
         ("compat-blinker-send", compat_blinker_send, n),
-    ]:
-        rates[name] = best_rate(fn, count)
+    ], args.rounds)
     ratios = {
         "nova sync emit / pyee emit (target >= 3)": rates["nova-emit(new Event)"] / rates["pyee-emit"],
         "nova async / queue.Queue worker (target >= 8)": rates["nova-emit_async+flush"] / rates["queue-worker"],
