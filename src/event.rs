@@ -93,7 +93,7 @@ impl<T> Drop for Held<T> {
 }
 
 fn now_micros() -> i64 {
-    crate::metrics::epoch_micros()
+    crate::metrics::stopwatch::wall_micros()
 }
 
 /// UUIDv7 state: for the whole process, the last (millisecond << 12 | counter) handed out, so

@@ -95,12 +95,50 @@ pub mod stopwatch {
         }
     }
 
+    /// Microseconds since the Unix epoch, for event timestamps: the real-time clock read at
+    /// most every 10 ms per thread, and the ticks since then added to it. Every event carries
+    /// a timestamp, and on the VMs we measure on a real-time clock read was a tenth of
+    /// creating an event. Between two reads the result can be off by the calibration error
+    /// over 10 ms (a few microseconds); a step of the system clock shows within 10 ms.
+    #[inline]
+    pub fn wall_micros() -> i64 {
+        thread_local! {
+            /// (ticks, real-time nanoseconds) when this thread last read the real-time clock.
+            static ANCHOR: std::cell::Cell<(u64, i64)> = const { std::cell::Cell::new((0, 0)) };
+        }
+        static REFRESH_TICKS: OnceLock<u64> = OnceLock::new();
+        if scale().is_none() {
+            return super::epoch_micros();
+        }
+        let refresh = *REFRESH_TICKS.get_or_init(|| nanos_to_ticks(10_000_000));
+        let ticks = now();
+        ANCHOR.with(|anchor| {
+            let (t0, real0) = anchor.get();
+            let since = ticks.wrapping_sub(t0);
+            if t0 != 0 && since < refresh {
+                return (real0 + ticks_to_nanos(since) as i64) / 1000;
+            }
+            let real = super::epoch_nanos();
+            anchor.set((ticks, real));
+            real / 1000
+        })
+    }
+
     pub fn nanos_to_ticks(nanos: u64) -> u64 {
         match scale() {
             Some(scale) => ((nanos as u128) << 32).checked_div(scale as u128).map_or(u64::MAX, |t| t.min(u64::MAX as u128) as u64),
             None => nanos,
         }
     }
+}
+
+/// Nanoseconds since the Unix epoch on the real-time clock.
+#[inline]
+pub fn epoch_nanos() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
 }
 
 /// Microseconds since the Unix epoch on the real-time clock.
@@ -290,6 +328,17 @@ mod tests {
         while mono_nanos() - t0 < 2_000_000 {}
         let took = stopwatch::elapsed_nanos(begun);
         assert!((1_900_000..20_000_000).contains(&took), "{took}");
+    }
+
+    #[test]
+    fn wall_micros_follows_the_real_time_clock() {
+        for _ in 0..3 {
+            let ours = stopwatch::wall_micros();
+            let real = epoch_micros();
+            assert!((real - ours).abs() < 1_000, "{ours} vs {real}");
+            let t0 = mono_nanos();
+            while mono_nanos() - t0 < 7_000_000 {}
+        }
     }
 
     #[test]
