@@ -539,42 +539,26 @@ impl Emitter {
     }
 }
 
-/// `Emitter.emit(event)`, the call every synchronous event makes, as a plain C method (see
+/// `Emitter.emit(event)` (`QUEUED = false`) and `Emitter.emit_async(event)` with no timeout
+/// (`QUEUED = true`), the calls every event makes, as plain C methods (see
 /// `capi::install_fast_method`).
-struct FastEmit;
+struct FastEmit<const QUEUED: bool>;
 
-impl FastCall for FastEmit {
+impl<const QUEUED: bool> FastCall for FastEmit<QUEUED> {
     fn original() -> &'static GILOnceCell<Py<PyAny>> {
-        static ORIGINAL: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-        &ORIGINAL
+        static EMIT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+        static EMIT_ASYNC: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+        if QUEUED { &EMIT_ASYNC } else { &EMIT }
     }
 
     unsafe fn fast(py: Python<'_>, slf: *mut pyo3::ffi::PyObject, args: &[*mut pyo3::ffi::PyObject]) -> Option<PyResult<Py<PyAny>>> {
         let [event] = args else { return None };
         // SAFETY: see `FastCall::fast`.
-        unsafe {
-            let slf = Borrowed::from_ptr(py, slf);
-            Some(slf.downcast_unchecked::<Emitter>().get().emit(py, &Borrowed::from_ptr(py, *event)).map(|()| py.None()))
-        }
-    }
-}
-
-/// `Emitter.emit_async(event)` with no timeout, the call every queued event makes.
-struct FastEmitAsync;
-
-impl FastCall for FastEmitAsync {
-    fn original() -> &'static GILOnceCell<Py<PyAny>> {
-        static ORIGINAL: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-        &ORIGINAL
-    }
-
-    unsafe fn fast(py: Python<'_>, slf: *mut pyo3::ffi::PyObject, args: &[*mut pyo3::ffi::PyObject]) -> Option<PyResult<Py<PyAny>>> {
-        let [event] = args else { return None };
-        // SAFETY: see `FastCall::fast`.
-        unsafe {
-            let slf = Borrowed::from_ptr(py, slf);
-            Some(slf.downcast_unchecked::<Emitter>().get().emit_async(py, &Borrowed::from_ptr(py, *event), None).map(|()| py.None()))
-        }
+        let (slf, event) = unsafe { (Borrowed::from_ptr(py, slf), Borrowed::from_ptr(py, *event)) };
+        // SAFETY: as above, `slf` is an Emitter.
+        let emitter = unsafe { slf.downcast_unchecked::<Emitter>() }.get();
+        let done = if QUEUED { emitter.emit_async(py, &event, None) } else { emitter.emit(py, &event) };
+        Some(done.map(|()| py.None()))
     }
 }
 
@@ -582,13 +566,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Emitter>()?;
     let ty = py.get_type::<Emitter>();
-    install_fast_method::<FastEmit>(
+    install_fast_method::<FastEmit<false>>(
         py,
         &ty,
         c"emit",
         c"emit($self, event)\n--\n\nRun middleware and every matching listener now, in this thread.",
     )?;
-    install_fast_method::<FastEmitAsync>(
+    install_fast_method::<FastEmit<true>>(
         py,
         &ty,
         c"emit_async",
