@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
@@ -181,10 +181,11 @@ impl Unsubscribe for BusCore {
 /// while that subscriber waits for a retry (so its order is kept and nobody else waits).
 struct PartitionSink {
     core: Weak<BusCore>,
-    topic: Mutex<Weak<Topic>>,
+    /// Set once, right after the topic is made (it owns this sink: hence weak).
+    topic: OnceLock<Weak<Topic>>,
     /// Keyed by `Sub::seq` (our own numbers: FxHash, no hash-flooding concern).
     held: Mutex<HashMap<u64, VecDeque<(Py<PyAny>, Option<Py<PyAny>>)>, FxBuildHasher>>,
-    me: Mutex<Weak<PartitionSink>>,
+    me: OnceLock<Weak<PartitionSink>>,
 }
 
 impl PartitionSink {
@@ -241,7 +242,7 @@ impl PartitionSink {
             Attempt::Retry(delay) => {
                 self.held.lock().insert(sub.seq, VecDeque::new());
                 let follow: Option<Arc<dyn FollowUp>> =
-                    self.me.lock().upgrade().map(|s| s as Arc<dyn FollowUp>);
+                    self.me.get().and_then(Weak::upgrade).map(|s| s as Arc<dyn FollowUp>);
                 core.retries.schedule(py, sub.clone(), event, context, 2, Some(&topic.name), delay, follow);
                 None
             }
@@ -260,7 +261,7 @@ impl PartitionSink {
 
 impl FollowUp for PartitionSink {
     fn finished(&self, py: Python<'_>, sub: &Arc<Sub>, event: &Bound<'_, PyAny>, ok: bool) {
-        let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.lock().upgrade()) else {
+        let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.get().and_then(Weak::upgrade)) else {
             return;
         };
         if ok && topic.mode == Mode::ExactlyOnce {
@@ -293,7 +294,7 @@ impl FollowUp for PartitionSink {
 
 impl Sink for PartitionSink {
     fn deliver(&self, py: Python<'_>, item: Item, contexts: &mut crate::context::ContextRunner) {
-        let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.lock().upgrade()) else {
+        let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.get().and_then(Weak::upgrade)) else {
             return;
         };
         let event = item.event.into_bound(py);
@@ -405,11 +406,11 @@ impl Bus {
         for _ in 0..partitions {
             let sink = Arc::new(PartitionSink {
                 core: Arc::downgrade(&self.core),
-                topic: Mutex::new(Weak::new()),
+                topic: OnceLock::new(),
                 held: Mutex::new(HashMap::default()),
-                me: Mutex::new(Weak::new()),
+                me: OnceLock::new(),
             });
-            *sink.me.lock() = Arc::downgrade(&sink);
+            let _ = sink.me.set(Arc::downgrade(&sink));
             lanes.push(Lane::new(buffer_size, 1, sink.clone(), self.core.pool.clone()));
             sinks.push(sink);
         }
@@ -436,7 +437,7 @@ impl Bus {
             deleted: AtomicBool::new(false),
         });
         for s in &topic.sinks {
-            *s.topic.lock() = Arc::downgrade(&topic);
+            let _ = s.topic.set(Arc::downgrade(&topic));
         }
         let mut topics = self.core.topics.write();
         // Another thread may have created it meanwhile (we never held the GIL-free lock long).
@@ -462,8 +463,9 @@ impl Bus {
 
     fn count(&self, py: Python<'_>, event: &Bound<'_, PyAny>, which: fn(&TypeCounters) -> &GilCounter) {
         if let Some(ev) = as_event(event) {
-            if let Ok(t) = ev.get().type_obj(py).to_str() {
-                which(&self.core.types.resolve(t).counters).inc(py);
+            // Through the last-type memo: consecutive events of one type skip the cache lookup.
+            if let Some(r) = self.core.types.resolve_type(py, ev.get().type_obj(py)) {
+                which(&r.counters).inc(py);
             }
         }
     }
