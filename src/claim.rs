@@ -1,5 +1,6 @@
 //! How many workers are draining one lane, at most `limit` at once, without ever leaving a
-//! pushed item with nobody coming for it.
+//! pushed item with nobody coming for it. (A managed listener's concurrency slots are the same
+//! counter: `try_claim` and `release`.)
 //!
 //! Producers push, then `should_schedule`; a worker that finds the queue empty `release`s its
 //! slot and then looks at the queue once more, taking the slot back (`try_claim`) if an item
@@ -35,6 +36,11 @@ impl Claim {
                 Err(now) => active = now,
             }
         }
+    }
+
+    /// Slots taken now.
+    pub fn active(&self) -> usize {
+        self.active.load(SeqCst)
     }
 
     /// A worker found the queue empty and gives its slot back.

@@ -14,6 +14,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use crate::claim::Claim;
 use crate::errors::{describe_event, nova_err, validation_error};
 use crate::metrics::{coarse_mono_nanos, stopwatch, GilCounter, Histogram};
 use crate::watchdog;
@@ -35,8 +36,8 @@ pub struct AttemptCore {
     /// The timeout in `stopwatch` ticks.
     timeout_ticks: Option<u64>,
     timeout: Option<f64>,
-    limit: usize,
-    active: AtomicUsize,
+    /// The concurrency slots: at most `concurrency` attempts at once.
+    slots: Claim,
     slot_waiters: AtomicUsize,
     slot_lock: Mutex<()>,
     slot_freed: Condvar,
@@ -179,33 +180,22 @@ impl AttemptCore {
     }
 
     fn acquire_slot(&self, py: Python<'_>) {
-        if self.try_take_slot() {
+        if self.slots.try_claim() {
             return;
         }
         // Every slot taken: wait with the GIL released, so the holders can finish.
         py.allow_threads(|| {
             let mut guard = self.slot_lock.lock();
             self.slot_waiters.fetch_add(1, SeqCst);
-            while !self.try_take_slot() {
+            while !self.slots.try_claim() {
                 self.slot_freed.wait(&mut guard);
             }
             self.slot_waiters.fetch_sub(1, SeqCst);
         });
     }
 
-    fn try_take_slot(&self) -> bool {
-        let mut n = self.active.load(SeqCst);
-        while n < self.limit {
-            match self.active.compare_exchange_weak(n, n + 1, SeqCst, SeqCst) {
-                Ok(_) => return true,
-                Err(now) => n = now,
-            }
-        }
-        false
-    }
-
     fn release_slot(&self) {
-        self.active.fetch_sub(1, SeqCst);
+        self.slots.release();
         // A waiter registers before it last tries, under the lock: taking the lock here means
         // it is either waiting (and gets the notify) or will see the freed slot.
         if self.slot_waiters.load(SeqCst) > 0 {
@@ -278,8 +268,7 @@ impl AttemptCore {
             hand_over,
             timeout_ticks,
             timeout,
-            limit: concurrency,
-            active: AtomicUsize::new(0),
+            slots: Claim::new(concurrency),
             slot_waiters: AtomicUsize::new(0),
             slot_lock: Mutex::new(()),
             slot_freed: Condvar::new(),
@@ -324,7 +313,7 @@ impl AttemptCore {
     /// Attempts running now.
     #[getter]
     fn active(&self) -> usize {
-        self.active.load(SeqCst)
+        self.slots.active()
     }
 
     #[getter]
