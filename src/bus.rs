@@ -2,13 +2,15 @@
 //! at most one worker at a time, so the events of one partition reach each subscriber in
 //! publish order while partitions run in parallel.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
+use pyo3::sync::GILProtected;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use regex::Regex;
 use rustc_hash::FxBuildHasher;
@@ -93,6 +95,9 @@ struct Topic {
     lanes: Vec<Arc<Lane>>,
     sinks: Vec<Arc<PartitionSink>>,
     subs: RwLock<Arc<Resolved>>,
+    /// Bumped after every change of `subs`, so a worker can keep its copy for a whole batch
+    /// and re-read only when this moves (one load per event instead of a lock and a clone).
+    subs_version: AtomicU64,
     dedup: Mutex<HashMap<u64, Dedup>>,
     deleted: AtomicBool,
 }
@@ -110,7 +115,7 @@ impl Topic {
         }
         let ev = as_event(event).expect("checked at the door").get();
         Ok(match &self.key {
-            OrderingKey::EventId => partition_of(ev.id_obj(py).to_str()?, n),
+            OrderingKey::EventId => ev.id_partition(py, n)?,
             OrderingKey::Metadata(k) => match ev.metadata_get_obj(py, k.bind(py)) {
                 Some(v) => partition_of(v.downcast::<PyString>().map(|s| s.to_str()).unwrap_or(Ok(""))?, n),
                 None => partition_of("", n),
@@ -136,6 +141,17 @@ impl Topic {
     fn set_subs(&self, subs: Vec<Arc<Sub>>) {
         let counters = self.subs.read().counters.clone();
         *self.subs.write() = Arc::new(Resolved { subs, counters });
+        self.subs_version.fetch_add(1, SeqCst);
+    }
+
+    /// The subscribers now, reusing `cached` while they have not changed since it was read.
+    fn subs_since<'a>(&self, cached: &'a mut Option<(u64, Arc<Resolved>)>) -> &'a Resolved {
+        let version = self.subs_version.load(SeqCst);
+        match cached {
+            Some((v, _)) if *v == version => {}
+            _ => *cached = Some((version, self.subs.read().clone())),
+        }
+        &cached.as_ref().expect("just filled").1
     }
 
     fn add_sub(&self, sub: Arc<Sub>) {
@@ -158,7 +174,7 @@ pub struct BusCore {
     types: Registry,
     chain: Chain,
     counters: Arc<DispatchCounters>,
-    published: Counter,
+    published: GilCounter,
     dropped_full: Counter,
     dropped_at_most_once: Counter,
     dropped_shutdown: Counter,
@@ -177,24 +193,87 @@ impl Unsubscribe for BusCore {
     }
 }
 
+/// A subscriber's events held back while it waits for a retry: (event, context).
+type Backlog = VecDeque<(Py<PyAny>, Option<Py<PyAny>>)>;
+
+/// The backlogs of one partition, keyed by `Sub::seq` (our own numbers: FxHash, no
+/// hash-flooding concern). Nearly always empty, which `count` tells without the lock.
+#[derive(Default)]
+struct HeldBack {
+    map: Mutex<HashMap<u64, Backlog, FxBuildHasher>>,
+    /// Entries in `map`, changed only with its lock held.
+    count: AtomicUsize,
+}
+
+impl HeldBack {
+    /// Whether any subscriber's events are held back here (no lock taken).
+    fn holds_any(&self) -> bool {
+        self.count.load(SeqCst) > 0
+    }
+
+    /// Append to `seq`'s backlog if it has one (`Err` if it has none).
+    fn push(&self, seq: u64, event: &Bound<'_, PyAny>, context: Option<&Py<PyAny>>) -> Result<(), ()> {
+        let mut map = self.map.lock();
+        let q = map.get_mut(&seq).ok_or(())?;
+        q.push_back((event.clone().unbind(), context.map(|c| c.clone_ref(event.py()))));
+        Ok(())
+    }
+
+    /// Start holding back `seq`'s events (it waits for a retry).
+    fn start(&self, seq: u64) {
+        let mut map = self.map.lock();
+        if map.insert(seq, VecDeque::new()).is_none() {
+            self.count.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// Stop holding back `seq`'s events; what was held, in order.
+    fn finish(&self, seq: u64) -> Option<Backlog> {
+        let mut map = self.map.lock();
+        let backlog = map.remove(&seq)?;
+        self.count.fetch_sub(1, SeqCst);
+        Some(backlog)
+    }
+
+    /// If `seq` waits again, put the rest of `backlog` after what it holds now; true if so.
+    fn requeue(&self, seq: u64, backlog: &mut Backlog) -> bool {
+        match self.map.lock().get_mut(&seq) {
+            Some(q) => {
+                q.extend(backlog.drain(..));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.lock().values().map(|q| q.len()).sum()
+    }
+
+    fn take(&self) -> Vec<Py<PyAny>> {
+        let mut map = self.map.lock();
+        self.count.store(0, SeqCst);
+        map.drain().flat_map(|(_, q)| q.into_iter().map(|(e, _)| e)).collect()
+    }
+}
+
 /// Delivers one partition's events and holds back, per subscriber, the events that arrive
 /// while that subscriber waits for a retry (so its order is kept and nobody else waits).
 struct PartitionSink {
     core: Weak<BusCore>,
     /// Set once, right after the topic is made (it owns this sink: hence weak).
     topic: OnceLock<Weak<Topic>>,
-    /// Keyed by `Sub::seq` (our own numbers: FxHash, no hash-flooding concern).
-    held: Mutex<HashMap<u64, VecDeque<(Py<PyAny>, Option<Py<PyAny>>)>, FxBuildHasher>>,
+    held: HeldBack,
     me: OnceLock<Weak<PartitionSink>>,
 }
 
 impl PartitionSink {
     fn held_len(&self) -> usize {
-        self.held.lock().values().map(|q| q.len()).sum()
+        self.held.len()
     }
 
     fn take_held(&self) -> Vec<Py<PyAny>> {
-        self.held.lock().drain().flat_map(|(_, q)| q.into_iter().map(|(e, _)| e)).collect()
+        self.held.take()
     }
 
     /// Deliver `event` to `sub`, or hold it back if `sub` is waiting for a retry here.
@@ -207,12 +286,8 @@ impl PartitionSink {
         event: &Bound<'_, PyAny>,
         context: Option<&Py<PyAny>>,
     ) -> Option<PyErr> {
-        {
-            let mut held = self.held.lock();
-            if let Some(q) = held.get_mut(&sub.seq) {
-                q.push_back((event.clone().unbind(), context.map(|c| c.clone_ref(py))));
-                return None;
-            }
+        if self.held.holds_any() && self.held.push(sub.seq, event, context).is_ok() {
+            return None;
         }
         let id = if topic.mode == Mode::ExactlyOnce {
             let id = as_event(event).map(|e| e.get().id_str(py)).unwrap_or_default();
@@ -240,7 +315,7 @@ impl PartitionSink {
                 if sub.managed.is_none() { Some(e) } else { None }
             }
             Attempt::Retry(delay) => {
-                self.held.lock().insert(sub.seq, VecDeque::new());
+                self.held.start(sub.seq);
                 let follow: Option<Arc<dyn FollowUp>> =
                     self.me.get().and_then(Weak::upgrade).map(|s| s as Arc<dyn FollowUp>);
                 core.retries.schedule(py, sub.clone(), event, context, 2, Some(&topic.name), delay, follow);
@@ -270,7 +345,7 @@ impl FollowUp for PartitionSink {
             }
         }
         // Release what was held back for this subscriber, in order, until it waits again.
-        let Some(mut backlog) = self.held.lock().remove(&sub.seq) else {
+        let Some(mut backlog) = self.held.finish(sub.seq) else {
             return;
         };
         while let Some((ev, ctx)) = backlog.pop_front() {
@@ -283,9 +358,7 @@ impl FollowUp for PartitionSink {
             if let Some(e) = err {
                 log_failure(py, &core.name, &e);
             }
-            let mut held = self.held.lock();
-            if let Some(q) = held.get_mut(&sub.seq) {
-                q.extend(backlog.drain(..));
+            if self.held.requeue(sub.seq, &mut backlog) {
                 return;
             }
         }
@@ -293,31 +366,40 @@ impl FollowUp for PartitionSink {
 }
 
 impl Sink for PartitionSink {
-    fn deliver(&self, py: Python<'_>, item: Item, contexts: &mut crate::context::ContextRunner) {
+    fn deliver_batch(
+        &self,
+        py: Python<'_>,
+        next: &mut dyn FnMut() -> Option<Item>,
+        contexts: &mut crate::context::ContextRunner,
+    ) {
         let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.get().and_then(Weak::upgrade)) else {
+            // The bus is gone: nobody is left to deliver to.
+            while next().is_some() {}
             return;
         };
-        let event = item.event.into_bound(py);
-        let ctx = item.context;
         let _topic = CurrentTopic::enter(py, &topic.name_obj);
-        let run = || {
-            let d = Dispatch { component: &core.name, chain: &core.chain, counters: &core.counters };
-            d.run(
-                py,
-                event,
-                |_| topic.subs.read().clone(),
-                |sub, ev| self.deliver_to(py, &core, &topic, sub, ev, ctx.as_ref()),
-            )
-        };
-        let result = match &ctx {
-            Some(c) => contexts.run(py, c, run).and_then(|r| r),
-            None => run(),
-        };
-        if let Err(e) = result {
-            log_failure(py, &core.name, &e);
+        let mut subs = None;
+        let d = Dispatch { component: &core.name, chain: &core.chain, counters: &core.counters };
+        while let Some(item) = next() {
+            let resolved = topic.subs_since(&mut subs);
+            let event = item.event.into_bound(py);
+            let ctx = item.context;
+            let run = || {
+                d.run(py, event, |_| resolved, |sub, ev| self.deliver_to(py, &core, &topic, sub, ev, ctx.as_ref()))
+            };
+            let result = match &ctx {
+                Some(c) => contexts.run(py, c, run).and_then(|r| r),
+                None => run(),
+            };
+            if let Err(e) = result {
+                log_failure(py, &core.name, &e);
+            }
         }
     }
 }
+
+/// A topic and the str object that named it.
+type LastTopic = (Py<PyString>, Arc<Topic>);
 
 #[pyclass(module = "nova", name = "Bus", subclass, frozen)]
 pub struct Bus {
@@ -331,6 +413,9 @@ pub struct Bus {
     store: Option<Py<PyAny>>,
     validator: Option<Py<PyAny>>,
     context: ContextCapture,
+    /// The topic of the last publish and the str object that named it (held, so its address
+    /// cannot be reused by another string): a run of publishes to one topic skips the lookup.
+    last_topic: GILProtected<RefCell<Option<LastTopic>>>,
     closed: AtomicBool,
     reported: AtomicBool,
 }
@@ -367,6 +452,20 @@ impl Bus {
         }
         let config = self.default_config(py)?;
         self.create(py, name, &config)
+    }
+
+    /// `get_or_create` through the last-topic memo.
+    fn topic_named(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<Arc<Topic>> {
+        if let Some((obj, t)) = &*self.last_topic.get(py).borrow() {
+            if obj.is(name) && !t.deleted.load(SeqCst) {
+                return Ok(t.clone());
+            }
+        }
+        let t = self.get_or_create(py, name.to_str()?)?;
+        // No borrow is held while the old entry is freed (which may run Python code).
+        let old = self.last_topic.get(py).replace(Some((name.clone().unbind(), t.clone())));
+        drop(old);
+        Ok(t)
     }
 
     fn create(&self, py: Python<'_>, name: &str, config: &Bound<'_, PyAny>) -> PyResult<Arc<Topic>> {
@@ -407,7 +506,7 @@ impl Bus {
             let sink = Arc::new(PartitionSink {
                 core: Arc::downgrade(&self.core),
                 topic: OnceLock::new(),
-                held: Mutex::new(HashMap::default()),
+                held: HeldBack::default(),
                 me: OnceLock::new(),
             });
             let _ = sink.me.set(Arc::downgrade(&sink));
@@ -433,6 +532,7 @@ impl Bus {
             lanes,
             sinks,
             subs: RwLock::new(Arc::new(Resolved { subs, counters: Arc::new(TypeCounters::default()) })),
+            subs_version: AtomicU64::new(0),
             dedup: Mutex::new(HashMap::new()),
             deleted: AtomicBool::new(false),
         });
@@ -464,9 +564,7 @@ impl Bus {
     fn count(&self, py: Python<'_>, event: &Bound<'_, PyAny>, which: fn(&TypeCounters) -> &GilCounter) {
         if let Some(ev) = as_event(event) {
             // Through the last-type memo: consecutive events of one type skip the cache lookup.
-            if let Some(r) = self.core.types.resolve_type(py, ev.get().type_obj(py)) {
-                which(&r.counters).inc(py);
-            }
+            self.core.types.count_type(py, ev.get().type_obj(py), |c| which(c).inc(py));
         }
     }
 
@@ -514,7 +612,7 @@ impl Bus {
                 }
             }
         }
-        self.core.published.inc();
+        self.core.published.inc(py);
         self.count(py, event, |c| &c.accepted);
         Ok(())
     }
@@ -612,7 +710,7 @@ impl Bus {
             types: Registry::default(),
             chain: Chain::default(),
             counters,
-            published: Counter::default(),
+            published: GilCounter::default(),
             dropped_full: Counter::default(),
             dropped_at_most_once: Counter::default(),
             dropped_shutdown: Counter::default(),
@@ -632,6 +730,7 @@ impl Bus {
             store: store.filter(|s| !s.is_none(py)),
             validator,
             context: ContextCapture::default(),
+            last_topic: GILProtected::new(RefCell::new(None)),
             closed: AtomicBool::new(false),
             reported: AtomicBool::new(false),
         })
@@ -736,7 +835,7 @@ impl Bus {
         Ok(self.subscription(sub))
     }
 
-    fn publish(&self, py: Python<'_>, topic: &str, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn publish(&self, py: Python<'_>, topic: &Bound<'_, PyString>, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         if let Some(b) = &self.backend {
             // The bus's own checks and store still apply; the backend does the transport.
             self.admit(py, event)?;
@@ -746,7 +845,7 @@ impl Bus {
             return Ok(b.bind(py).call_method1("publish", (topic, event))?.unbind());
         }
         self.admit(py, event)?;
-        let t = self.get_or_create(py, topic)?;
+        let t = self.topic_named(py, topic)?;
         let p = t.partition_for(py, event)?;
         if let Some(store) = &self.store {
             store.bind(py).call_method1("append", (topic, event))?;
@@ -864,7 +963,7 @@ impl Bus {
         for t in &topics {
             for lane in &t.lanes {
                 left.extend(py.allow_threads(|| lane.stop_and_take()).into_iter().map(|i| i.event));
-                in_flight += lane.in_flight();
+                in_flight += lane.progress().1 as usize;
             }
         }
         left.extend(self.core.retries.abandon_all(py));
@@ -1017,7 +1116,7 @@ impl crate::capi::FastCall for FastPublish {
         // SAFETY: see `FastCall::fast`.
         unsafe {
             let topic = Borrowed::from_ptr(py, *topic);
-            let topic = topic.downcast::<PyString>().ok()?.to_str().ok()?;
+            let topic = topic.downcast::<PyString>().ok()?;
             let slf = Borrowed::from_ptr(py, slf);
             let bus = slf.downcast_unchecked::<Bus>().get();
             Some(bus.publish(py, topic, &Borrowed::from_ptr(py, *event)))

@@ -24,11 +24,12 @@ impl Claim {
 
     /// After a push: take a slot for a new worker if one is needed. A second worker only helps
     /// when those running leave a backlog (slow or GIL-releasing listeners); for fast ones it
-    /// would only contend for the GIL.
-    pub fn should_schedule(&self, backlog: usize) -> bool {
+    /// would only contend for the GIL. `backlog` is asked only then: a lane already being
+    /// drained (the common case) is told apart by one load.
+    pub fn should_schedule(&self, backlog: impl Fn() -> usize) -> bool {
         let mut active = self.active.load(SeqCst);
         loop {
-            if active >= self.limit || (active > 0 && backlog <= active) {
+            if active >= self.limit || (active > 0 && backlog() <= active) {
                 return false;
             }
             match self.active.compare_exchange(active, active + 1, SeqCst, SeqCst) {
@@ -39,6 +40,10 @@ impl Claim {
     }
 
     /// Slots taken now.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub fn active(&self) -> usize {
         self.active.load(SeqCst)
     }
@@ -89,18 +94,14 @@ mod loom_tests {
             let queue = Arc::new(Mutex::new(VecDeque::new()));
             let done = Arc::new(Count::new(0));
             // A worker is already running (it claimed the slot for an earlier item).
-            assert!(claim.should_schedule(1));
+            assert!(claim.should_schedule(|| 1));
             let (c, q, d) = (claim.clone(), queue.clone(), done.clone());
             let running = loom::thread::spawn(move || worker(&c, &q, &d));
             // Meanwhile a producer pushes an item, running a worker when told to schedule one.
             let (c, q, d) = (claim.clone(), queue.clone(), done.clone());
             let producer = loom::thread::spawn(move || {
-                let backlog = {
-                    let mut q = q.lock().unwrap();
-                    q.push_back(1);
-                    q.len()
-                };
-                if c.should_schedule(backlog) {
+                q.lock().unwrap().push_back(1);
+                if c.should_schedule(|| q.lock().unwrap().len()) {
                     worker(&c, &q, &d);
                 }
             });

@@ -202,11 +202,11 @@ impl Dispatch<'_> {
     /// Run `event` through middleware and the listeners `resolve` picks for the (possibly
     /// replaced) event. `Err` is what a synchronous caller raises: a `MiddlewareError`, a
     /// `ListenerError`, or an `ExceptionGroup` of them.
-    pub fn run<'py>(
+    pub fn run<'py, R: std::ops::Deref<Target = Resolved>>(
         &self,
         py: Python<'py>,
         event: Bound<'py, PyAny>,
-        resolve: impl FnOnce(&Bound<'py, PyAny>) -> Arc<Resolved>,
+        resolve: impl FnOnce(&Bound<'py, PyAny>) -> R,
         mut deliver: impl FnMut(&Arc<Sub>, &Bound<'py, PyAny>) -> Option<PyErr>,
     ) -> Result<(), PyErr> {
         let snapshot = self.chain.snapshot();

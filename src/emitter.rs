@@ -136,17 +136,19 @@ struct EmitterSink {
 }
 
 impl Sink for EmitterSink {
-    fn deliver(&self, py: Python<'_>, item: Item, contexts: &mut ContextRunner) {
-        let event = item.event.into_bound(py);
-        let resolved = item.resolved;
-        match &item.context {
-            Some(ctx) => {
-                let run = || self.core.dispatch_queued(py, event, resolved, Some(ctx));
-                if let Err(e) = contexts.run(py, ctx, run) {
-                    log_failure(py, &self.core.name, &e);
+    fn deliver_batch(&self, py: Python<'_>, next: &mut dyn FnMut() -> Option<Item>, contexts: &mut ContextRunner) {
+        while let Some(item) = next() {
+            let event = item.event.into_bound(py);
+            let resolved = item.resolved;
+            match &item.context {
+                Some(ctx) => {
+                    let run = || self.core.dispatch_queued(py, event, resolved, Some(ctx));
+                    if let Err(e) = contexts.run(py, ctx, run) {
+                        log_failure(py, &self.core.name, &e);
+                    }
                 }
+                None => self.core.dispatch_queued(py, event, resolved, None),
             }
-            None => self.core.dispatch_queued(py, event, resolved, None),
         }
     }
 }
@@ -489,8 +491,9 @@ impl Emitter {
             }
             lane.stop_and_take()
         });
-        let drained = lane.retired() - before - left.len() as u64;
-        let in_flight = lane.in_flight();
+        let (retired, unfinished) = lane.progress();
+        let drained = retired - before - left.len() as u64;
+        let in_flight = unfinished as usize;
         let mut undelivered: Vec<Py<PyAny>> = left.into_iter().map(|i| i.event).collect();
         undelivered.extend(self.core.retries.abandon_all(py));
         self.core.dropped_shutdown.add(undelivered.len() as u64);

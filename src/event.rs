@@ -306,6 +306,18 @@ impl Event {
     pub fn id_obj<'py>(&self, py: Python<'py>) -> &Bound<'py, PyString> {
         self.id.get_or_init(py, || id_text(py, self.uuid)).bind(py)
     }
+    /// The partition (of `partitions`) the event's id maps to, as `partition_of(id)`, without
+    /// making the id's str when it has not been asked for yet.
+    pub fn id_partition(&self, py: Python<'_>, partitions: usize) -> PyResult<usize> {
+        Ok(match self.id.get(py) {
+            Some(id) => crate::partition::partition_of(id.bind(py).to_str()?, partitions),
+            None => {
+                let mut buf = uuid::Uuid::encode_buffer();
+                let id = uuid::Uuid::from_u128(self.uuid).hyphenated().encode_lower(&mut buf);
+                crate::partition::partition_of(id, partitions)
+            }
+        })
+    }
     pub fn micros(&self) -> i64 {
         self.micros
     }

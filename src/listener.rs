@@ -508,6 +508,22 @@ impl Registry {
         Some(resolved)
     }
 
+    /// Bump one of `event_type`'s counters (`bump` must not call Python code): through the
+    /// memo without taking a reference to the resolution, else as `resolve_type`.
+    #[inline]
+    pub fn count_type(&self, py: Python<'_>, event_type: &Bound<'_, PyString>, bump: impl FnOnce(&TypeCounters)) {
+        let generation = self.generation.load(SeqCst);
+        if let Some(l) = &*self.last.0.get(py).borrow() {
+            if l.type_.as_ptr() == event_type.as_ptr() && l.generation == generation {
+                bump(&l.resolved.counters);
+                return;
+            }
+        }
+        if let Some(r) = self.resolve_type(py, event_type) {
+            bump(&r.counters);
+        }
+    }
+
     pub fn resolve(&self, event_type: &str) -> Arc<Resolved> {
         if let Some(r) = self.cache.read().get(event_type) {
             return r.clone();

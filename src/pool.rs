@@ -188,29 +188,61 @@ fn worker_main(pool: Arc<PoolInner>) {
     DEAD_THREAD_STATES.lock().push(tstate as usize);
 }
 
+/// How long a worker keeps the GIL across jobs that are already waiting before it lets other
+/// threads have it. Each hand-off of the GIL costs a wake-up and, for the thread giving it up
+/// to a waiter, up to a switch interval: draining several lanes per hand-off keeps the GIL
+/// busy with deliveries rather than with changing hands.
+const GIL_HOLD: Duration = Duration::from_millis(2);
+
 fn worker_loop(pool: &Arc<PoolInner>) {
-    {
-        {
-            while let Ok(task) = pool.rx.recv() {
-                match task {
-                    Task::Stop => break,
-                    Task::Job(job) => {
-                        pool.busy.fetch_add(1, SeqCst);
-                        pool.queued_jobs.fetch_sub(1, SeqCst);
-                        job.run(pool);
-                        pool.busy.fetch_sub(1, SeqCst);
-                    }
-                    Task::Call(call) => {
-                        pool.busy.fetch_add(1, SeqCst);
-                        pool.queued_calls.fetch_sub(1, SeqCst);
-                        Python::with_gil(|py| run_call(py, call, &pool.completed));
-                        pool.busy.fetch_sub(1, SeqCst);
-                    }
-                }
+    let mut next: Option<Task> = None;
+    loop {
+        let task = match next.take() {
+            Some(t) => t,
+            None => match pool.rx.recv() {
+                Ok(t) => t,
+                Err(_) => break,
+            },
+        };
+        if let Task::Stop = task {
+            break;
+        }
+        next = Python::with_gil(|py| {
+            let start = Instant::now();
+            let mut task = task;
+            loop {
+                run_task(py, pool, task);
                 if pool.closed.load(SeqCst) {
                     pool.notify_idle();
                 }
+                if start.elapsed() >= GIL_HOLD {
+                    return None;
+                }
+                match pool.rx.try_recv() {
+                    Ok(Task::Stop) => return Some(Task::Stop),
+                    Ok(t) => task = t,
+                    Err(_) => return None,
+                }
             }
+        });
+    }
+}
+
+/// Run one task; the GIL is held (jobs that take it again get it for free).
+fn run_task(py: Python<'_>, pool: &Arc<PoolInner>, task: Task) {
+    match task {
+        Task::Stop => {}
+        Task::Job(job) => {
+            pool.busy.fetch_add(1, SeqCst);
+            pool.queued_jobs.fetch_sub(1, SeqCst);
+            job.run(pool);
+            pool.busy.fetch_sub(1, SeqCst);
+        }
+        Task::Call(call) => {
+            pool.busy.fetch_add(1, SeqCst);
+            pool.queued_calls.fetch_sub(1, SeqCst);
+            run_call(py, call, &pool.completed);
+            pool.busy.fetch_sub(1, SeqCst);
         }
     }
 }

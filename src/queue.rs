@@ -28,8 +28,15 @@ pub struct Item {
 
 /// What a lane hands its items to, with the GIL held.
 pub trait Sink: Send + Sync {
-    /// Deliver one item; `contexts` is the worker's entered context, kept across the batch.
-    fn deliver(&self, py: Python<'_>, item: Item, contexts: &mut crate::context::ContextRunner);
+    /// Deliver, in order, every item `next` hands out until it returns `None`; `contexts` is
+    /// the worker's entered context, kept across the batch. Work that is the same for the
+    /// whole batch (finding the topic, its subscribers) is done once here, not per item.
+    fn deliver_batch(
+        &self,
+        py: Python<'_>,
+        next: &mut dyn FnMut() -> Option<Item>,
+        contexts: &mut crate::context::ContextRunner,
+    );
 }
 
 pub struct Lane {
@@ -83,6 +90,13 @@ impl Lane {
     }
     pub fn retired(&self) -> u64 {
         self.retired.load(SeqCst)
+    }
+    /// (retired, unfinished) from one reading of `retired`: unfinished items were accepted and
+    /// are neither delivered nor dropped nor taken back. After `stop_and_take` they are the
+    /// ones workers still hold (each the item it delivers and maybe the one it popped ahead).
+    pub fn progress(&self) -> (u64, u64) {
+        let retired = self.retired.load(SeqCst);
+        (retired, self.enqueued.load(SeqCst).saturating_sub(retired))
     }
 
     pub fn try_push(self: &Arc<Self>, item: Item) -> Pushed {
@@ -192,9 +206,21 @@ impl Lane {
         left
     }
 
+    /// Pop an item and start loading its event into the cache.
+    fn pop_prefetched(&self) -> Option<Item> {
+        let item = self.queue.pop()?;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is only a hint; any address is allowed.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(item.event.as_ptr() as *const i8);
+        }
+        Some(item)
+    }
+
     /// Make sure a worker will look at the queue (at most `limit` at once).
     fn kick(self: &Arc<Self>) {
-        if self.claim.should_schedule(self.queue.len()) {
+        if self.claim.should_schedule(|| self.queue.len()) {
             self.pool.schedule(self.clone());
         }
     }
@@ -219,23 +245,51 @@ impl Job for Lane {
                     // after the last, so that "queue empty and nothing in flight" is never seen
                     // while an item is between the two (one mark per batch, not two per item).
                     self.in_flight.fetch_add(1, SeqCst);
-                    let end = loop {
-                        if self.stopped.load(SeqCst) {
-                            break BatchEnd::Empty;
-                        }
-                        let Some(item) = self.queue.pop() else {
-                            break BatchEnd::Empty;
-                        };
-                        self.sink.deliver(py, item, &mut contexts);
-                        self.retired.fetch_add(1, SeqCst);
-                        n += 1;
-                        if n % 16 == 0 {
-                            self.wake_waiters();
-                            if start.elapsed() >= TIME_SLICE {
-                                break BatchEnd::Yield;
+                    // On a lane drained by one worker at a time (a bus partition), one item
+                    // is popped ahead of the one being delivered and its event prefetched:
+                    // events reach a partition's queue interleaved with other partitions', so
+                    // by delivery they are usually out of cache, and the listener call's first
+                    // touch of the event would otherwise wait on memory. (Where several
+                    // workers share a lane, an item held ahead would wait for a slow listener
+                    // that another worker could have run it beside.)
+                    let one_at_a_time = self.claim.limit() == 1;
+                    let mut ahead = if one_at_a_time && !self.stopped.load(SeqCst) { self.pop_prefetched() } else { None };
+                    let mut winding_down = false;
+                    // An item handed to the sink is counted retired when the sink asks for the
+                    // next one (or after the batch): only once it has been delivered.
+                    let mut handed = false;
+                    let mut next = || -> Option<Item> {
+                        if handed {
+                            handed = false;
+                            self.retired.fetch_add(1, SeqCst);
+                            n += 1;
+                            if n % 16 == 0 {
+                                self.wake_waiters();
+                                winding_down |= start.elapsed() >= TIME_SLICE;
                             }
                         }
+                        let more = !winding_down && !self.stopped.load(SeqCst);
+                        // The item popped ahead is delivered even when the batch ends (its
+                        // slice is up, or shutdown stops the lane): it has left the queue.
+                        let item = if one_at_a_time {
+                            let item = ahead.take()?;
+                            if more {
+                                ahead = self.pop_prefetched();
+                            }
+                            item
+                        } else if more {
+                            self.queue.pop()?
+                        } else {
+                            return None;
+                        };
+                        handed = true;
+                        Some(item)
                     };
+                    self.sink.deliver_batch(py, &mut next, &mut contexts);
+                    if handed {
+                        self.retired.fetch_add(1, SeqCst);
+                    }
+                    let end = if winding_down { BatchEnd::Yield } else { BatchEnd::Empty };
                     if let Err(e) = contexts.leave(py) {
                         crate::dispatch::log_failure(py, "worker", &e);
                     }
@@ -261,3 +315,4 @@ impl Job for Lane {
         }
     }
 }
+

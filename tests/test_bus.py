@@ -37,6 +37,32 @@ def test_partition_is_fnv1a_of_the_key() -> None:
             assert nova._core.partition(key, n) == (fnv1a64(key.encode()) % n if n > 1 else 0)
 
 
+@pytest.mark.parametrize("id_read_first", [False, True])
+def test_without_an_ordering_key_the_partition_is_that_of_the_event_id(id_read_first: bool) -> None:
+    # One worker, held inside the listener: every partition then takes one event and the next
+    # one for the same partition is refused with the partition's number in the message.
+    release = threading.Event()
+    bus = Bus(pool=nova.WorkerPool(1), default_delivery_mode=AMO)
+    bus.create_topic("t", partitions=16, buffer_size=1, delivery_mode=AMO)
+    bus.subscribe("t", lambda e: release.wait(10))
+    refused = 0
+    try:
+        for i in range(200):
+            ev = Event("a.b", i)
+            if id_read_first:
+                assert ev.id  # the id's str exists before the publish
+            try:
+                bus.publish("t", ev)
+            except nova.BufferFull as e:
+                refused += 1
+                assert f"partition {nova._core.partition(ev.id, 16)} of topic 't'" in str(e)
+        assert refused > 150
+    finally:
+        release.set()
+        bus.shutdown(timeout=5)
+        bus.pool.close()
+
+
 def test_topics_are_created_explicitly_or_on_first_use(bus: Bus) -> None:
     bus.create_topic("orders", partitions=4, ordering_key="customer_id")
     bus.create_topic("orders", partitions=4, ordering_key="customer_id")  # same: no-op
