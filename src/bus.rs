@@ -117,6 +117,7 @@ impl Topic {
         Ok(match &self.key {
             OrderingKey::EventId => ev.id_partition(py, n)?,
             OrderingKey::Metadata(k) => match ev.metadata_get_obj(py, k.bind(py)) {
+                // Metadata values are str (checked when the event is made).
                 Some(v) => partition_of(v.downcast::<PyString>().map(|s| s.to_str()).unwrap_or(Ok(""))?, n),
                 None => partition_of("", n),
             },
