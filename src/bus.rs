@@ -455,18 +455,28 @@ impl Bus {
         self.create(py, name, &config)
     }
 
-    /// `get_or_create` through the last-topic memo.
-    fn topic_named(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<Arc<Topic>> {
-        if let Some((obj, t)) = &*self.last_topic.get(py).borrow() {
-            if obj.is(name) && !t.deleted.load(SeqCst) {
-                return Ok(t.clone());
+    /// Run `f` on the topic `name` (made with the defaults if new), found through the
+    /// last-topic memo. On a hit the memo stays borrowed while `f` runs, sparing the topic's
+    /// reference count two atomic operations per publish; `f` may run Python code (a callable
+    /// ordering key, the store) or release the GIL, so the memo is only ever replaced when
+    /// nobody has it borrowed.
+    fn with_topic<R>(&self, py: Python<'_>, name: &Bound<'_, PyString>, f: impl FnOnce(&Topic) -> R) -> PyResult<R> {
+        let memo = self.last_topic.get(py);
+        if let Ok(last) = memo.try_borrow() {
+            if let Some((obj, t)) = &*last {
+                if obj.is(name) && !t.deleted.load(SeqCst) {
+                    return Ok(f(t));
+                }
             }
         }
         let t = self.get_or_create(py, name.to_str()?)?;
-        // No borrow is held while the old entry is freed (which may run Python code).
-        let old = self.last_topic.get(py).replace(Some((name.clone().unbind(), t.clone())));
-        drop(old);
-        Ok(t)
+        if let Ok(mut last) = memo.try_borrow_mut() {
+            let old = last.replace((name.clone().unbind(), t.clone()));
+            drop(last);
+            // Freed after the borrow ends: dropping may run Python code.
+            drop(old);
+        }
+        Ok(f(&t))
     }
 
     fn create(&self, py: Python<'_>, name: &str, config: &Bound<'_, PyAny>) -> PyResult<Arc<Topic>> {
@@ -846,12 +856,13 @@ impl Bus {
             return Ok(b.bind(py).call_method1("publish", (topic, event))?.unbind());
         }
         self.admit(py, event)?;
-        let t = self.topic_named(py, topic)?;
-        let p = t.partition_for(py, event)?;
-        if let Some(store) = &self.store {
-            store.bind(py).call_method1("append", (topic, event))?;
-        }
-        self.enqueue(py, &t, event, p)?;
+        self.with_topic(py, topic, |t| {
+            let p = t.partition_for(py, event)?;
+            if let Some(store) = &self.store {
+                store.bind(py).call_method1("append", (topic, event))?;
+            }
+            self.enqueue(py, t, event, p)
+        })??;
         Ok(py.None())
     }
 
