@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::{Acquire, Relaxed, Release, SeqCst}};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
@@ -198,48 +198,69 @@ impl Unsubscribe for BusCore {
 type Backlog = VecDeque<(Py<PyAny>, Option<Py<PyAny>>)>;
 
 /// The backlogs of one partition, keyed by `Sub::seq` (our own numbers: FxHash, no
-/// hash-flooding concern). Nearly always empty, which `count` tells without the lock.
-#[derive(Default)]
+/// hash-flooding concern). Only touched with the GIL held, which is all the locking it needs
+/// (no Python code runs while it is borrowed). Nearly always empty, which `subs` tells with
+/// one load; `events` lets `len` be read from any thread.
 struct HeldBack {
-    map: Mutex<HashMap<u64, Backlog, FxBuildHasher>>,
-    /// Entries in `map`, changed only with its lock held.
-    count: AtomicUsize,
+    map: GILProtected<RefCell<HashMap<u64, Backlog, FxBuildHasher>>>,
+    /// Entries in `map`.
+    subs: AtomicUsize,
+    /// Events in all backlogs (written with the GIL held: a load and a store).
+    events: AtomicUsize,
+}
+
+impl Default for HeldBack {
+    fn default() -> Self {
+        HeldBack {
+            map: GILProtected::new(RefCell::new(HashMap::default())),
+            subs: AtomicUsize::new(0),
+            events: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl HeldBack {
-    /// Whether any subscriber's events are held back here (no lock taken).
+    /// Whether any subscriber's events are held back here.
     fn holds_any(&self) -> bool {
-        self.count.load(SeqCst) > 0
+        self.subs.load(SeqCst) > 0
+    }
+
+    fn add_events(&self, n: isize) {
+        // Release: a flusher that sees the lane idle (after this, by its SeqCst counters)
+        // sees this count too.
+        self.events.store(self.events.load(Relaxed).wrapping_add_signed(n), Release);
     }
 
     /// Append to `seq`'s backlog if it has one (`Err` if it has none).
-    fn push(&self, seq: u64, event: &Bound<'_, PyAny>, context: Option<&Py<PyAny>>) -> Result<(), ()> {
-        let mut map = self.map.lock();
+    fn push(&self, py: Python<'_>, seq: u64, event: &Bound<'_, PyAny>, context: Option<&Py<PyAny>>) -> Result<(), ()> {
+        let mut map = self.map.get(py).borrow_mut();
         let q = map.get_mut(&seq).ok_or(())?;
-        q.push_back((event.clone().unbind(), context.map(|c| c.clone_ref(event.py()))));
+        q.push_back((event.clone().unbind(), context.map(|c| c.clone_ref(py))));
+        self.add_events(1);
         Ok(())
     }
 
     /// Start holding back `seq`'s events (it waits for a retry).
-    fn start(&self, seq: u64) {
-        let mut map = self.map.lock();
+    fn start(&self, py: Python<'_>, seq: u64) {
+        let mut map = self.map.get(py).borrow_mut();
         if map.insert(seq, VecDeque::new()).is_none() {
-            self.count.fetch_add(1, SeqCst);
+            self.subs.fetch_add(1, SeqCst);
         }
     }
 
     /// Stop holding back `seq`'s events; what was held, in order.
-    fn finish(&self, seq: u64) -> Option<Backlog> {
-        let mut map = self.map.lock();
-        let backlog = map.remove(&seq)?;
-        self.count.fetch_sub(1, SeqCst);
+    fn finish(&self, py: Python<'_>, seq: u64) -> Option<Backlog> {
+        let backlog = self.map.get(py).borrow_mut().remove(&seq)?;
+        self.subs.fetch_sub(1, SeqCst);
+        self.add_events(-(backlog.len() as isize));
         Some(backlog)
     }
 
     /// If `seq` waits again, put the rest of `backlog` after what it holds now; true if so.
-    fn requeue(&self, seq: u64, backlog: &mut Backlog) -> bool {
-        match self.map.lock().get_mut(&seq) {
+    fn requeue(&self, py: Python<'_>, seq: u64, backlog: &mut Backlog) -> bool {
+        match self.map.get(py).borrow_mut().get_mut(&seq) {
             Some(q) => {
+                self.add_events(backlog.len() as isize);
                 q.extend(backlog.drain(..));
                 true
             }
@@ -248,13 +269,15 @@ impl HeldBack {
     }
 
     fn len(&self) -> usize {
-        self.map.lock().values().map(|q| q.len()).sum()
+        self.events.load(Acquire)
     }
 
-    fn take(&self) -> Vec<Py<PyAny>> {
-        let mut map = self.map.lock();
-        self.count.store(0, SeqCst);
-        map.drain().flat_map(|(_, q)| q.into_iter().map(|(e, _)| e)).collect()
+    fn take(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
+        let taken: Vec<Backlog> = self.map.get(py).borrow_mut().drain().map(|(_, q)| q).collect();
+        self.subs.store(0, SeqCst);
+        self.events.store(0, SeqCst);
+        // Freed after the borrow ends (dropping contexts may run Python code).
+        taken.into_iter().flat_map(|q| q.into_iter().map(|(e, _)| e)).collect()
     }
 }
 
@@ -273,8 +296,8 @@ impl PartitionSink {
         self.held.len()
     }
 
-    fn take_held(&self) -> Vec<Py<PyAny>> {
-        self.held.take()
+    fn take_held(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
+        self.held.take(py)
     }
 
     /// Deliver `event` to `sub`, or hold it back if `sub` is waiting for a retry here.
@@ -287,7 +310,7 @@ impl PartitionSink {
         event: &Bound<'_, PyAny>,
         context: Option<&Py<PyAny>>,
     ) -> Option<PyErr> {
-        if self.held.holds_any() && self.held.push(sub.seq, event, context).is_ok() {
+        if self.held.holds_any() && self.held.push(py, sub.seq, event, context).is_ok() {
             return None;
         }
         let id = if topic.mode == Mode::ExactlyOnce {
@@ -316,7 +339,7 @@ impl PartitionSink {
                 if sub.managed.is_none() { Some(e) } else { None }
             }
             Attempt::Retry(delay) => {
-                self.held.start(sub.seq);
+                self.held.start(py, sub.seq);
                 let follow: Option<Arc<dyn FollowUp>> =
                     self.me.get().and_then(Weak::upgrade).map(|s| s as Arc<dyn FollowUp>);
                 core.retries.schedule(py, sub.clone(), event, context, 2, Some(&topic.name), delay, follow);
@@ -346,7 +369,7 @@ impl FollowUp for PartitionSink {
             }
         }
         // Release what was held back for this subscriber, in order, until it waits again.
-        let Some(mut backlog) = self.held.finish(sub.seq) else {
+        let Some(mut backlog) = self.held.finish(py, sub.seq) else {
             return;
         };
         while let Some((ev, ctx)) = backlog.pop_front() {
@@ -359,7 +382,7 @@ impl FollowUp for PartitionSink {
             if let Some(e) = err {
                 log_failure(py, &core.name, &e);
             }
-            if self.held.requeue(sub.seq, &mut backlog) {
+            if self.held.requeue(py, sub.seq, &mut backlog) {
                 return;
             }
         }
@@ -981,11 +1004,11 @@ impl Bus {
         left.extend(self.core.retries.abandon_all(py));
         for t in &topics {
             for s in &t.sinks {
-                left.extend(s.take_held());
+                left.extend(s.take_held(py));
             }
         }
         // One event may be undelivered for several subscribers: report it once.
-        let mut seen = HashSet::new();
+        let mut seen: HashSet<usize, FxBuildHasher> = HashSet::default();
         left.retain(|e| seen.insert(e.as_ptr() as usize));
         self.core.dropped_shutdown.add(left.len() as u64);
         let drained = self.core.counters.processed.get() - before;
