@@ -663,6 +663,39 @@ impl Bus {
                 .all(|t| t.lanes.iter().all(|l| l.len() == 0 && l.in_flight() == 0) && t.sinks.iter().all(|s| s.held_len() == 0))
     }
 
+    /// Wait until every event queued before the call has been processed, with the retries
+    /// and held-back events that follow from it. Events published meanwhile are not waited
+    /// for, so a steady stream of publishes cannot keep `flush` from returning.
+    fn wait_flushed(&self, py: Python<'_>, until: Option<Instant>) -> bool {
+        let targets: Vec<(Arc<Lane>, u64)> = self
+            .all_topics()
+            .iter()
+            .flat_map(|t| t.lanes.iter().map(|l| (l.clone(), l.accepted())).collect::<Vec<_>>())
+            .collect();
+        py.allow_threads(|| {
+            for (lane, target) in &targets {
+                if !lane.wait_retired_to(*target, until) {
+                    return false;
+                }
+            }
+            loop {
+                if !self.core.retries.wait_idle(until) {
+                    return false;
+                }
+                // A subscriber's held-back events are released when its retry ends (before
+                // the retry counts as done); between a failure and its retry being scheduled,
+                // they may briefly be held with no retry pending.
+                if self.all_topics().iter().all(|t| t.sinks.iter().all(|s| s.held_len() == 0)) {
+                    return true;
+                }
+                if until.is_some_and(|d| Instant::now() >= d) {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    }
+
     fn wait_idle(&self, py: Python<'_>, until: Option<Instant>) -> bool {
         py.allow_threads(|| loop {
             let lanes: Vec<Arc<Lane>> = self.all_topics().iter().flat_map(|t| t.lanes.clone()).collect();
@@ -948,7 +981,7 @@ impl Bus {
         if let Some(b) = &self.backend {
             return b.bind(py).call_method1("flush", (timeout,))?.extract();
         }
-        Ok(self.wait_idle(py, deadline(timeout)))
+        Ok(self.wait_flushed(py, deadline(timeout)))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

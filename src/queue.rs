@@ -155,7 +155,16 @@ impl Lane {
     /// Wait until every item accepted before the call is delivered or dropped. Call without
     /// the GIL.
     pub fn wait_retired(&self, deadline: Option<Instant>) -> bool {
-        let target = self.enqueued.load(SeqCst);
+        self.wait_retired_to(self.accepted(), deadline)
+    }
+
+    /// Items accepted so far (a target for `wait_retired_to`).
+    pub fn accepted(&self) -> u64 {
+        self.enqueued.load(SeqCst)
+    }
+
+    /// Wait until `target` items are delivered or dropped. Call without the GIL.
+    pub fn wait_retired_to(&self, target: u64, deadline: Option<Instant>) -> bool {
         self.wait_until(deadline, || self.retired.load(SeqCst) >= target)
     }
 

@@ -330,3 +330,49 @@ def test_listener_context_changes_do_not_leak_between_events_of_a_partition() ->
     assert bus.flush(timeout=5)
     assert seen == [(0, 1), (1, 1), (2, 1), (3, 2)]
     bus.shutdown(timeout=1)
+
+
+def test_subscribe_and_unsubscribe_while_workers_are_mid_batch() -> None:
+    # Workers keep their subscriber list for a whole batch and re-read it when it changes:
+    # every event published after subscribe() returns reaches the new subscriber, and none
+    # published after unsubscribe() returns reaches the old one, while a publisher runs on.
+    bus = Bus(pool=nova.WorkerPool(4), default_delivery_mode=AMO)
+    bus.create_topic("t", partitions=4, ordering_key="k", on_full=OnFull.BLOCK, buffer_size=100_000, delivery_mode=AMO)
+    started = [0]  # seq of the last publish that has started
+    stop = threading.Event()
+
+    def publisher() -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            started[0] = seq
+            bus.publish("t", Event("a.b", seq, metadata={"k": f"k{seq % 7}"}))
+            if seq % 4 == 0:
+                time.sleep(0)  # the workers keep up
+
+    # Gives up the GIL on every event, so subscribe() and unsubscribe() land mid-batch.
+    bus.subscribe("t", lambda e: time.sleep(0))
+    th = threading.Thread(target=publisher)
+    th.start()
+    windows = []  # (received, first that must arrive, last that must arrive, last allowed)
+    try:
+        for _ in range(30):
+            got: list[int] = []
+            sub = bus.subscribe("t", lambda e, got=got: got.append(e.data))
+            after_subscribe = started[0]  # every later seq started after subscribe() returned
+            time.sleep(0.01)
+            published = started[0] - 1  # this one's publish has returned
+            assert bus.flush(10)  # delivered before the unsubscribe
+            sub.unsubscribe()
+            after_unsubscribe = started[0]
+            windows.append((got, after_subscribe + 1, published, after_unsubscribe))
+    finally:
+        stop.set()
+        th.join()
+    assert bus.flush(10)
+    bus.shutdown(timeout=5)
+    bus.pool.close()
+    for got, first, published, last in windows:
+        assert not [s for s in got if s > last], "delivered after unsubscribe() returned"
+        assert set(range(first, published + 1)) <= set(got), "missed after subscribe() returned"
+        assert len(got) == len(set(got))
