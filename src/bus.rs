@@ -108,6 +108,16 @@ impl Topic {
             + self.sinks.iter().map(|s| s.held_len()).sum::<usize>()
     }
 
+    /// Start loading what `partition_for` will read, so that other work can overlap it.
+    #[inline]
+    fn prefetch_key(&self, event: &Bound<'_, PyAny>) {
+        if let (OrderingKey::Metadata(_), Some(ev)) = (&self.key, as_event(event)) {
+            if self.lanes.len() > 1 {
+                ev.get().prefetch_metadata();
+            }
+        }
+    }
+
     fn partition_for(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<usize> {
         let n = self.lanes.len();
         if n == 1 {
@@ -602,13 +612,17 @@ impl Bus {
         }
     }
 
-    fn enqueue(&self, py: Python<'_>, topic: &Topic, event: &Bound<'_, PyAny>, partition: usize) -> PyResult<()> {
+    /// Queue `event` on `partition` of `topic`, with the publisher's `context`.
+    fn enqueue(
+        &self,
+        py: Python<'_>,
+        topic: &Topic,
+        event: &Bound<'_, PyAny>,
+        partition: usize,
+        context: Py<PyAny>,
+    ) -> PyResult<()> {
         let lane = &topic.lanes[partition];
-        let item = Item {
-            event: event.clone().unbind(),
-            context: Some(self.context.capture(py)?),
-            resolved: None,
-        };
+        let item = Item { event: event.clone().unbind(), context: Some(context), resolved: None };
         match topic.on_full {
             OnFull::DropOldest => {
                 if let Some(old) = lane.force_push(item) {
@@ -913,11 +927,14 @@ impl Bus {
         }
         self.admit(py, event)?;
         self.with_topic(py, topic, |t| {
+            // The context is captured while the ordering key's memory loads.
+            t.prefetch_key(event);
+            let context = self.context.capture(py)?;
             let p = t.partition_for(py, event)?;
             if let Some(store) = &self.store {
                 store.bind(py).call_method1("append", (topic, event))?;
             }
-            self.enqueue(py, t, event, p)
+            self.enqueue(py, t, event, p, context)
         })??;
         Ok(py.None())
     }
@@ -965,8 +982,9 @@ impl Bus {
                 store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
             }
         }
+        let context = self.context.capture(py)?;
         for (ev, p) in events.iter().zip(parts) {
-            self.enqueue(py, &t, ev, p)?;
+            self.enqueue(py, &t, ev, p, context.clone_ref(py))?;
         }
         Ok(py.None())
     }
