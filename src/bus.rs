@@ -625,7 +625,7 @@ impl Bus {
         let item = Item { event: event.clone().unbind(), context: Some(context), resolved: None };
         match topic.on_full {
             OnFull::DropOldest => {
-                if let Some(old) = lane.force_push(item) {
+                if let Some(old) = lane.force_push(py, item) {
                     self.core.dropped_full.inc();
                     self.count(py, old.event.bind(py), |c| &c.dropped);
                 }
@@ -1048,7 +1048,7 @@ impl Bus {
         let mut in_flight = 0;
         for t in &topics {
             for lane in &t.lanes {
-                left.extend(py.allow_threads(|| lane.stop_and_take()).into_iter().map(|i| i.event));
+                left.extend(lane.stop_and_take(py).into_iter().map(|i| i.event));
                 in_flight += lane.progress().1 as usize;
             }
         }

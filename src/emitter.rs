@@ -227,7 +227,7 @@ impl Emitter {
         }
         match policy {
             OnFull::DropOldest => {
-                if let Some(old) = self.lane.force_push(item) {
+                if let Some(old) = self.lane.force_push(py, item) {
                     self.core.dropped_full.inc();
                     self.core.count_type(old.event.bind(py), true);
                 }
@@ -485,12 +485,12 @@ impl Emitter {
         let until = deadline(timeout);
         let before = lane.retired();
         let retries = self.core.retries.clone();
-        let left = py.allow_threads(|| {
+        py.allow_threads(|| {
             if lane.wait_idle(until) {
                 retries.wait_idle(until);
             }
-            lane.stop_and_take()
         });
+        let left = lane.stop_and_take(py);
         let (retired, unfinished) = lane.progress();
         let drained = retired - before - left.len() as u64;
         let in_flight = unfinished as usize;

@@ -4,7 +4,7 @@
 //! An emitter has one lane; a bus topic has one lane per partition (limit 1, which is what
 //! keeps a partition's order).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::{Relaxed, Release, SeqCst}};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,11 +114,11 @@ impl Lane {
     }
 
     /// Push, displacing the oldest item when full; returns the displaced one.
-    pub fn force_push(self: &Arc<Self>, item: Item) -> Option<Item> {
+    pub fn force_push(self: &Arc<Self>, py: Python<'_>, item: Item) -> Option<Item> {
         self.enqueued.fetch_add(1, SeqCst);
         let old = self.queue.force_push(item);
         if old.is_some() {
-            self.retired.fetch_add(1, SeqCst);
+            self.retire(py);
         }
         self.kick();
         old
@@ -203,12 +203,20 @@ impl Lane {
         }
     }
 
+    /// Count one item delivered, dropped or taken back. Only ever done with the GIL held
+    /// (hence the token), which serialises the writes: a load and a store, not a locked add,
+    /// on every event. Readers without the GIL still see a well-defined count.
+    #[inline]
+    fn retire(&self, _py: Python<'_>) {
+        self.retired.store(self.retired.load(Relaxed).wrapping_add(1), Release);
+    }
+
     /// After shutdown's deadline: take nothing more from the queue and hand back what is left.
-    pub fn stop_and_take(&self) -> Vec<Item> {
+    pub fn stop_and_take(&self, py: Python<'_>) -> Vec<Item> {
         self.stopped.store(true, SeqCst);
         let mut left = Vec::new();
         while let Some(item) = self.queue.pop() {
-            self.retired.fetch_add(1, SeqCst);
+            self.retire(py);
             left.push(item);
         }
         self.wake_waiters();
@@ -270,7 +278,7 @@ impl Job for Lane {
                     let mut next = || -> Option<Item> {
                         if handed {
                             handed = false;
-                            self.retired.fetch_add(1, SeqCst);
+                            self.retire(py);
                             n += 1;
                             if n % 16 == 0 {
                                 self.wake_waiters();
@@ -296,7 +304,7 @@ impl Job for Lane {
                     };
                     self.sink.deliver_batch(py, &mut next, &mut contexts);
                     if handed {
-                        self.retired.fetch_add(1, SeqCst);
+                        self.retire(py);
                     }
                     let end = if winding_down { BatchEnd::Yield } else { BatchEnd::Empty };
                     if let Err(e) = contexts.leave(py) {
