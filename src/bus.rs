@@ -126,11 +126,7 @@ impl Topic {
         let ev = as_event(event).expect("checked at the door").get();
         Ok(match &self.key {
             OrderingKey::EventId => ev.id_partition(py, n)?,
-            OrderingKey::Metadata(k) => match ev.metadata_get_obj(py, k.bind(py)) {
-                // Metadata values are str (checked when the event is made).
-                Some(v) => partition_of(v.downcast::<PyString>().map(|s| s.to_str()).unwrap_or(Ok(""))?, n),
-                None => partition_of("", n),
-            },
+            OrderingKey::Metadata(k) => ev.metadata_partition(py, k.bind(py), n)?,
             OrderingKey::Callable(f) => {
                 let key = f.bind(py).call1((event,))?;
                 let key = key.downcast::<PyString>().map_err(|_| {

@@ -340,11 +340,29 @@ impl Event {
         }
     }
 
-    /// A metadata value by a Python str key, read without calling Python code (ordering keys).
-    pub fn metadata_get_obj<'py>(&self, py: Python<'py>, key: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
-        self.metadata
-            .as_ref()
-            .and_then(|m| m.bind(py).get_item(key).ok().flatten())
+    /// The partition (of `partitions`) of the metadata value under `key`, "" when absent
+    /// (metadata values are str, checked when the event is made). Reads the value borrowed
+    /// from the dict, without calling Python code: it is the event's own copy, which nothing
+    /// changes, and lives as long as the event.
+    pub fn metadata_partition(&self, py: Python<'_>, key: &Bound<'_, PyString>, partitions: usize) -> PyResult<usize> {
+        let Some(m) = &self.metadata else {
+            return Ok(crate::partition::partition_of("", partitions));
+        };
+        // SAFETY: GIL held, both live; the result is a borrowed reference (or NULL).
+        let value = unsafe { pyo3::ffi::PyDict_GetItemWithError(m.as_ptr(), key.as_ptr()) };
+        if value.is_null() {
+            if let Some(e) = PyErr::take(py) {
+                return Err(e);
+            }
+            return Ok(crate::partition::partition_of("", partitions));
+        }
+        // SAFETY: a live object owned by the dict, which outlives this borrow.
+        let value = unsafe { pyo3::Borrowed::from_ptr(py, value) };
+        let key = match value.downcast::<PyString>() {
+            Ok(s) => s.to_str()?,
+            Err(_) => "",
+        };
+        Ok(crate::partition::partition_of(key, partitions))
     }
 
     /// A metadata value, read without calling Python code.
