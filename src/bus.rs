@@ -618,7 +618,7 @@ impl Bus {
         context: Py<PyAny>,
     ) -> PyResult<()> {
         let lane = &topic.lanes[partition];
-        let item = Item { event: event.clone().unbind(), context: Some(context), resolved: None };
+        let item = Item { event: event.clone().unbind(), context: Some(context) };
         match topic.on_full {
             OnFull::DropOldest => {
                 if let Some(old) = lane.force_push(py, item) {

@@ -16,8 +16,8 @@ use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCo
 use crate::retry::Retries;
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
 use crate::event::as_event;
-use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
-use crate::metrics::{component_snapshot, pairs, Counter};
+use crate::listener::{LastResolved, Listener, Registry, Resolved, ResolvedRef, Sub, Subscription, Unsubscribe};
+use crate::metrics::{component_snapshot, pairs, Counter, TypeCounters};
 use crate::pool::WorkerPool;
 use crate::queue::{Item, Lane, Pushed, Sink};
 
@@ -67,22 +67,25 @@ impl EmitterCore {
     }
 
     /// Asynchronous delivery (a worker, inside the emitter's context): failures are counted and
-    /// logged, never raised; a managed listener's retries wait on the timer runtime.
+    /// logged, never raised; a managed listener's retries wait on the timer runtime. The
+    /// listeners are those subscribed now, found through the worker's `memo`.
     fn dispatch_queued(
         &self,
         py: Python<'_>,
         event: Bound<'_, PyAny>,
-        resolved: Option<Arc<Resolved>>,
+        memo: &mut Option<LastResolved>,
         context: Option<&Py<PyAny>>,
     ) {
         let d = Dispatch { component: &self.name, chain: &self.chain, counters: &self.counters };
         let original = event.as_ptr();
+        let first = as_event(&event).map(|ev| self.registry.resolve_in(py, ev.get().type_obj(py), memo));
         let result = d.run(
             py,
             event,
-            |ev| match resolved {
-                Some(r) if ev.as_ptr() == original => r,
-                _ => self.resolve(ev).unwrap_or_else(|| self.registry.resolve("")),
+            |ev| match first {
+                Some(r) if ev.as_ptr() == original => ResolvedRef::Borrowed(r),
+                // Middleware replaced the event.
+                _ => ResolvedRef::Owned(self.resolve(ev).unwrap_or_else(|| self.registry.resolve(""))),
             },
             |sub, ev| match attempt(py, sub, ev, 1, None, self.event_loop.as_ref()) {
                 Attempt::Done => {
@@ -102,6 +105,14 @@ impl EmitterCore {
         );
         if let Err(e) = result {
             log_failure(py, &self.name, &e);
+        }
+    }
+
+    /// Bump one of the counters of `event`'s type (`bump` must not call Python code).
+    #[inline]
+    fn count(&self, event: &Bound<'_, PyAny>, bump: impl FnOnce(&TypeCounters)) {
+        if let Some(ev) = as_event(event) {
+            self.registry.count_type(event.py(), ev.get().type_obj(event.py()), bump);
         }
     }
 
@@ -137,17 +148,17 @@ struct EmitterSink {
 
 impl Sink for EmitterSink {
     fn deliver_batch(&self, py: Python<'_>, next: &mut dyn FnMut() -> Option<Item>, contexts: &mut ContextRunner) {
+        let mut memo = None;
         while let Some(item) = next() {
             let event = item.event.into_bound(py);
-            let resolved = item.resolved;
             match &item.context {
                 Some(ctx) => {
-                    let run = || self.core.dispatch_queued(py, event, resolved, Some(ctx));
+                    let run = || self.core.dispatch_queued(py, event, &mut memo, Some(ctx));
                     if let Err(e) = contexts.run(py, ctx, run) {
                         log_failure(py, &self.core.name, &e);
                     }
                 }
-                None => self.core.dispatch_queued(py, event, resolved, None),
+                None => self.core.dispatch_queued(py, event, &mut memo, None),
             }
         }
     }
@@ -203,7 +214,7 @@ impl Emitter {
         self.core.count_type(event, false);
     }
 
-    fn item(&self, py: Python<'_>, event: &Bound<'_, PyAny>, resolved: Option<Arc<Resolved>>) -> PyResult<Item> {
+    fn item(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Item> {
         Ok(Item {
             event: event.clone().unbind(),
             context: if self.propagate_context {
@@ -211,20 +222,15 @@ impl Emitter {
             } else {
                 None
             },
-            resolved,
         })
     }
 
     /// Queue one admitted event under `policy`.
     fn enqueue(&self, py: Python<'_>, event: &Bound<'_, PyAny>, policy: OnFull, timeout: Option<f64>) -> PyResult<()> {
-        let resolved = self.core.resolve(event);
-        let item = Item { resolved, ..self.item(py, event, None)? };
-        // Counted as accepted up front and taken back if the push fails, so the resolution
-        // moves into the item instead of being shared with this function (two atomic
-        // reference-count changes per event).
-        if let Some(r) = &item.resolved {
-            r.counters.accepted.inc(py);
-        }
+        let item = self.item(py, event)?;
+        // Counted as accepted up front and taken back if the push fails (the item is gone
+        // into the queue once pushed).
+        self.core.count(event, |c| c.accepted.inc(py));
         match policy {
             OnFull::DropOldest => {
                 if let Some(old) = self.lane.force_push(py, item) {
@@ -241,10 +247,8 @@ impl Emitter {
                     }
                     other => other,
                 };
-                if let Pushed::Full(item) = pushed {
-                    if let Some(r) = &item.resolved {
-                        r.counters.accepted.undo(py);
-                    }
+                if let Pushed::Full(_) = pushed {
+                    self.core.count(event, |c| c.accepted.undo(py));
                     if policy == OnFull::DropNewest {
                         self.core.dropped_full.inc();
                         self.core.count_type(event, true);

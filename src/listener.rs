@@ -386,13 +386,29 @@ pub struct Resolved {
     pub counters: Arc<TypeCounters>,
 }
 
+/// A resolution borrowed from a memo, or one of its own.
+pub enum ResolvedRef<'a> {
+    Borrowed(&'a Resolved),
+    Owned(Arc<Resolved>),
+}
+
+impl std::ops::Deref for ResolvedRef<'_> {
+    type Target = Resolved;
+    fn deref(&self) -> &Resolved {
+        match self {
+            ResolvedRef::Borrowed(r) => r,
+            ResolvedRef::Owned(r) => r,
+        }
+    }
+}
+
 /// Distinct event types whose resolution is cached before the cache starts over.
 const CACHE_LIMIT: usize = 10_000;
 
 /// The last resolution `Registry::resolve_type` made: the type's str object (held, so its
 /// address cannot be reused by another string), the table generation it was valid for, and
 /// the result.
-struct LastResolved {
+pub struct LastResolved {
     type_: Py<PyString>,
     generation: u64,
     resolved: Arc<Resolved>,
@@ -522,6 +538,28 @@ impl Registry {
         if let Some(r) = self.resolve_type(py, event_type) {
             bump(&r.counters);
         }
+    }
+
+    /// The resolution of `event_type` through `memo`, a memo of the caller's own (a worker
+    /// keeps one across a batch of queued events): consecutive events of one type take no
+    /// reference to it, as long as the table has not changed.
+    pub fn resolve_in<'m>(
+        &self,
+        _py: Python<'_>,
+        event_type: &Bound<'_, PyString>,
+        memo: &'m mut Option<LastResolved>,
+    ) -> &'m Resolved {
+        // Read before resolving, as in `resolve_type`.
+        let generation = self.generation.load(SeqCst);
+        let hit = matches!(memo, Some(l) if l.type_.as_ptr() == event_type.as_ptr() && l.generation == generation);
+        if !hit {
+            let resolved = match event_type.to_str() {
+                Ok(t) => self.resolve(t),
+                Err(_) => self.resolve(""),
+            };
+            *memo = Some(LastResolved { type_: event_type.clone().unbind(), generation, resolved });
+        }
+        &memo.as_ref().expect("just filled").resolved
     }
 
     pub fn resolve(&self, event_type: &str) -> Arc<Resolved> {

@@ -18,12 +18,11 @@ use crate::pool::{Job, PoolInner};
 /// How long a worker keeps the GIL for one lane before it lets others run.
 const TIME_SLICE: Duration = Duration::from_millis(2);
 
-/// One queued event, the `contextvars.Context` captured when it was emitted, and the
-/// listeners it resolved to then (`None`: resolve at delivery).
+/// One queued event and the `contextvars.Context` captured when it was emitted. Its
+/// listeners are those subscribed when it is delivered.
 pub struct Item {
     pub event: Py<PyAny>,
     pub context: Option<Py<PyAny>>,
-    pub resolved: Option<Arc<crate::listener::Resolved>>,
 }
 
 /// What a lane hands its items to, with the GIL held.

@@ -500,3 +500,21 @@ def test_emit_accepts_the_event_by_keyword_and_checks_its_arguments(em: Emitter)
     with pytest.raises(TypeError):
         nova._core.Emitter.emit(object(), Event("a.b"))  # type: ignore[arg-type]
     assert len(got) == 3
+
+
+def test_a_queued_event_goes_to_the_listeners_subscribed_at_delivery() -> None:
+    gate = threading.Event()
+    em = nova.Emitter(pool=nova.WorkerPool(1), name="late-subscribers")
+    em.subscribe("hold", lambda e: gate.wait(5))  # keeps the one worker busy
+    em.emit_async(nova.Event("hold"))
+    early: list[Any] = []
+    late: list[Any] = []
+    leaving = em.subscribe("x", early.append)
+    em.emit_async(nova.Event("x", 1))   # queued behind the held event
+    leaving.unsubscribe()
+    em.subscribe("x", late.append)
+    gate.set()
+    assert em.flush(5)
+    assert (early, [e.data for e in late]) == ([], [1])
+    em.shutdown()
+    em.pool.close()
