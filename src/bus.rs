@@ -249,7 +249,8 @@ impl HeldBack {
     /// Start holding back `seq`'s events (it waits for a retry).
     fn start(&self, py: Python<'_>, seq: u64) {
         let mut map = self.map.get(py).borrow_mut();
-        if map.insert(seq, VecDeque::new()).is_none() {
+        if let std::collections::hash_map::Entry::Vacant(e) = map.entry(seq) {
+            e.insert(VecDeque::new());
             self.subs.fetch_add(1, SeqCst);
         }
     }

@@ -331,4 +331,3 @@ impl Job for Lane {
         }
     }
 }
-
