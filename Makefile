@@ -40,7 +40,7 @@ typecheck: venv
 test: build test-rust test-loom test-python typecheck
 
 bench: build
-	$(PY) -m pytest benches -q --benchmark-only
+	$(PY) -m pytest benches/bench_*.py -q --benchmark-only -p no:cacheprovider
 
 compare: build
 	$(PY) benches/compare.py
