@@ -101,6 +101,12 @@ impl Default for ContextCapture {
 
 impl ContextCapture {
     pub fn capture(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        // Nothing changed since the last snapshot: no copy at all (the usual case).
+        if let Some(prev) = &*self.last.get(py).borrow() {
+            if crate::context::current_has_vars_of(py, prev) {
+                return Ok(prev.clone_ref(py));
+            }
+        }
         let current = copy_context(py)?;
         // No borrow is held while Python code may run (comparing values, freeing the old
         // snapshot), which could emit again on this thread or let another thread in.

@@ -61,6 +61,66 @@ unsafe fn raw_vars(ctx: &Py<PyAny>) -> *const c_void {
     unsafe { *(ctx.as_ptr() as *const u8).add(CTX_VARS).cast::<*const c_void>() }
 }
 
+/// Words of `PyThreadState` searched for its `context` field (it sits well within them on
+/// 3.11 to 3.13, and the search stops where it is found).
+#[cfg(target_pointer_width = "64")]
+const THREAD_STATE_WORDS: usize = 64;
+
+/// Where the calling thread's current context sits in CPython's `PyThreadState` (a private
+/// field), found once: two contexts entered one inside the other must each be found at the
+/// same word, which must follow the inner one out again. `None` where that does not hold.
+fn current_context_offset(py: Python<'_>) -> Option<usize> {
+    static OFFSET: GILOnceCell<Option<usize>> = GILOnceCell::new();
+    *OFFSET.get_or_init(py, || {
+        #[cfg(target_pointer_width = "64")]
+        if layout_known(py) {
+            let find = || -> PyResult<Option<usize>> {
+                let (outer, inner) = (copy_context(py)?, copy_context(py)?);
+                // SAFETY: GIL held, so this thread has a state; it is read word by word up to
+                // the first match, within the struct on the versions `layout_known` allows.
+                let ts = unsafe { pyo3::ffi::PyThreadState_Get() } as *const *const c_void;
+                let word = |i: usize| unsafe { *ts.add(i) };
+                let find_ctx = |ctx: &Py<PyAny>| (0..THREAD_STATE_WORDS).find(|&i| word(i) == ctx.as_ptr() as *const c_void);
+                context_enter(py, &outer)?;
+                let at_outer = find_ctx(&outer);
+                context_enter(py, &inner)?;
+                let at_inner = find_ctx(&inner);
+                context_exit(py, &inner)?;
+                let back = at_inner.map(|i| word(i) == outer.as_ptr() as *const c_void);
+                context_exit(py, &outer)?;
+                Ok(match (at_outer, at_inner, back) {
+                    (Some(i), Some(j), Some(true)) if i == j => Some(i),
+                    _ => None,
+                })
+            };
+            return find().unwrap_or(None);
+        }
+        None
+    })
+}
+
+/// Whether the calling thread's current context holds exactly `snapshot`'s variables, told
+/// without copying it; false when that cannot be told (or there is no current context yet).
+/// `snapshot` keeps its variables map alive, so an equal address means the same map.
+pub fn current_has_vars_of(py: Python<'_>, snapshot: &Py<PyAny>) -> bool {
+    #[cfg(target_pointer_width = "64")]
+    if let Some(offset) = current_context_offset(py) {
+        // SAFETY: the offset was found for this build; the GIL is held, so the thread state
+        // and its current context (if any) are live.
+        unsafe {
+            let ts = pyo3::ffi::PyThreadState_Get() as *const *const u8;
+            let current = *ts.add(offset);
+            if current.is_null() {
+                return false;
+            }
+            let vars = *current.add(CTX_VARS).cast::<*const c_void>();
+            return !vars.is_null() && vars == raw_vars(snapshot);
+        }
+    }
+    let _ = (py, snapshot);
+    false
+}
+
 /// Whether two contexts hold the very same variables map; false when that cannot be told.
 pub fn same_vars(py: Python<'_>, a: &Py<PyAny>, b: &Py<PyAny>) -> bool {
     #[cfg(target_pointer_width = "64")]

@@ -360,6 +360,34 @@ def test_contextvars_cross_to_the_worker() -> None:
     em.shutdown()
 
 
+def test_each_emitting_thread_and_context_is_seen_by_its_own_events() -> None:
+    # The emitter reuses its last snapshot while the emitting context holds the same
+    # variables; threads and contexts taking turns must each still get their own.
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="main")
+    em = Emitter()
+    seen: list[tuple[str, str]] = []
+    em.subscribe("x.y", lambda e: seen.append((e.data, var.get())))
+    turn = threading.Barrier(2)
+
+    def emitter_thread(name: str) -> None:
+        var.set(name)
+        for i in range(200):
+            turn.wait(5)
+            em.emit_async(Event("x.y", name))
+
+    threads = [threading.Thread(target=emitter_thread, args=(n,)) for n in ("t1", "t2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    em.emit_async(Event("x.y", "main"))
+    contextvars.copy_context().run(lambda: (var.set("inner"), em.emit_async(Event("x.y", "inner"))))
+    em.emit_async(Event("x.y", "main"))
+    assert em.flush(5)
+    assert len(seen) == 403 and all(data == value for data, value in seen)
+    em.shutdown()
+
+
 def test_listener_context_changes_do_not_leak_between_events() -> None:
     var: contextvars.ContextVar[int] = contextvars.ContextVar("counter", default=0)
     em = Emitter(max_concurrency=1)
