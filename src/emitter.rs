@@ -124,13 +124,8 @@ impl EmitterCore {
     }
 
     fn count_type(&self, event: &Bound<'_, PyAny>, dropped: bool) {
-        if let Some(r) = self.resolve(event) {
-            if dropped {
-                r.counters.dropped.inc(event.py())
-            } else {
-                r.counters.rejected.inc(event.py())
-            }
-        }
+        let py = event.py();
+        self.count(event, |c| if dropped { c.dropped.inc(py) } else { c.rejected.inc(py) });
     }
 }
 
