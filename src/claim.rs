@@ -1,6 +1,7 @@
 //! How many workers are draining one lane, at most `limit` at once, without ever leaving a
-//! pushed item with nobody coming for it. (A managed listener's concurrency slots are the same
-//! counter: `try_claim` and `release`.)
+//! pushed item with nobody coming for it. (A managed listener's concurrency slots are counted
+//! apart, in `managed.rs`: they change only with the GIL held, which a lane's claim cannot
+//! assume.)
 //!
 //! Producers push, then `should_schedule`; a worker that finds the queue empty `release`s its
 //! slot and then looks at the queue once more, taking the slot back (`try_claim`) if an item
@@ -39,13 +40,9 @@ impl Claim {
         }
     }
 
-    /// Slots taken now.
+    /// At most this many at once.
     pub fn limit(&self) -> usize {
         self.limit
-    }
-
-    pub fn active(&self) -> usize {
-        self.active.load(SeqCst)
     }
 
     /// A worker found the queue empty and gives its slot back.

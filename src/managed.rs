@@ -7,16 +7,15 @@
 //! first attempt straight through [`AttemptCore::run`] when [`AttemptCore::takes_first_attempt`]
 //! says nothing else has to be checked first.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::{Relaxed, SeqCst}};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::{Relaxed, Release, SeqCst}};
 
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::claim::Claim;
 use crate::errors::{describe_event, nova_err, validation_error};
-use crate::metrics::{coarse_mono_nanos, stopwatch, GilCounter, Histogram};
+use crate::metrics::{stopwatch, GilCounter, Histogram};
 use crate::watchdog;
 
 /// The manager's states, as `ListenerManager` numbers them.
@@ -37,10 +36,7 @@ pub struct AttemptCore {
     timeout_ticks: Option<u64>,
     timeout: Option<f64>,
     /// The concurrency slots: at most `concurrency` attempts at once.
-    slots: Claim,
-    slot_waiters: AtomicUsize,
-    slot_lock: Mutex<()>,
-    slot_freed: Condvar,
+    slots: Slots,
     registered: AtomicBool,
     state: AtomicU8,
     /// A circuit breaker is configured: its permit is taken in Python around every attempt.
@@ -52,6 +48,63 @@ pub struct AttemptCore {
     succeeded: GilCounter,
     durations: Histogram,
     health: HealthWindow,
+}
+
+/// A managed listener's concurrency slots. Attempts take and give back a slot only with the
+/// GIL held (the token proves it), so the count is a plain load and store, not the two locked
+/// instructions of a lock-free counter, on every attempt. A thread that finds every slot taken
+/// waits without the GIL until a release wakes it or, should that wake-up race its
+/// registration (a release does not fence against it, which would cost the locked
+/// instruction again), a millisecond passes; then it tries again with the GIL.
+struct Slots {
+    active: AtomicUsize,
+    limit: usize,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn new(limit: usize) -> Slots {
+        Slots {
+            active: AtomicUsize::new(0),
+            limit: limit.max(1),
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self, py: Python<'_>) {
+        loop {
+            let active = self.active.load(Relaxed);
+            if active < self.limit {
+                self.active.store(active + 1, Relaxed);
+                return;
+            }
+            // Every slot taken: wait with the GIL released, so the holders can finish.
+            py.allow_threads(|| {
+                let mut guard = self.lock.lock();
+                self.waiters.fetch_add(1, SeqCst);
+                while self.active.load(Relaxed) >= self.limit {
+                    self.freed.wait_for(&mut guard, std::time::Duration::from_millis(1));
+                }
+                self.waiters.fetch_sub(1, SeqCst);
+            });
+        }
+    }
+
+    fn release(&self, _py: Python<'_>) {
+        self.active.store(self.active.load(Relaxed) - 1, Release);
+        if self.waiters.load(Relaxed) > 0 {
+            let _guard = self.lock.lock();
+            self.freed.notify_one();
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.active.load(Relaxed)
+    }
 }
 
 /// Attempts and failures per second over the last minute, in a ring of per-second slots:
@@ -80,7 +133,9 @@ impl HealthWindow {
         }
     }
 
-    fn count(&self, second: i64, failed: bool) {
+    /// Count an attempt. Only ever done with the GIL held (hence the token), which serialises
+    /// the counts: a load and a store each, not a locked add.
+    fn count(&self, _py: Python<'_>, second: i64, failed: bool) {
         let slot = &self.slots[second.rem_euclid(RING as i64) as usize];
         if slot.second.load(SeqCst) != second {
             let _guard = self.reset.lock();
@@ -90,9 +145,9 @@ impl HealthWindow {
                 slot.second.store(second, SeqCst);
             }
         }
-        slot.attempts.fetch_add(1, Relaxed);
+        slot.attempts.store(slot.attempts.load(Relaxed) + 1, Relaxed);
         if failed {
-            slot.failures.fetch_add(1, Relaxed);
+            slot.failures.store(slot.failures.load(Relaxed) + 1, Relaxed);
         }
     }
 
@@ -120,7 +175,7 @@ impl AttemptCore {
     /// `Exception` (or timed out); `Err` for what must propagate (`KeyboardInterrupt`, an
     /// enclosing attempt's timeout). Also returns how long the handler ran, in nanoseconds.
     pub fn run<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> (PyResult<Option<Bound<'py, PyAny>>>, u64) {
-        self.acquire_slot(py);
+        self.slots.acquire(py);
         let started = stopwatch::now();
         let result = match &self.hand_over {
             Some(hand_over) => hand_over
@@ -130,10 +185,10 @@ impl AttemptCore {
             None => self.invoke(py, event, attempt, started),
         };
         let elapsed = stopwatch::elapsed_nanos(started);
-        self.release_slot();
+        self.slots.release(py);
         if let Ok(outcome) = &result {
             self.durations.observe_nanos(py, elapsed);
-            self.health.count(self.now_second(py), outcome.is_some());
+            self.health.count(py, self.second_at(py, started), outcome.is_some());
             if outcome.is_none() {
                 self.succeeded.inc(py);
             }
@@ -179,36 +234,17 @@ impl AttemptCore {
         Ok(Some(err.into_value(py).into_bound(py).into_any()))
     }
 
-    fn acquire_slot(&self, py: Python<'_>) {
-        if self.slots.try_claim() {
-            return;
-        }
-        // Every slot taken: wait with the GIL released, so the holders can finish.
-        py.allow_threads(|| {
-            let mut guard = self.slot_lock.lock();
-            self.slot_waiters.fetch_add(1, SeqCst);
-            while !self.slots.try_claim() {
-                self.slot_freed.wait(&mut guard);
-            }
-            self.slot_waiters.fetch_sub(1, SeqCst);
-        });
-    }
-
-    fn release_slot(&self) {
-        self.slots.release();
-        // A waiter registers before it last tries, under the lock: taking the lock here means
-        // it is either waiting (and gets the notify) or will see the freed slot.
-        if self.slot_waiters.load(SeqCst) > 0 {
-            let _guard = self.slot_lock.lock();
-            self.slot_freed.notify_one();
-        }
-    }
-
     /// The current second of the health window's clock: the injected one, if any, else the
-    /// coarse monotonic clock (whole seconds are all it needs, at a fraction of the cost).
+    /// stopwatch's.
     fn now_second(&self, py: Python<'_>) -> i64 {
+        self.second_at(py, stopwatch::now())
+    }
+
+    /// The health window's second of a `stopwatch` reading (an attempt's start: no clock read
+    /// of its own), or of the injected clock now.
+    fn second_at(&self, py: Python<'_>, ticks: u64) -> i64 {
         match &self.clock {
-            None => (coarse_mono_nanos() / 1_000_000_000) as i64,
+            None => (stopwatch::ticks_to_nanos(ticks) / 1_000_000_000) as i64,
             Some(clock) => clock
                 .bind(py)
                 .call0()
@@ -268,10 +304,7 @@ impl AttemptCore {
             hand_over,
             timeout_ticks,
             timeout,
-            slots: Claim::new(concurrency),
-            slot_waiters: AtomicUsize::new(0),
-            slot_lock: Mutex::new(()),
-            slot_freed: Condvar::new(),
+            slots: Slots::new(concurrency),
             registered: AtomicBool::new(true),
             state: AtomicU8::new(RUNNING),
             circuit,
@@ -344,16 +377,19 @@ mod tests {
 
     #[test]
     fn health_window_counts_the_last_minute_only() {
-        let w = HealthWindow::new();
-        w.count(100, false);
-        w.count(100, true);
-        w.count(130, false);
-        assert_eq!(w.window(100 - HEALTH_WINDOW, 100), (2, 1));
-        assert_eq!(w.window(130 - HEALTH_WINDOW, 130), (3, 1));
-        // Second 100 has left the window at 160; its slot is reused 64 seconds later.
-        assert_eq!(w.window(160 - HEALTH_WINDOW, 160), (1, 0));
-        w.count(164, true);
-        assert_eq!(w.window(164 - HEALTH_WINDOW, 164), (2, 1));
+        pyo3::prepare_freethreaded_python();
+        Python::with_gil(|py| {
+            let w = HealthWindow::new();
+            w.count(py, 100, false);
+            w.count(py, 100, true);
+            w.count(py, 130, false);
+            assert_eq!(w.window(100 - HEALTH_WINDOW, 100), (2, 1));
+            assert_eq!(w.window(130 - HEALTH_WINDOW, 130), (3, 1));
+            // Second 100 has left the window at 160; its slot is reused 64 seconds later.
+            assert_eq!(w.window(160 - HEALTH_WINDOW, 160), (1, 0));
+            w.count(py, 164, true);
+            assert_eq!(w.window(164 - HEALTH_WINDOW, 164), (2, 1));
+        });
     }
 
     #[test]

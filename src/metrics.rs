@@ -17,21 +17,6 @@ pub fn mono_nanos() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The monotonic clock at tick resolution (a few milliseconds) where Linux offers it, for
-/// callers that only need whole seconds; elsewhere `mono_nanos`.
-#[inline]
-pub fn coarse_mono_nanos() -> u64 {
-    #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: a valid pointer to a timespec; CLOCK_MONOTONIC_COARSE exists on Linux.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
-    #[cfg(not(target_os = "linux"))]
-    mono_nanos()
-}
-
 /// A timer for listener durations, read twice per listener call, and for timeout deadlines. On x86-64 with an invariant
 /// TSC it reads the time-stamp counter (half the cost of the vDSO clock on the VMs we measure
 /// on, where the two reads were a tenth of a queued event's time), scaled to nanoseconds by a

@@ -16,7 +16,7 @@
 //! held (it has just returned from the handler), so a worker that finds FIRED knows the
 //! exception was already set.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::os::raw::c_ulong;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock, Weak};
@@ -68,12 +68,17 @@ fn watchdog() -> &'static Watchdog {
     })
 }
 
-thread_local! {
-    /// This thread's slots, by nesting level (attempts nest when a handler runs another
-    /// managed listener synchronously); they live as long as the thread.
-    static SLOTS: RefCell<Vec<Arc<Slot>>> = const { RefCell::new(Vec::new()) };
+/// This thread's watch slots, by nesting level (attempts nest when a handler runs another
+/// managed listener synchronously); they live as long as the thread.
+struct ThreadSlots {
+    slots: Vec<Arc<Slot>>,
     /// How many of them are in use.
-    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    depth: usize,
+}
+
+thread_local! {
+    /// One thread-local for both (each thread-local access costs a lookup in a shared library).
+    static SLOTS: RefCell<ThreadSlots> = const { RefCell::new(ThreadSlots { slots: Vec::new(), depth: 0 }) };
 }
 
 /// `nova.resilience._watchdog.AsyncTimeout`, the class raised inside a late handler.
@@ -112,17 +117,17 @@ pub fn start(timeout: u64, now: u64) -> Guard {
     if wd.idle_horizon.load(SeqCst) < timeout {
         wd.idle_horizon.fetch_max(timeout, SeqCst);
     }
-    let depth = DEPTH.get();
     let slot = SLOTS.with(|cell| {
-        let mut slots = cell.borrow_mut();
-        if depth == slots.len() {
+        let mut mine = cell.borrow_mut();
+        let depth = mine.depth;
+        if depth == mine.slots.len() {
             let slot = Arc::new(Slot { tid: thread_ident(), state: AtomicU64::new(IDLE) });
             wd.slots.lock().push(Arc::downgrade(&slot));
-            slots.push(slot);
+            mine.slots.push(slot);
         }
-        Arc::as_ptr(&slots[depth])
+        mine.depth = depth + 1;
+        Arc::as_ptr(&mine.slots[depth])
     });
-    DEPTH.set(depth + 1);
     let deadline = now.saturating_add(timeout).clamp(1, FIRED - 1);
     // SAFETY: the slot is kept alive by this thread's SLOTS.
     unsafe { &*slot }.state.store(deadline, SeqCst);
@@ -138,7 +143,7 @@ pub fn start(timeout: u64, now: u64) -> Guard {
 
 /// End a watch (with the GIL held, right after the handler returned); true when it fired.
 pub fn finish(guard: Guard) -> bool {
-    DEPTH.set(DEPTH.get() - 1);
+    SLOTS.with(|cell| cell.borrow_mut().depth -= 1);
     // SAFETY: started on this thread, whose SLOTS keeps the slot alive.
     let slot = unsafe { &*guard.slot };
     let ended = slot.state.compare_exchange(guard.deadline, IDLE, SeqCst, SeqCst).is_ok();
@@ -151,8 +156,10 @@ pub fn finish(guard: Guard) -> bool {
 /// After one's own watch fired: clear a timeout still pending in this thread, unless an
 /// enclosing attempt's watch fired too (that one must still reach its handler).
 pub fn clear_pending(py: Python<'_>) {
-    let depth = DEPTH.get();
-    let outer_fired = SLOTS.with(|cell| cell.borrow()[..depth].iter().any(|s| s.state.load(SeqCst) == FIRED));
+    let outer_fired = SLOTS.with(|cell| {
+        let mine = cell.borrow();
+        mine.slots[..mine.depth].iter().any(|s| s.state.load(SeqCst) == FIRED)
+    });
     if !outer_fired {
         set_async_exc(py, thread_ident(), None);
     }
