@@ -16,7 +16,7 @@ use regex::Regex;
 use rustc_hash::FxBuildHasher;
 
 use crate::component::{check_event, deadline, pick_loop, positive, shutdown_report, ContextCapture, OnFull};
-use crate::capi::run_in_context;
+use crate::ffi::context::run_in_copy as run_in_context;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
 use crate::errors::{buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, type_name, validation_error};
 use crate::event::as_event;
@@ -426,6 +426,19 @@ impl Sink for PartitionSink {
                 log_failure(py, &core.name, &e);
             }
         }
+    }
+
+    fn internal_failure(&self, py: Python<'_>, err: &PyErr, lost_item: bool) {
+        let name = match self.core.upgrade() {
+            Some(core) => {
+                if lost_item {
+                    core.counters.failed.inc();
+                }
+                core.name.clone()
+            }
+            None => "bus".to_string(),
+        };
+        log_failure(py, &name, err);
     }
 }
 
@@ -1029,7 +1042,6 @@ impl Bus {
             if self.owns_pool {
                 let inner = self.pool.borrow(py).inner.clone();
                 py.allow_threads(move || inner.close(Some(Instant::now())));
-                crate::pool::reap_thread_states(py);
             }
             return Ok(report);
         }
@@ -1064,7 +1076,6 @@ impl Bus {
             let inner = self.pool.borrow(py).inner.clone();
             let until = if in_flight > 0 { Some(Instant::now()) } else { until };
             py.allow_threads(move || inner.close(until));
-            crate::pool::reap_thread_states(py);
         }
         shutdown_report(py, drained, left, in_flight)
     }
@@ -1185,10 +1196,10 @@ fn partition(key: &str, partitions: usize) -> usize {
 }
 
 /// `Bus.publish(topic, event)` with a str topic, the call every published event makes, as a
-/// plain C method (see `capi::install_fast_method`).
+/// plain C method (see `ffi::method::install_fast_method`).
 struct FastPublish;
 
-impl crate::capi::FastCall for FastPublish {
+impl crate::ffi::method::FastCall for FastPublish {
     fn original() -> &'static pyo3::sync::GILOnceCell<Py<PyAny>> {
         static ORIGINAL: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
         &ORIGINAL
@@ -1209,7 +1220,7 @@ impl crate::capi::FastCall for FastPublish {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bus>()?;
-    crate::capi::install_fast_method::<FastPublish>(
+    crate::ffi::method::install_fast_method::<FastPublish>(
         m.py(),
         &m.py().get_type::<Bus>(),
         c"publish",

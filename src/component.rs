@@ -4,7 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::capi::copy_context;
+use crate::ffi::context::{copy_current, same_entries};
 use crate::errors::{describe_event, type_name, validation_error};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -85,9 +85,10 @@ pub fn check_event(
     Ok(())
 }
 
-/// The emitting thread's context for a queued event. Consecutive emits from an unchanged
-/// context share one snapshot (`Context.__eq__` is a pointer check when nothing changed), so
-/// the queue does not hold a new GC-tracked object per event.
+/// The emitting thread's context for a queued event. Consecutive emits from a context that
+/// binds the same variables to the very same objects share one snapshot, so the queue does not
+/// hold a new GC-tracked object per event (and a worker can reuse its entered copy). Reuse is by
+/// identity only: a listener never sees another emit's objects, however equal they compare.
 /// Only ever used with the GIL held, which is all the locking it needs.
 pub struct ContextCapture {
     last: pyo3::sync::GILProtected<std::cell::RefCell<Option<Py<PyAny>>>>,
@@ -101,20 +102,12 @@ impl Default for ContextCapture {
 
 impl ContextCapture {
     pub fn capture(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        // Nothing changed since the last snapshot: no copy at all (the usual case).
-        if let Some(prev) = &*self.last.get(py).borrow() {
-            if crate::context::current_has_vars_of(py, prev) {
-                return Ok(prev.clone_ref(py));
-            }
-        }
-        let current = copy_context(py)?;
-        // No borrow is held while Python code may run (comparing values, freeing the old
-        // snapshot), which could emit again on this thread or let another thread in.
+        let current = copy_current(py)?;
+        // No borrow is held while Python code may run (freeing the old snapshot can run a
+        // finaliser, which could emit again on this thread).
         let prev = self.last.get(py).borrow().as_ref().map(|p| p.clone_ref(py));
         if let Some(prev) = prev {
-            // The same variables map (one pointer compare where the layout is known), else
-            // equal contents.
-            if crate::context::same_vars(py, &prev, &current) || prev.bind(py).eq(current.bind(py))? {
+            if same_entries(py, &prev, &current) {
                 return Ok(prev);
             }
         }

@@ -110,6 +110,13 @@ pub fn log_failure(py: Python<'_>, component: &str, err: &PyErr) {
     }
 }
 
+/// Log a warning on the `nova` logger.
+pub fn warn(py: Python<'_>, msg: &str) {
+    if let Ok(logger) = py.import("logging").and_then(|l| l.getattr("getLogger")?.call1(("nova",))) {
+        let _ = logger.call_method1("warning", (msg,));
+    }
+}
+
 pub struct Dispatch<'a> {
     pub component: &'a str,
     pub chain: &'a Chain,
@@ -126,8 +133,37 @@ pub enum Attempt {
 }
 
 /// One asynchronous attempt: a managed listener runs its policy's `attempt`, a plain one is
-/// called once. Counts the outcome in the subscriber's metrics.
+/// called once. Counts the outcome in the subscriber's metrics. A Rust panic on the way (a bug
+/// in Nova) fails the attempt for good with a `ListenerError` whose cause says an internal
+/// error occurred; the worker goes on.
 pub fn attempt(
+    py: Python<'_>,
+    sub: &Sub,
+    event: &Bound<'_, PyAny>,
+    n: u32,
+    topic: Option<&str>,
+    event_loop: Option<&Py<PyAny>>,
+) -> Attempt {
+    let run = || {
+        #[cfg(feature = "test-hooks")]
+        crate::ffi::hooks::maybe_panic(crate::ffi::hooks::Point::Attempt);
+        attempt_unguarded(py, sub, event, n, topic, event_loop)
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            sub.metrics.failure.inc();
+            let cause = crate::errors::internal_error(
+                py,
+                &format!("listener {} with {}", sub.listener_name(py), describe_event(event)),
+                &crate::ffi::panic_message(&payload),
+            );
+            Attempt::Failed(crate::errors::listener_error(py, &sub.listener_name(py), event, cause))
+        }
+    }
+}
+
+fn attempt_unguarded(
     py: Python<'_>,
     sub: &Sub,
     event: &Bound<'_, PyAny>,
@@ -191,7 +227,7 @@ impl Dispatch<'_> {
     ) {
         for mw in mws.iter().rev() {
             if let Some(after) = &mw.after {
-                if let Err(e) = crate::capi::call2(after.bind(py), event, outcome) {
+                if let Err(e) = crate::ffi::call::call2(after.bind(py), event, outcome) {
                     self.counters.middleware_errors.inc();
                     log_failure(py, self.component, &e);
                 }
@@ -214,7 +250,7 @@ impl Dispatch<'_> {
         let mut event = event;
         for (index, mw) in chain.iter().enumerate() {
             if let Some(before) = &mw.before {
-                match crate::capi::call1(before.bind(py), &event) {
+                match crate::ffi::call::call1(before.bind(py), &event) {
                     Ok(r) if r.is_none() => {}
                     Ok(r) if crate::event::as_event(&r).is_some() => event = r,
                     Ok(r) => {

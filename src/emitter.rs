@@ -10,7 +10,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::component::{check_event, deadline, ContextCapture, pick_loop, positive, shutdown_report, OnFull};
-use crate::capi::{install_fast_method, FastCall};
+use crate::ffi::method::{install_fast_method, FastCall};
 use crate::context::ContextRunner;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
 use crate::retry::Retries;
@@ -156,6 +156,13 @@ impl Sink for EmitterSink {
                 None => self.core.dispatch_queued(py, event, &mut memo, None),
             }
         }
+    }
+
+    fn internal_failure(&self, py: Python<'_>, err: &PyErr, lost_item: bool) {
+        if lost_item {
+            self.core.counters.failed.inc();
+        }
+        log_failure(py, &self.core.name, err);
     }
 }
 
@@ -500,7 +507,6 @@ impl Emitter {
             let inner = self.pool.borrow(py).inner.clone();
             let until = if in_flight > 0 { Some(std::time::Instant::now()) } else { until };
             py.allow_threads(move || inner.close(until));
-            crate::pool::reap_thread_states(py);
         }
         shutdown_report(py, drained, undelivered, in_flight)
     }
@@ -543,7 +549,7 @@ impl Emitter {
 
 /// `Emitter.emit(event)` (`QUEUED = false`) and `Emitter.emit_async(event)` with no timeout
 /// (`QUEUED = true`), the calls every event makes, as plain C methods (see
-/// `capi::install_fast_method`).
+/// `ffi::method::install_fast_method`).
 struct FastEmit<const QUEUED: bool>;
 
 impl<const QUEUED: bool> FastCall for FastEmit<QUEUED> {

@@ -49,6 +49,16 @@ error_fn! {
     topic_not_found => "TopicNotFound",
 }
 
+/// A `NovaError` for a Rust panic (a bug in Nova, not in the caller's code): says where it
+/// happened and what it said.
+pub fn internal_error(py: Python<'_>, place: &str, panic: &str) -> PyErr {
+    nova_err(
+        py,
+        "NovaError",
+        format!("internal error in Nova ({place}): {panic}; the event was not delivered. This is a bug in Nova: please report it"),
+    )
+}
+
 /// `ListenerError(msg, listener=name, event=event)` with `cause` as `__cause__`.
 pub fn listener_error(
     py: Python<'_>,

@@ -9,9 +9,7 @@ use std::os::raw::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 use pyo3::exceptions::PyTypeError;
-use pyo3::impl_::pyclass_init::PyObjectInit;
 use pyo3::prelude::*;
-use pyo3::PyClassInitializer;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
@@ -105,18 +103,32 @@ fn now_micros() -> i64 {
 static LAST_TICK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 thread_local! {
-    static RNG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// (the fork generation it was seeded in, the generator's state)
+    static RNG: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Bumped in a child process after `fork()` (`_after_fork_in_child`, registered with
+/// `os.register_at_fork` by `nova`): a forked child inherits its parent's generators, and
+/// would otherwise make the parent's random bits, so the same ids within a millisecond.
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Reseed every thread's id generator in a forked child (before it makes any id).
+#[pyfunction]
+pub fn _after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn random_u64() -> u64 {
+    let generation = FORK_GENERATION.load(Relaxed);
     RNG.with(|state| {
-        let mut s = state.get();
-        if s == 0 {
+        let (seeded_in, mut s) = state.get();
+        if seeded_in != generation || s == 0 {
+            // The OS's random source, as uuid's v4 uses it: fresh in a forked child.
             let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
-            s = a ^ b;
+            s = (a ^ b) | 1;
         }
         s = s.wrapping_add(0xa076_1d64_78bd_642f);
-        state.set(s);
+        state.set((generation, s));
         let t = (s as u128).wrapping_mul((s ^ 0xe703_7ed1_a0b4_28db) as u128);
         ((t >> 64) ^ t) as u64
     })
@@ -321,22 +333,15 @@ impl Event {
     pub fn micros(&self) -> i64 {
         self.micros
     }
-    /// Start loading the metadata dict and its key table into the cache (for an ordering key
+    /// Start loading the metadata dict into the cache (for an ordering key
     /// read soon after: events published in a batch are often out of cache by then).
     #[inline]
     pub fn prefetch_metadata(&self) {
         #[cfg(all(target_arch = "x86_64", target_pointer_width = "64"))]
         if let Some(m) = &self.metadata {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let dict = m.as_ptr() as *const u8;
-            // SAFETY: a prefetch never faults. The read is of the dict's own memory (every
-            // dict is at least 48 bytes); offset 32 is `ma_keys` on CPython 3.11 to 3.13, and
-            // anything else there only makes the second prefetch useless, never unsafe.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(dict as *const i8);
-                let keys = std::ptr::read_volatile(dict.add(32) as *const *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(keys);
-            }
+            // SAFETY: a prefetch is only a hint and never faults; nothing is read.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(m.as_ptr() as *const i8) };
         }
     }
 
@@ -724,7 +729,7 @@ pub fn _restore_event<'py>(
 static EVENT_NEW: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 static EVENT_INIT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 
-/// The vectorcall of the `Event` class (see `capi::set_type_vectorcall`). `Event(...)` runs
+/// The vectorcall of the `Event` class (see `ffi::types::set_type_vectorcall`). `Event(...)` runs
 /// on every emit, and the ordinary route costs about as much as dispatching the event:
 /// `type.__call__` packs the arguments into a tuple, PyO3's `__new__` parses them against a
 /// signature with keywords, then `object.__init__` checks them again.
@@ -734,10 +739,9 @@ unsafe extern "C" fn event_vectorcall(
     nargsf: usize,
     kwnames: *mut pyo3::ffi::PyObject,
 ) -> *mut pyo3::ffi::PyObject {
-    let nargs = crate::capi::vectorcall_nargs(nargsf) as pyo3::ffi::Py_ssize_t;
-    // SAFETY: called by CPython with the GIL held and valid vectorcall arguments; PyO3's
-    // trampoline turns an error or a panic into a raised exception and a NULL return.
-    unsafe { pyo3::impl_::trampoline::fastcall_with_keywords(callable, args, nargs, kwnames, construct) }
+    let nargs = crate::ffi::call::vectorcall_nargs(nargsf);
+    // SAFETY: called by CPython with the GIL held and valid vectorcall arguments.
+    crate::ffi::method::trampoline(|py| unsafe { construct(py, callable, args, nargs, kwnames) })
 }
 
 /// `Event(type)` and `Event(type, data)`, the forms events are made with on hot paths, build
@@ -748,28 +752,26 @@ unsafe fn construct(
     py: Python<'_>,
     callable: *mut pyo3::ffi::PyObject,
     args: *const *mut pyo3::ffi::PyObject,
-    nargs: pyo3::ffi::Py_ssize_t,
+    nargs: usize,
     kwnames: *mut pyo3::ffi::PyObject,
 ) -> PyResult<*mut pyo3::ffi::PyObject> {
-    let nargs = nargs as usize;
-    // SAFETY: `args` holds `nargs` live objects (plus one per keyword name); the type-field
-    // read is valid because the vectorcall is only installed once the layout is checked.
+    // SAFETY: `args` holds `nargs` live objects (plus one per keyword name); `callable` is a
+    // live type object (the one the vectorcall was installed on, or a subclass).
     unsafe {
         let tp = callable.cast::<pyo3::ffi::PyTypeObject>();
         if kwnames.is_null()
             && (nargs == 1 || nargs == 2)
             && tp == EVENT_TYPE.load(Relaxed)
-            && crate::capi::type_new_and_init(tp) == (EVENT_NEW.load(Relaxed), EVENT_INIT.load(Relaxed))
+            && crate::ffi::types::new_and_init(tp) == (EVENT_NEW.load(Relaxed), EVENT_INIT.load(Relaxed))
         {
             let type_ = Borrowed::from_ptr(py, *args);
             let data = (nargs == 2).then(|| Borrowed::from_ptr(py, *args.add(1)).to_owned().unbind());
             // The ordinary route would also run `object.__init__`, which accepts any arguments
             // when `__new__` is overridden and `__init__` is not: nothing to do here.
             let event = Event::create(py, &type_, data, None, None, None)?;
-            // Allocated for `tp` directly: `Bound::new` would look the class up again.
-            return PyClassInitializer::from(event).into_new_object(py, tp);
+            return Ok(Py::new(py, event)?.into_ptr());
         }
-        crate::capi::call_via_type_call(py, callable, args, nargs, kwnames)
+        crate::ffi::call::call_via_type_call(py, callable, args, nargs, kwnames)
     }
 }
 
@@ -778,22 +780,19 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Event>()?;
     let tp = py.get_type::<Event>().as_type_ptr();
     EVENT_TYPE.store(tp, Relaxed);
-    // SAFETY: GIL held; the Event type lives as long as the module, and `event_vectorcall`
-    // answers every call as `type.__call__` would.
+    // SAFETY: GIL held, during module initialisation; the Event type lives as long as the
+    // module, and `event_vectorcall` answers every call as `type.__call__` would.
     unsafe {
-        let new = pyo3::ffi::PyType_GetSlot(tp, pyo3::ffi::Py_tp_new);
-        let init = pyo3::ffi::PyType_GetSlot(tp, pyo3::ffi::Py_tp_init);
-        let object_init = pyo3::ffi::PyType_GetSlot(
-            std::ptr::addr_of_mut!(pyo3::ffi::PyBaseObject_Type),
-            pyo3::ffi::Py_tp_init,
-        );
+        let (new, init) = crate::ffi::types::new_and_init(tp);
+        let (_, object_init) = crate::ffi::types::new_and_init(std::ptr::addr_of_mut!(pyo3::ffi::PyBaseObject_Type));
         // Skipping `__init__` is only right while it is `object.__init__`.
-        if init == object_init && crate::capi::set_type_vectorcall(py, tp, event_vectorcall) {
+        if init == object_init && crate::ffi::types::set_type_vectorcall(py, tp, event_vectorcall) {
             EVENT_NEW.store(new, Relaxed);
             EVENT_INIT.store(init, Relaxed);
         }
     }
     m.add_function(wrap_pyfunction!(_restore_event, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     Ok(())
 }
 

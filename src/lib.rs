@@ -4,7 +4,6 @@
 use pyo3::prelude::*;
 
 mod bus;
-mod capi;
 mod claim;
 mod compat;
 mod component;
@@ -13,6 +12,7 @@ mod dispatch;
 mod emitter;
 mod errors;
 mod event;
+mod ffi;
 mod listener;
 mod managed;
 mod metrics;
@@ -34,5 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     compat::register(m)?;
     managed::register(m)?;
     watchdog::register(m)?;
+    #[cfg(feature = "test-hooks")]
+    ffi::hooks::register(m)?;
     Ok(())
 }

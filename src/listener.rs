@@ -63,7 +63,7 @@ impl Listener {
     /// `on_error`.
     #[inline]
     pub fn invoke(&self, py: Python<'_>, event: &Bound<'_, PyAny>, event_loop: Option<&Py<PyAny>>) -> Outcome {
-        let mut result = crate::capi::call1(self.handler.bind(py), event);
+        let mut result = crate::ffi::call::call1(self.handler.bind(py), event);
         if self.is_async {
             result = result.and_then(|coro| {
                 let wait = &aio(py)?.1;
@@ -74,7 +74,7 @@ impl Listener {
             Ok(_) => Outcome::Ok,
             Err(err) => match &self.on_error {
                 None => Outcome::Failed(err),
-                Some(on_error) => match crate::capi::call2(on_error.bind(py), event, Some(err.value(py).as_any())) {
+                Some(on_error) => match crate::ffi::call::call2(on_error.bind(py), event, Some(err.value(py).as_any())) {
                     Ok(_) => Outcome::Handled,
                     Err(e2) => Outcome::Failed(e2),
                 },

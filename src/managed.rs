@@ -204,10 +204,10 @@ impl AttemptCore {
     fn invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32, started: u64) -> PyResult<Option<Bound<'py, PyAny>>> {
         let handler = self.handler.bind(py);
         let Some(timeout) = self.timeout_ticks else {
-            return caught(py, crate::capi::call1(handler, event));
+            return caught(py, crate::ffi::call::call1(handler, event));
         };
         let guard = watchdog::start(timeout, started);
-        let result = crate::capi::call1(handler, event);
+        let result = crate::ffi::call::call1(handler, event);
         if !watchdog::finish(guard) {
             return match result {
                 // A timeout the handler did not cause to be ours: an enclosing attempt's.

@@ -7,14 +7,12 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
-/// Nanoseconds on the monotonic clock: one vDSO call, none of `Instant`'s checked arithmetic
-/// (this runs twice per listener call).
+/// Nanoseconds on the monotonic clock (`std::time::Instant`, portable), since a fixed point
+/// early in the process.
 #[inline]
 pub fn mono_nanos() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid pointer to a timespec; CLOCK_MONOTONIC always exists on Linux/macOS.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
 }
 
 /// A timer for listener durations, read twice per listener call, and for timeout deadlines. On x86-64 with an invariant
@@ -117,22 +115,21 @@ pub mod stopwatch {
     }
 }
 
-/// Nanoseconds since the Unix epoch on the real-time clock.
+/// Nanoseconds since the Unix epoch on the real-time clock (`std::time::SystemTime`);
+/// negative before 1970.
 #[inline]
 pub fn epoch_nanos() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+    use std::time::{SystemTime, UNIX_EPOCH};
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(before) => -(before.duration().as_nanos() as i64),
+    }
 }
 
 /// Microseconds since the Unix epoch on the real-time clock.
 #[inline]
 pub fn epoch_micros() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: as above.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec as i64 * 1_000_000 + ts.tv_nsec as i64 / 1000
+    epoch_nanos().div_euclid(1000)
 }
 
 /// Upper bounds, in seconds, of the listener-duration histogram buckets.

@@ -4,6 +4,7 @@
 //! whole life (so taking the GIL per batch is a plain re-acquire, not a thread-state setup).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::errors::{buffer_full, pool_closed, validation_error};
+use crate::errors::{buffer_full, internal_error, nova_err, pool_closed, validation_error};
+use crate::ffi::gil::{self, ThreadState};
 
 /// Work that the pool runs: a lane draining its queue, or a submitted call.
 pub trait Job: Send + Sync {
@@ -52,8 +54,22 @@ pub struct PoolInner {
 
 static POOLS: Mutex<Vec<Weak<PoolInner>>> = Mutex::new(Vec::new());
 
+/// Worker threads that a pool stopped waiting for (a listener ran past its close deadline):
+/// the exit hook joins them, so none is left running when the interpreter finalises.
+static DETACHED: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+fn spawn_worker(name: String, pool: Arc<PoolInner>) -> std::io::Result<JoinHandle<()>> {
+    #[cfg(feature = "test-hooks")]
+    if crate::ffi::hooks::spawn_fails() {
+        return Err(std::io::Error::other("injected by nova._core._test_fail_spawn"));
+    }
+    std::thread::Builder::new().name(name).spawn(move || worker_main(pool))
+}
+
 impl PoolInner {
-    pub fn new(name: String, workers: usize, queue_size: usize) -> Arc<PoolInner> {
+    /// A pool with `workers` threads; a thread that cannot be started is a `NovaError` (the
+    /// threads already started are stopped again).
+    pub fn new(py: Python<'_>, name: String, workers: usize, queue_size: usize) -> PyResult<Arc<PoolInner>> {
         let (tx, rx) = unbounded();
         let inner = Arc::new(PoolInner {
             name,
@@ -70,20 +86,36 @@ impl PoolInner {
             threads: Mutex::new(Vec::new()),
             idle: (Mutex::new(()), Condvar::new()),
         });
-        let mut threads = inner.threads.lock();
         for i in 0..workers {
-            let me = inner.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("nova-{}-{}", inner.name, i))
-                .spawn(move || worker_main(me))
-                .expect("spawn a Nova worker thread");
-            threads.push(handle);
+            match spawn_worker(format!("nova-{}-{}", inner.name, i), inner.clone()) {
+                Ok(handle) => inner.threads.lock().push(handle),
+                Err(e) => {
+                    let started = inner.threads.lock().len();
+                    inner.closed.store(true, SeqCst);
+                    inner.stopped.store(true, SeqCst);
+                    for _ in 0..started {
+                        let _ = inner.tx.send(Task::Stop);
+                    }
+                    DETACHED.lock().append(&mut inner.threads.lock());
+                    return Err(nova_err(
+                        py,
+                        "NovaError",
+                        format!(
+                            "worker pool '{}' could not start worker thread {} of {}: {e}; \
+                             lower the number of workers or raise the process's thread limit",
+                            inner.name,
+                            i + 1,
+                            workers
+                        ),
+                    ));
+                }
+            }
         }
-        drop(threads);
         let mut pools = POOLS.lock();
         pools.retain(|w| w.strong_count() > 0);
         pools.push(Arc::downgrade(&inner));
-        inner
+        drop(pools);
+        Ok(inner)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -137,16 +169,16 @@ impl PoolInner {
         }
         let handles: Vec<JoinHandle<()>> = std::mem::take(&mut *self.threads.lock());
         for h in handles {
-            // A worker still inside a listener past the deadline is left to finish alone.
+            // A worker still inside a listener past the deadline finishes alone; the exit hook
+            // joins it if the interpreter exits first.
             loop {
                 if h.is_finished() {
                     let _ = h.join();
                     break;
                 }
-                if let Some(d) = deadline {
-                    if Instant::now() >= d {
-                        break;
-                    }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    DETACHED.lock().push(h);
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -155,37 +187,11 @@ impl PoolInner {
     }
 }
 
-/// Thread states of workers that have stopped, freed by the next thread that holds the GIL
-/// (`reap_thread_states`). A stopping worker never waits for the GIL itself: if the interpreter
-/// were finalising by then, CPython would end the thread with `pthread_exit`, which Rust
-/// cannot unwind through.
-static DEAD_THREAD_STATES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-
-/// Free the thread states of stopped workers. Call with the GIL held.
-pub fn reap_thread_states(_py: Python<'_>) {
-    let dead: Vec<usize> = std::mem::take(&mut *DEAD_THREAD_STATES.lock());
-    for ts in dead {
-        // SAFETY: GIL held; each state belongs to a worker that no longer runs Python code
-        // and was never made current again after it was pushed here.
-        unsafe {
-            let ts = ts as *mut pyo3::ffi::PyThreadState;
-            pyo3::ffi::PyThreadState_Clear(ts);
-            pyo3::ffi::PyThreadState_Delete(ts);
-        }
-    }
-}
-
 fn worker_main(pool: Arc<PoolInner>) {
-    // One thread state for the worker's whole life, made by hand (not a PyO3 guard): while the
-    // worker waits it holds no GIL, and `Python::with_gil` in a job re-acquires it cheaply.
-    // SAFETY: a new native thread; Ensure creates its thread state and takes the GIL,
-    // SaveThread releases the GIL and returns that state.
-    let tstate = unsafe {
-        pyo3::ffi::PyGILState_Ensure();
-        pyo3::ffi::PyEval_SaveThread()
-    };
+    // One thread state for the worker's whole life, bound and freed on this thread (see
+    // `ffi::gil`); none at all when the interpreter is already exiting.
+    let Some(_state) = ThreadState::bind() else { return };
     worker_loop(&pool);
-    DEAD_THREAD_STATES.lock().push(tstate as usize);
 }
 
 /// How long a worker keeps the GIL across jobs that are already waiting before it lets other
@@ -207,7 +213,8 @@ fn worker_loop(pool: &Arc<PoolInner>) {
         if let Task::Stop = task {
             break;
         }
-        next = Python::with_gil(|py| {
+        // Through the exit gate: once the interpreter exits the worker stops here.
+        let taken = gil::attach(|py| {
             let start = Instant::now();
             let mut task = task;
             loop {
@@ -225,26 +232,34 @@ fn worker_loop(pool: &Arc<PoolInner>) {
                 }
             }
         });
+        match taken {
+            Some(after) => next = after,
+            None => break,
+        }
     }
 }
 
-/// Run one task; the GIL is held (jobs that take it again get it for free).
+/// Run one task; the GIL is held (jobs that take it again get it for free). A panic in the
+/// task is caught here, as a last resort (lanes catch their own and settle their events): it
+/// is logged and the worker lives on.
 fn run_task(py: Python<'_>, pool: &Arc<PoolInner>, task: Task) {
-    match task {
+    let run = || match task {
         Task::Stop => {}
         Task::Job(job) => {
-            pool.busy.fetch_add(1, SeqCst);
             pool.queued_jobs.fetch_sub(1, SeqCst);
             job.run(pool);
-            pool.busy.fetch_sub(1, SeqCst);
         }
         Task::Call(call) => {
-            pool.busy.fetch_add(1, SeqCst);
             pool.queued_calls.fetch_sub(1, SeqCst);
             run_call(py, call, &pool.completed);
-            pool.busy.fetch_sub(1, SeqCst);
         }
+    };
+    pool.busy.fetch_add(1, SeqCst);
+    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(run)) {
+        let err = internal_error(py, &format!("worker pool '{}'", pool.name), &crate::ffi::panic_message(&payload));
+        crate::dispatch::log_failure(py, &pool.name, &err);
     }
+    pool.busy.fetch_sub(1, SeqCst);
 }
 
 fn run_call(py: Python<'_>, call: CallTask, completed: &AtomicU64) {
@@ -297,10 +312,7 @@ impl WorkerPool {
         if queue_size == 0 {
             return Err(validation_error(py, "WorkerPool.queue_size must be at least 1"));
         }
-        reap_thread_states(py);
-        Ok(WorkerPool {
-            inner: PoolInner::new(name.to_string(), workers, queue_size),
-        })
+        Ok(WorkerPool { inner: PoolInner::new(py, name.to_string(), workers, queue_size)? })
     }
 }
 
@@ -391,9 +403,7 @@ impl WorkerPool {
     fn close(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
         let inner = self.inner.clone();
-        let idle = py.allow_threads(move || inner.close(deadline));
-        reap_thread_states(py);
-        idle
+        py.allow_threads(move || inner.close(deadline))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -431,8 +441,7 @@ impl WorkerPool {
     }
 }
 
-/// Closes every live pool at interpreter exit (registered with `atexit` by `nova`), so no
-/// native worker touches Python after finalisation begins.
+/// Close every live pool: queued work gets until `timeout` to finish.
 #[pyfunction]
 #[pyo3(signature = (timeout=5.0))]
 pub fn _close_all_pools(py: Python<'_>, timeout: f64) {
@@ -446,7 +455,40 @@ pub fn _close_all_pools(py: Python<'_>, timeout: f64) {
             }
         });
     });
-    reap_thread_states(py);
+}
+
+/// Nova's exit hook (registered with `atexit` by `nova`, so it runs before the interpreter
+/// finalises): stop the timeout watchdog, give queued work until `timeout` to finish, close
+/// the GIL gate (no native thread of Nova's asks for the GIL after this; see `ffi::gil`), then
+/// join every worker thread. A worker still inside a listener is waited for, as Python waits
+/// for a non-daemon thread or a `ThreadPoolExecutor` worker at exit; a warning names it.
+#[pyfunction]
+#[pyo3(signature = (timeout=5.0))]
+pub fn _at_exit(py: Python<'_>, timeout: f64) {
+    crate::watchdog::stop();
+    _close_all_pools(py, timeout);
+    gil::close_gate(py);
+    let mut handles: Vec<JoinHandle<()>> = std::mem::take(&mut *DETACHED.lock());
+    for pool in POOLS.lock().iter().filter_map(|w| w.upgrade()) {
+        handles.append(&mut pool.threads.lock());
+    }
+    let warn_after = Instant::now() + Duration::from_secs(1);
+    let mut warned = false;
+    for h in handles {
+        while !h.is_finished() {
+            if !warned && Instant::now() >= warn_after {
+                warned = true;
+                let name = h.thread().name().unwrap_or("nova worker").to_string();
+                let msg = format!(
+                    "nova: waiting at exit for worker thread '{name}', still inside a listener; \
+                     shut components down (or give listeners a timeout) before the interpreter exits"
+                );
+                crate::dispatch::warn(py, &msg);
+            }
+            py.allow_threads(|| std::thread::sleep(Duration::from_millis(5)));
+        }
+        let _ = h.join();
+    }
 }
 
 impl Drop for WorkerPool {
@@ -465,5 +507,6 @@ impl Drop for WorkerPool {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<WorkerPool>()?;
     m.add_function(wrap_pyfunction!(_close_all_pools, m)?)?;
+    m.add_function(wrap_pyfunction!(_at_exit, m)?)?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! keeps a partition's order).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::{Relaxed, Release, SeqCst}};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,14 @@ pub trait Sink: Send + Sync {
         next: &mut dyn FnMut() -> Option<Item>,
         contexts: &mut crate::context::ContextRunner,
     );
+
+    /// A Rust panic interrupted delivery (a bug in Nova, never a listener's exception, which
+    /// is reported the usual way); `lost_item` tells whether an event being delivered was cut
+    /// short by it. Count it as failed and log it.
+    fn internal_failure(&self, py: Python<'_>, err: &PyErr, lost_item: bool) {
+        let _ = lost_item;
+        crate::dispatch::log_failure(py, "worker", err);
+    }
 }
 
 pub struct Lane {
@@ -247,71 +256,125 @@ enum BatchEnd {
     Yield,
 }
 
+/// How often a batch that panicked is resumed before what it still holds is given up.
+const PANIC_RESUMES: u32 = 3;
+
+/// A worker's position in one batch of a lane: hands the sink one item at a time and counts
+/// each as retired once the sink asks for the next (only once it has been delivered).
+struct Batch<'a> {
+    lane: &'a Lane,
+    start: Instant,
+    n: u32,
+    /// One worker at a time on this lane (a bus partition): one item is popped ahead.
+    one_at_a_time: bool,
+    ahead: Option<Item>,
+    winding_down: bool,
+    /// An item is with the sink and not yet counted.
+    handed: bool,
+}
+
+impl<'a> Batch<'a> {
+    fn new(lane: &'a Lane) -> Batch<'a> {
+        // On a lane drained by one worker at a time (a bus partition), one item is popped
+        // ahead of the one being delivered and its event prefetched: events reach a
+        // partition's queue interleaved with other partitions', so by delivery they are
+        // usually out of cache. (Where several workers share a lane, an item held ahead would
+        // wait for a slow listener that another worker could have run it beside.)
+        let one_at_a_time = lane.claim.limit() == 1;
+        let ahead = if one_at_a_time && !lane.stopped.load(SeqCst) { lane.pop_prefetched() } else { None };
+        Batch { lane, start: Instant::now(), n: 0, one_at_a_time, ahead, winding_down: false, handed: false }
+    }
+
+    /// Count the item the sink was handed, if any, as retired.
+    fn settle(&mut self, py: Python<'_>) {
+        if std::mem::take(&mut self.handed) {
+            self.lane.retire(py);
+            self.n += 1;
+            if self.n % 16 == 0 {
+                self.lane.wake_waiters();
+                self.winding_down |= self.start.elapsed() >= TIME_SLICE;
+            }
+        }
+    }
+
+    fn next(&mut self, py: Python<'_>) -> Option<Item> {
+        self.settle(py);
+        let lane = self.lane;
+        let more = !self.winding_down && !lane.stopped.load(SeqCst);
+        // The item popped ahead is delivered even when the batch ends (its slice is up, or
+        // shutdown stops the lane): it has left the queue.
+        let item = if self.one_at_a_time {
+            let item = self.ahead.take()?;
+            if more {
+                self.ahead = lane.pop_prefetched();
+            }
+            item
+        } else if more {
+            lane.queue.pop()?
+        } else {
+            return None;
+        };
+        self.handed = true;
+        #[cfg(feature = "test-hooks")]
+        crate::ffi::hooks::maybe_panic(crate::ffi::hooks::Point::Batch);
+        Some(item)
+    }
+}
+
+impl Lane {
+    /// One batch, with the GIL held. A Rust panic in the sink is caught: the item it was
+    /// delivering is reported to the sink as failed (and counted retired), and the batch
+    /// resumes with the next item; the lane's counters and claim stay right either way.
+    fn run_batch(&self, py: Python<'_>) -> BatchEnd {
+        let mut contexts = crate::context::ContextRunner::default();
+        // In flight for the whole batch, marked before the first pop and cleared after the
+        // last, so that "queue empty and nothing in flight" is never seen while an item is
+        // between the two (one mark per batch, not two per item).
+        self.in_flight.fetch_add(1, SeqCst);
+        let mut batch = Batch::new(self);
+        let mut resumes = 0;
+        loop {
+            let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.sink.deliver_batch(py, &mut || batch.next(py), &mut contexts)
+            }));
+            let Err(payload) = delivered else { break };
+            let err = crate::errors::internal_error(py, "a worker delivering events", &crate::ffi::panic_message(&payload));
+            self.sink.internal_failure(py, &err, batch.handed);
+            if let Err(e) = contexts.leave(py) {
+                crate::dispatch::log_failure(py, "worker", &e);
+            }
+            contexts = crate::context::ContextRunner::default();
+            resumes += 1;
+            if resumes >= PANIC_RESUMES {
+                // Give up on what this batch still holds (an item popped ahead): reported as
+                // failed, never silently dropped; the rest stays queued for the next batch.
+                batch.settle(py);
+                if let Some(item) = batch.ahead.take() {
+                    self.sink.internal_failure(py, &err, true);
+                    drop(item);
+                    self.retire(py);
+                }
+                break;
+            }
+        }
+        batch.settle(py);
+        let end = if batch.winding_down { BatchEnd::Yield } else { BatchEnd::Empty };
+        if let Err(e) = contexts.leave(py) {
+            crate::dispatch::log_failure(py, "worker", &e);
+        }
+        self.in_flight.fetch_sub(1, SeqCst);
+        end
+    }
+}
+
 impl Job for Lane {
     fn run(self: Arc<Self>, pool: &Arc<PoolInner>) {
         loop {
             let end = if self.stopped.load(SeqCst) {
                 BatchEnd::Empty
             } else {
-                Python::with_gil(|py| {
-                    let start = Instant::now();
-                    let mut n: u32 = 0;
-                    let mut contexts = crate::context::ContextRunner::default();
-                    // In flight for the whole batch, marked before the first pop and cleared
-                    // after the last, so that "queue empty and nothing in flight" is never seen
-                    // while an item is between the two (one mark per batch, not two per item).
-                    self.in_flight.fetch_add(1, SeqCst);
-                    // On a lane drained by one worker at a time (a bus partition), one item
-                    // is popped ahead of the one being delivered and its event prefetched:
-                    // events reach a partition's queue interleaved with other partitions', so
-                    // by delivery they are usually out of cache, and the listener call's first
-                    // touch of the event would otherwise wait on memory. (Where several
-                    // workers share a lane, an item held ahead would wait for a slow listener
-                    // that another worker could have run it beside.)
-                    let one_at_a_time = self.claim.limit() == 1;
-                    let mut ahead = if one_at_a_time && !self.stopped.load(SeqCst) { self.pop_prefetched() } else { None };
-                    let mut winding_down = false;
-                    // An item handed to the sink is counted retired when the sink asks for the
-                    // next one (or after the batch): only once it has been delivered.
-                    let mut handed = false;
-                    let mut next = || -> Option<Item> {
-                        if handed {
-                            handed = false;
-                            self.retire(py);
-                            n += 1;
-                            if n % 16 == 0 {
-                                self.wake_waiters();
-                                winding_down |= start.elapsed() >= TIME_SLICE;
-                            }
-                        }
-                        let more = !winding_down && !self.stopped.load(SeqCst);
-                        // The item popped ahead is delivered even when the batch ends (its
-                        // slice is up, or shutdown stops the lane): it has left the queue.
-                        let item = if one_at_a_time {
-                            let item = ahead.take()?;
-                            if more {
-                                ahead = self.pop_prefetched();
-                            }
-                            item
-                        } else if more {
-                            self.queue.pop()?
-                        } else {
-                            return None;
-                        };
-                        handed = true;
-                        Some(item)
-                    };
-                    self.sink.deliver_batch(py, &mut next, &mut contexts);
-                    if handed {
-                        self.retire(py);
-                    }
-                    let end = if winding_down { BatchEnd::Yield } else { BatchEnd::Empty };
-                    if let Err(e) = contexts.leave(py) {
-                        crate::dispatch::log_failure(py, "worker", &e);
-                    }
-                    self.in_flight.fetch_sub(1, SeqCst);
-                    end
-                })
+                // Nested: the worker already holds the GIL, so this only proves it.
+                Python::with_gil(|py| self.run_batch(py))
             };
             self.wake_waiters();
             match end {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
-use crate::capi::run_in_context;
+use crate::ffi::context::run_in_copy as run_in_context;
 use crate::dispatch::{attempt, log_failure, Attempt, DispatchCounters};
 use crate::listener::Sub;
 use crate::pool::{Job, PoolInner};

@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 
-use crate::capi::{set_async_exc, thread_ident};
+use crate::ffi::thread::{ident as thread_ident, set_async_exc};
 use crate::metrics::stopwatch;
 
 /// Empty scans in a row, with no watch started meanwhile, after which an idle watchdog stops
@@ -227,7 +227,8 @@ fn run() {
 }
 
 fn fire_expired() {
-    Python::with_gil(|py| {
+    // Through the exit gate: never asks for the GIL once the interpreter exits.
+    crate::ffi::gil::attach(|py| {
         if STOPPED.load(SeqCst) {
             return;
         }

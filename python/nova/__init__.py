@@ -8,6 +8,7 @@ a store you can replay, and watch it all in Prometheus and OpenTelemetry.
 from __future__ import annotations
 
 import atexit as _atexit
+import os as _os
 
 from . import _core
 from ._core import Event, Listener, Subscription, WorkerPool
@@ -69,9 +70,12 @@ from .validation import strict_type_names
 
 __version__ = "0.1.0"
 
-# Native workers must be stopped before the interpreter finalises.
-_atexit.register(_core._close_all_pools)
-_atexit.register(_core._stop_watchdog)
+# Native workers must be stopped before the interpreter finalises: the exit hook lets queued
+# work finish (5 s), then stops every native thread from taking the GIL and joins the workers.
+_atexit.register(_core._at_exit)
+# A forked child must not make its parent's event ids.
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_core._after_fork_in_child)
 
 __all__ = [
     "Event", "Listener", "Subscription", "Middleware", "middleware", "WorkerPool", "Emitter",

@@ -1,0 +1,94 @@
+//! C entry points of Nova's own: a method whose common call skips PyO3's argument parsing, and
+//! the trampoline every such entry goes through (errors and panics become raised exceptions).
+
+use std::ffi::CStr;
+use std::panic::AssertUnwindSafe;
+
+use pyo3::ffi::{PyObject, Py_ssize_t};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+
+/// Run the body of a C entry point that CPython calls with the GIL held: `Ok` is returned as
+/// is, an `Err` is raised, and a panic is caught and raised as `PanicException` (a panic must
+/// never unwind into CPython's frames). Entering through `Python::with_gil` tells PyO3 the GIL
+/// is held, so references dropped in the body are released at once.
+pub fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut PyObject>) -> *mut PyObject {
+    Python::with_gil(|py| match std::panic::catch_unwind(AssertUnwindSafe(|| body(py))) {
+        Ok(Ok(out)) => out,
+        Ok(Err(err)) => {
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(payload) => {
+            super::panic_to_pyerr(payload).restore(py);
+            std::ptr::null_mut()
+        }
+    })
+}
+
+/// A method whose common call skips PyO3's wrapper (see `install_fast_method`).
+pub trait FastCall {
+    /// Where PyO3's own method is kept, for the calls `fast` passes on.
+    fn original() -> &'static GILOnceCell<Py<PyAny>>;
+
+    /// The common call, given `self` and the positional arguments of a call without keywords:
+    /// `Some(result)` when it took the call, `None` to hand it to PyO3's method unchanged (so
+    /// every other form behaves and fails exactly as before).
+    ///
+    /// SAFETY: GIL held; `slf` is an instance of the class the method was installed on (a
+    /// method descriptor guarantees it) and `args` are live objects.
+    unsafe fn fast(py: Python<'_>, slf: *mut PyObject, args: &[*mut PyObject]) -> Option<PyResult<Py<PyAny>>>;
+}
+
+/// The C entry of a `FastCall` method (`METH_FASTCALL | METH_KEYWORDS`).
+unsafe extern "C" fn fast_entry<M: FastCall>(
+    slf: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
+    trampoline(|py| {
+        // SAFETY: as CPython passes them to a METH_FASTCALL | METH_KEYWORDS method.
+        unsafe {
+            let nargs = nargs as usize;
+            if kwnames.is_null() {
+                let positional = std::slice::from_raw_parts(args, nargs);
+                if let Some(result) = M::fast(py, slf, positional) {
+                    return result.map(Py::into_ptr);
+                }
+            }
+            let original = M::original().get(py).expect("kept before the fast method is installed");
+            super::call::call_with_self(py, original, slf, args, nargs, kwnames)
+        }
+    })
+}
+
+/// Put the C method `fast_entry::<M>` in `ty`'s namespace under `name`, in place of the PyO3
+/// method there, which is kept (unbound) in `M::original()` first, for the calls it does not
+/// take itself.
+///
+/// Why: PyO3's wrapper parses the arguments against the declared signature and checks the
+/// class of `self` again, which costs a hot method as much as its body. A method descriptor
+/// already guarantees that `self` is an instance of `ty` (bound or unbound), so the fast path
+/// may cast it unchecked. `doc` starts with the `__text_signature__` line PyO3 gave the
+/// method, so introspection does not change.
+pub fn install_fast_method<M: FastCall>(
+    py: Python<'_>,
+    ty: &Bound<'_, pyo3::types::PyType>,
+    name: &'static CStr,
+    doc: &'static CStr,
+) -> PyResult<()> {
+    let name_str = name.to_str().expect("method names are ASCII");
+    let _ = M::original().set(py, ty.getattr(name_str)?.unbind());
+    // The descriptor keeps a pointer to its PyMethodDef for as long as it lives; the class
+    // (and so the descriptor) lives until the interpreter exits: one small leak per class.
+    let def = Box::leak(Box::new(pyo3::ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: pyo3::ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: fast_entry::<M> },
+        ml_flags: pyo3::ffi::METH_FASTCALL | pyo3::ffi::METH_KEYWORDS,
+        ml_doc: doc.as_ptr(),
+    }));
+    // SAFETY: GIL held; `ty` is a live type object and `def` is never freed.
+    let descr = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))? };
+    ty.setattr(name_str, descr)
+}
