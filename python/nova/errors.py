@@ -119,9 +119,18 @@ class BackendError(NovaError):
     """A distributed backend is unreachable or refused us."""
 
 
-class RetryableError(Exception):
-    """Base for user errors that are worth retrying (a temporary failure)."""
+class RetryableError(NovaError):
+    """Base for user errors that are worth retrying (a temporary failure).
+
+    Derives from :class:`NovaError` like every exception class Nova exports (API section 12),
+    so ``except nova.NovaError`` also catches it; otherwise it is a plain ``Exception``.
+    """
 
 
-class PermanentError(Exception):
-    """Base for user errors that retrying cannot fix; never retried unless listed."""
+class PermanentError(NovaError):
+    """Base for user errors that retrying cannot fix; never retried unless listed.
+
+    Derives from :class:`NovaError` like every exception class Nova exports (API section 12).
+    A ``RetryPolicy(retry_on=(nova.NovaError,))`` still does not retry it: only listing
+    ``PermanentError`` (or a subclass) does.
+    """

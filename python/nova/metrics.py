@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,8 +37,17 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._types import Health
+from .errors import ValidationError
 
-__all__ = ["PrometheusCollector", "serve", "MetricsServer"]
+__all__ = ["PrometheusCollector", "serve", "MetricsServer", "CONNECTION_TIMEOUT"]
+
+#: Seconds each read or write on a metrics connection may wait (``serve(timeout=...)``): a
+#: client that stalls mid-request, or stops reading the answer, is disconnected after that.
+CONNECTION_TIMEOUT = 5.0
+
+# A client going away (hanging up mid-request or before reading the answer, or stalling past
+# the timeout) is normal on an HTTP endpoint: closed quietly, logged at DEBUG.
+_HANG_UPS = (ConnectionError, TimeoutError)
 
 _log = logging.getLogger("nova.metrics")
 
@@ -277,6 +287,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "nova-metrics"
 
+    def setup(self) -> None:
+        super().setup()
+        # Every read and write on the connection waits at most this long: a stalled request
+        # raises TimeoutError, which handle_one_request answers by closing the connection.
+        self.connection.settimeout(self.server.connection_timeout)
+
     def do_GET(self) -> None:
         self._respond(head=False)
 
@@ -326,6 +342,19 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     registry: CollectorRegistry
     components: tuple[object, ...]
+    connection_timeout: float = CONNECTION_TIMEOUT
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Instead of socketserver's traceback on stderr: a client that hung up or stalled
+        is logged at DEBUG; anything else at ERROR on the ``nova.metrics`` logger."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, _HANG_UPS):
+            _log.debug("nova.metrics: connection from %s closed: %s: %s", client_address,
+                       type(exc).__name__, exc)
+            return
+        _log.error("nova.metrics: request from %s failed", client_address, exc_info=True)
 
 
 class _Server6(_Server):
@@ -334,8 +363,8 @@ class _Server6(_Server):
 
 class MetricsServer:
     """A running metrics endpoint, as returned by :func:`serve`: ``port`` (the one bound, also
-    when 0 was asked for), ``addr``, ``url``, ``registry`` and ``collector``; :meth:`close`
-    stops it (idempotent). Usable as a context manager."""
+    when 0 was asked for), ``addr``, ``url``, ``timeout`` (per connection), ``registry`` and
+    ``collector``; :meth:`close` stops it (idempotent). Usable as a context manager."""
 
     def __init__(self, server: _Server, collector: PrometheusCollector) -> None:
         self._server = server
@@ -343,6 +372,7 @@ class MetricsServer:
         self.registry = server.registry
         self.addr: str = str(server.server_address[0])
         self.port: int = int(server.server_address[1])
+        self.timeout: float = server.connection_timeout
         self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(
@@ -387,7 +417,8 @@ class MetricsServer:
         return f"<MetricsServer {self.url} {state}>"
 
 
-def serve(port: int, *components: object, addr: str = "127.0.0.1") -> MetricsServer:
+def serve(port: int, *components: object, addr: str = "127.0.0.1",
+          timeout: float = CONNECTION_TIMEOUT) -> MetricsServer:
     """Serve ``/metrics`` (Prometheus text format, or OpenMetrics when the scraper asks for
     it) and ``/healthz`` for ``components`` from a daemon thread; returns at once.
 
@@ -395,7 +426,19 @@ def serve(port: int, *components: object, addr: str = "127.0.0.1") -> MetricsSer
     ``{"status": ..., "listeners": {name: health}}`` from the components that have a
     ``health()`` method (listener managers): HTTP 200, or 503 when the status is
     ``unhealthy``. Binding errors (port in use, bad address) raise ``OSError`` here.
+
+    Each connection is served by its own thread. ``timeout`` (seconds, default
+    :data:`CONNECTION_TIMEOUT` = 5) bounds every read and write on it: a client that sends
+    half a request, or none, or stops reading the answer, is disconnected after that and
+    its thread ends. A client that hangs up early is closed quietly (logged at DEBUG on the
+    ``nova.metrics`` logger, never a traceback on stderr); other errors in a request are
+    logged at ERROR there.
     """
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout) or timeout <= 0):
+        raise ValidationError(
+            f"serve: timeout must be finite seconds > 0 (each read or write on a connection waits "
+            f"at most that long), got {timeout!r}")
     for component in components:
         has_health = callable(getattr(component, "health", None))
         if not isinstance(component, _Observable) and not has_health:
@@ -408,6 +451,7 @@ def serve(port: int, *components: object, addr: str = "127.0.0.1") -> MetricsSer
     registry.register(collector)
     cls = _Server6 if ":" in addr else _Server
     server = cls((addr, port), _Handler)
+    server.connection_timeout = float(timeout)
     server.registry = registry
     server.components = tuple(components)
     return MetricsServer(server, collector)

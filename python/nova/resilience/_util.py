@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import _core  # type: ignore[attr-defined, unused-ignore]
 
-__all__ = ["listener_name", "as_listener", "describe"]
+__all__ = ["listener_name", "as_listener", "describe", "error_text", "error_repr"]
 
 
 def listener_name(obj: Any) -> str:
@@ -37,3 +37,24 @@ def as_listener(obj: Any) -> Any:
 def describe(event: Any) -> str:
     """``<id> (<type>)`` for messages."""
     return f"{getattr(event, 'id', '?')} ({getattr(event, 'type', '?')})"
+
+
+def error_text(error: BaseException) -> str:
+    """``str(error)``, or a description of why it could not be had: an exception whose
+    ``__str__`` raises must not stop Nova from reporting or dead-lettering the event."""
+    try:
+        return str(error)
+    except Exception as exc:  # noqa: BLE001
+        try:
+            why = f"{type(exc).__qualname__}: {exc}"
+        except Exception:  # noqa: BLE001
+            why = type(exc).__qualname__
+        return f"<str() of {type(error).__qualname__} raised {why}>"
+
+
+def error_repr(error: BaseException) -> str:
+    """``repr(error)``, or ``<Class>`` when its ``__repr__`` raises."""
+    try:
+        return repr(error)
+    except Exception:  # noqa: BLE001
+        return f"<{type(error).__qualname__}>"

@@ -9,6 +9,17 @@ JSON-serialisable, ``repr(data)`` is stored instead and the event read back carr
 as its ``data`` (its id, type, metadata and timestamp are kept exactly). An event of a
 ``nova.Event`` subclass comes back as that subclass when the class is importable from an
 already-imported module, else as ``nova.Event``.
+
+A dead letter is never lost to its text: a string SQLite cannot take as UTF-8 (an error message,
+listener name, topic or error type holding a lone surrogate, such as ``"boom \\ud800"``) is
+stored as the BLOB of its ``surrogatepass`` UTF-8 bytes and read back as the same ``str``, so
+the entry round-trips exactly (and stays distinct from the literal text ``"\\ud800"``). Other
+text is stored as TEXT, readable by any SQLite tool. An error whose ``str()`` raises is
+recorded with a description of that failure as its message.
+
+Any SQLite failure (a read-only or full disk, a locked or damaged file) raises
+:class:`~nova.StoreError` naming the queue, the file and what to do, with the ``sqlite3``
+error as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
@@ -27,6 +39,7 @@ from typing import Any, Self
 
 from .. import _core  # type: ignore[attr-defined, unused-ignore]
 from ..errors import ClosedError, StoreError, ValidationError
+from ._util import error_text
 
 __all__ = ["DeadLetterConfig", "DeadLetter", "DeadLetterQueue"]
 
@@ -52,11 +65,12 @@ class DeadLetter:
     @classmethod
     def from_error(cls, event: Event, error: BaseException, *, attempts: int, listener: str,
                    topic: str | None = None, failed_at: datetime | None = None) -> DeadLetter:
-        """An entry for ``event`` that failed with ``error``, stamped now (UTC)."""
+        """An entry for ``event`` that failed with ``error``, stamped now (UTC). An error
+        whose ``str()`` raises gets a message saying so (the entry is never lost to it)."""
         return cls(
             event=event,
             error_type=type(error).__qualname__,
-            error_message=str(error),
+            error_message=error_text(error),
             attempts=attempts,
             listener=listener,
             topic=topic,
@@ -113,6 +127,10 @@ def _resolve_event_class(path: str | None) -> Any:
     return _core.Event
 
 
+def _event_id(event: Event) -> str:
+    return str(getattr(event, "id", "?"))
+
+
 def _encode_event(event: Event) -> tuple[str, bool]:
     """(JSON text, whether data was replaced by its repr)."""
     try:
@@ -121,6 +139,30 @@ def _encode_event(event: Event) -> tuple[str, bool]:
         doc = event.to_dict()
         doc["data"] = repr(doc.get("data"))
         return json.dumps(doc), True
+
+
+def _to_db(text: str | None) -> str | bytes | None:
+    """A str as SQLite can store it: itself, or for text that is not valid UTF-8 (lone
+    surrogates) the BLOB of its ``surrogatepass`` UTF-8 bytes (see :func:`_from_db`)."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
+
+
+def _from_db(value: Any) -> Any:
+    """The str :func:`_to_db` stored (a BLOB is the surrogatepass UTF-8 of the text)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    return value
+
+
+def _is_read_only(exc: Exception) -> bool:
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    return name.startswith("SQLITE_READONLY") or "readonly" in str(exc)
 
 
 class _MemoryBackend:
@@ -154,24 +196,54 @@ class _MemoryBackend:
 
 
 class _SqliteBackend:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, name: str = "dead-letters") -> None:
         self.path = path
+        self.name = name
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                                        timeout=30.0)
         except sqlite3.Error as exc:
-            raise StoreError(f"dead-letter queue: cannot open {path!r}: {exc}") from exc
+            raise StoreError(
+                f"dead-letter queue '{name}': cannot open {path!r}: {exc}. Check that the "
+                "directory exists and is writable"
+            ) from exc
         try:
             self._setup()
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._error("opening", exc) from exc
             raise StoreError(
-                f"dead-letter queue: {path!r} is not a Nova dead-letter database ({exc}); "
-                "give a new path or delete the file"
+                f"dead-letter queue '{name}': {path!r} is not a Nova dead-letter database "
+                f"({exc}); give a new path or delete the file"
             ) from exc
         except BaseException:
             self._db.close()
             raise
+
+    def _error(self, action: str, exc: Exception) -> StoreError:
+        why = str(exc)
+        if len(why) > 200:
+            why = why[:200] + "..."
+        if _is_read_only(exc):
+            todo = ("the file (or its directory, for the WAL files) is read-only: make both "
+                    "writable by this process, or give another path")
+        elif isinstance(exc, sqlite3.OperationalError):
+            todo = ("check the disk has room and no other process holds the file locked, "
+                    "then retry")
+        else:
+            todo = "if the file is damaged, move it aside and give a new path"
+        return StoreError(
+            f"dead-letter queue '{self.name}': SQLite failed while {action} in "
+            f"{self.path!r}: {why}; {todo}")
+
+    @contextmanager
+    def _sql(self, action: str) -> Iterator[None]:
+        """SQLite errors (and a connection closed under us) as StoreError."""
+        try:
+            yield
+        except (sqlite3.Error, sqlite3.Warning) as exc:
+            raise self._error(action, exc) from exc
 
     def _setup(self) -> None:
         db = self._db
@@ -220,14 +292,16 @@ class _SqliteBackend:
 
     def add(self, entry: DeadLetter) -> None:
         text, is_repr = _encode_event(entry.event)
-        self._db.execute(
-            "INSERT INTO dead_letters (event, event_class, data_is_repr, error_type,"
-            " error_message, attempts, listener, topic, failed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (text, _event_class_path(entry.event), int(is_repr), entry.error_type,
-             entry.error_message, entry.attempts, entry.listener, entry.topic,
-             entry.failed_at.astimezone(timezone.utc).isoformat()),
-        )
+        with self._sql(f"adding a dead letter for event {_event_id(entry.event)}"):
+            self._db.execute(
+                "INSERT INTO dead_letters (event, event_class, data_is_repr, error_type,"
+                " error_message, attempts, listener, topic, failed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (_to_db(text), _to_db(_event_class_path(entry.event)), int(is_repr),
+                 _to_db(entry.error_type), _to_db(entry.error_message), entry.attempts,
+                 _to_db(entry.listener), _to_db(entry.topic),
+                 entry.failed_at.astimezone(timezone.utc).isoformat()),
+            )
 
     def oldest(self, limit: int | None) -> list[tuple[int, DeadLetter]]:
         sql = ("SELECT seq, event, event_class, error_type, error_message, attempts, listener,"
@@ -236,23 +310,28 @@ class _SqliteBackend:
         if limit is not None:
             sql += " LIMIT ?"
             params = (limit,)
+        with self._sql("reading dead letters"):
+            rows = self._db.execute(sql, params).fetchall()
         out = []
-        for seq, text, cls_path, etype, emsg, attempts, listener, topic, failed in \
-                self._db.execute(sql, params).fetchall():
-            cls = _resolve_event_class(cls_path)
-            event = cls.from_json(text)
-            out.append((seq, DeadLetter(event, etype, emsg, attempts, listener, topic,
+        for seq, text, cls_path, etype, emsg, attempts, listener, topic, failed in rows:
+            cls = _resolve_event_class(_from_db(cls_path))
+            event = cls.from_json(_from_db(text))
+            out.append((seq, DeadLetter(event, _from_db(etype), _from_db(emsg), attempts,
+                                        _from_db(listener), _from_db(topic),
                                         datetime.fromisoformat(failed))))
         return out
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+        with self._sql("counting dead letters"):
+            return int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
 
     def remove(self, key: int) -> None:
-        self._db.execute("DELETE FROM dead_letters WHERE seq = ?", (key,))
+        with self._sql("removing a redriven dead letter"):
+            self._db.execute("DELETE FROM dead_letters WHERE seq = ?", (key,))
 
     def purge(self) -> int:
-        return int(self._db.execute("DELETE FROM dead_letters").rowcount)
+        with self._sql("purging dead letters"):
+            return int(self._db.execute("DELETE FROM dead_letters").rowcount)
 
     def close(self) -> None:
         self._db.close()
@@ -271,7 +350,7 @@ class DeadLetterQueue:
         self._lock = threading.RLock()
         self._closed = False
         self._backend: _MemoryBackend | _SqliteBackend = (
-            _MemoryBackend() if self.path is None else _SqliteBackend(self.path)
+            _MemoryBackend() if self.path is None else _SqliteBackend(self.path, name)
         )
 
     def _check(self) -> None:

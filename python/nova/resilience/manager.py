@@ -30,7 +30,7 @@ from ..errors import (
     ValidationError,
 )
 from .. import _core  # type: ignore[attr-defined, unused-ignore]
-from ._util import as_listener, describe
+from ._util import as_listener, describe, error_repr, error_text
 from .circuit import CircuitBreaker, CircuitConfig, CircuitState
 from .clock import SYSTEM_CLOCK, Clock, SystemClock
 from .deadletter import DeadLetter, DeadLetterConfig
@@ -103,12 +103,16 @@ class ManagerStats:
 
 
 class _Waiter:
-    __slots__ = ("event", "wake_at", "abandoned")
+    """An event waiting for a retry: in ``process()``'s own wait, or on the core's timer
+    (``owner`` set: the listener whose ``attempt()`` returned the delay)."""
 
-    def __init__(self, event: Any, wake_at: float) -> None:
+    __slots__ = ("event", "wake_at", "abandoned", "owner")
+
+    def __init__(self, event: Any, wake_at: float, owner: ManagedListener | None = None) -> None:
         self.event = event
         self.wake_at = wake_at
         self.abandoned = False
+        self.owner = owner
 
 
 class ManagedListener:
@@ -142,6 +146,10 @@ class ManagedListener:
         self.retried = 0
         self.dead_lettered = 0
         self.abandoned = 0
+        # Events whose attempt() returned a delay, by id(event): the caller (the core) holds
+        # them on its timer until it calls attempt() again or abandon(). Guarded by the
+        # manager's lock.
+        self._pending: dict[int, list[_Waiter]] = {}
         # The core runs attempts (slot, timeout, timing, success and health accounting) in
         # Rust; it calls back into Python only for the shapes it does not call itself.
         hand_over: Callable[[Any, int], BaseException | None] | None = None
@@ -183,40 +191,67 @@ class ManagedListener:
         waiting itself: None when the event is done; the delay in seconds after which
         ``attempt(event, attempt + 1, topic)`` should be called; or
         :class:`~nova.RetryLimitExceeded` (last error as ``__cause__``) once it finally
-        failed, after dead-lettering it with ``topic``."""
+        failed, after dead-lettering it with ``topic``.
+
+        Between a returned delay and the next call the event counts as waiting for a retry:
+        ``ListenerManager.stop()`` waits for it if it is due before the deadline, else reports
+        it in ``StopReport.undelivered``; a later ``attempt()`` of an event so reported raises
+        :class:`~nova.ClosedError` and does not run it (the stop's caller has it back)."""
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
             raise ValidationError(f"ManagedListener.attempt: attempt must be an integer >= 1, got {attempt!r}")
         mgr = self.manager
-        self._check_registered()
-        if mgr._state != _RUNNING:
-            if attempt > 1 and mgr._state == _STOPPED:
-                self.abandon(event)
+        waiter = mgr._begin_attempt(self, event, attempt)
+        try:
+            if waiter is not None and waiter.abandoned:
                 raise ClosedError(
-                    f"listener manager '{mgr.name}' is stopped; event {describe(event)} waiting "
-                    f"for retry {attempt - 1} of listener '{self.name}' was abandoned (it is "
-                    "reported by the next stop())"
+                    f"listener manager '{mgr.name}' gave up on event {describe(event)} while it "
+                    f"waited for retry {attempt - 1} of listener '{self.name}'; it was returned "
+                    "in StopReport.undelivered and is not run again (emit it again to retry it)"
                 )
-            if attempt == 1:
-                mgr._reject(event)
-        if attempt > 1:
-            self._count_retry()
-        error = self._run_attempt(event, attempt)
-        if error is None:
-            return None
-        return self._after_failed_attempt(event, attempt, topic, error)
+            if not self._registered:
+                if waiter is not None:
+                    self._give_up(event)  # reported by the next stop()
+                self._check_registered()
+            if mgr._state != _RUNNING:
+                if attempt > 1 and mgr._state == _STOPPED:
+                    self._give_up(event)
+                    raise ClosedError(
+                        f"listener manager '{mgr.name}' is stopped; event {describe(event)} "
+                        f"waiting for retry {attempt - 1} of listener '{self.name}' was "
+                        "abandoned (it is reported by the next stop())"
+                    )
+                if attempt == 1:
+                    mgr._reject_handed_over(event)
+            if attempt > 1:
+                self._count_retry()
+            error = self._run_attempt(event, attempt)
+            if error is None:
+                return None
+            return self._after_failed_attempt(event, attempt, topic, error)
+        finally:
+            mgr._end_attempt()
 
     def _after_failed_attempt(self, event: Any, attempt: int, topic: str | None,
                               error: BaseException) -> float:
         """The rest of ``attempt`` once it failed (the core calls it after a first attempt it
         ran itself): the delay before the next one, or the final failure."""
         if self._should_retry(error, attempt):
-            return self._policy.delay(attempt)
+            delay = self._policy.delay(attempt)
+            self.manager._retry_scheduled(self, event, delay)
+            return delay
         self._final_failure(event, error, attempt, topic)
         raise self._limit_error(event, error, attempt) from error
 
     def abandon(self, event: Any) -> None:
         """The core gave up on ``event`` while it waited for a retry (a shutdown deadline):
-        it is reported in the manager's next ``stop()`` report."""
+        it is reported in the manager's next ``stop()`` report — unless a ``stop()`` already
+        reported it, then nothing happens (an event is reported once)."""
+        waiter = self.manager._take_pending(self, event)
+        if waiter is not None and waiter.abandoned:
+            return
+        self._give_up(event)
+
+    def _give_up(self, event: Any) -> None:
         with self._lock:
             self.abandoned += 1
         self.manager._add_abandoned(event)
@@ -367,14 +402,16 @@ class ManagedListener:
     def _limit_error(self, event: Any, error: BaseException, attempts: int) -> RetryLimitExceeded:
         return RetryLimitExceeded(
             f"listener '{self.name}' (manager '{self.manager.name}') gave up on event "
-            f"{describe(event)} after {attempts} attempt(s): {type(error).__name__}: {error}"
+            f"{describe(event)} after {attempts} attempt(s): {type(error).__name__}: "
+            f"{error_text(error)}"
         )
 
     def _final_failure(self, event: Any, error: BaseException, attempts: int,
                        topic: str | None) -> None:
         dl = self._dead_letter
         delivered = False
-        if dl.enabled and (dl.queue is not None or dl.handler is not None):
+        configured = dl.enabled and (dl.queue is not None or dl.handler is not None)
+        if configured:
             if dl.queue is not None:
                 try:
                     dl.queue.add(DeadLetter.from_error(event, error, attempts=attempts,
@@ -401,19 +438,26 @@ class ManagedListener:
             if delivered:
                 self.dead_lettered += 1
         extra = {"event_id": getattr(event, "id", None), "event_type": getattr(event, "type", None),
-                 "listener": self.name, "attempts": attempts, "error": repr(error),
+                 "listener": self.name, "attempts": attempts, "error": error_repr(error),
                  "component": self.manager.name}
+        text = error_text(error)
         if delivered:
             _log.info(
                 "nova: listener '%s' sent event %s to its dead letters after %d attempt(s): "
-                "%s: %s", self.name, describe(event), attempts, type(error).__name__, error,
+                "%s: %s", self.name, describe(event), attempts, type(error).__name__, text,
                 extra=extra,
+            )
+        elif configured:
+            _log.error(
+                "nova: listener '%s' failed on event %s after %d attempt(s) and its dead-letter "
+                "queue/handler failed too (logged above); the event is dropped: %s: %s",
+                self.name, describe(event), attempts, type(error).__name__, text, extra=extra,
             )
         else:
             _log.error(
                 "nova: listener '%s' failed on event %s after %d attempt(s) and no dead letter "
                 "is configured; the event is dropped: %s: %s", self.name, describe(event),
-                attempts, type(error).__name__, error, extra=extra,
+                attempts, type(error).__name__, text, extra=extra,
             )
 
     # -- bookkeeping -------------------------------------------------------------------
@@ -477,8 +521,13 @@ class ListenerManager:
         self._listeners: dict[str, ManagedListener] = {}
         self._retired = [0, 0, 0, 0]  # succeeded, failed, retried, dead_lettered of removed ones
         self._waiting: dict[int, _Waiter] = {}
+        # Events the caller of attempt() (the core) holds on its timer for a retry, by
+        # id(waiter); each is also in its listener's _pending.
+        self._timed: dict[int, _Waiter] = {}
         self._abandoned: list[Any] = []
         self._retrying = 0  # events of process() calls between their first failure and the end
+        self._attempts = 0  # attempt() calls running
+        self._settle_until = 0.0  # see _poke
         self._state = _RUNNING
 
     # -- registration --------------------------------------------------------------------
@@ -565,7 +614,20 @@ class ListenerManager:
         """Stop accepting events, let attempts in flight and retries due before the deadline
         finish, then give up on the events still waiting for a retry: they are returned in
         ``StopReport.undelivered`` (with those the core abandoned, see
-        ``ManagedListener.abandon``). Calling it again reports only what was abandoned since."""
+        ``ManagedListener.abandon``). Calling it again reports only what was abandoned since.
+
+        Every event handed to the manager ends up in exactly one place: processed by its
+        listener, dead-lettered, or in a ``StopReport.undelivered``. That holds for retries
+        waiting in ``process()`` and for those an Emitter or Bus holds on its timers: a retry
+        due before the deadline is waited for (and its outcome counts: success, another wait,
+        or the dead-letter step); one due later is reported here, once, and when its timer
+        fires afterwards it is refused (``ClosedError``), not run and not reported again, even
+        if the manager was started again meanwhile. An event waiting for a retry at the
+        deadline is undelivered even when a dead-letter queue is configured: it still had
+        attempts left, so it is handed back to the caller (who may emit it again) rather than
+        dead-lettered. An event the core hands over while the manager is stopping is refused
+        and reported here too. An attempt still running at the deadline finishes on its own;
+        if it fails and would be retried, the event goes to the next ``stop()`` report."""
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or timeout < 0):
             raise ValidationError(f"ListenerManager.stop: timeout must be seconds >= 0 or None, got {timeout!r}")
@@ -578,8 +640,10 @@ class ListenerManager:
                 now = time.monotonic()
                 # Attempts running, retrying events between two waits, retries due in time.
                 busy = (any(m._core.active for m in self._listeners.values())
-                        or self._retrying > len(self._waiting))
-                due = any(w.wake_at <= deadline for w in self._waiting.values())
+                        or self._retrying > len(self._waiting) or self._attempts > 0
+                        or now < self._settle_until)
+                due = (any(w.wake_at <= deadline for w in self._waiting.values())
+                       or any(w.wake_at <= deadline for w in self._timed.values()))
                 if not (busy or due) or now >= deadline:
                     break
                 self._cond.wait(min(deadline - now, 0.05))
@@ -587,6 +651,15 @@ class ListenerManager:
                 waiter.abandoned = True
                 undelivered.append(waiter.event)
             self._waiting.clear()
+            # Retries on the core's timers: given up on now; the waiter stays in its
+            # listener's _pending so the core's later attempt()/abandon() sees it was reported.
+            for waiter in self._timed.values():
+                waiter.abandoned = True
+                undelivered.append(waiter.event)
+                if waiter.owner is not None:
+                    with waiter.owner._lock:
+                        waiter.owner.abandoned += 1
+            self._timed.clear()
             undelivered.extend(self._abandoned)
             self._abandoned = []
             self._set_state(_STOPPED)
@@ -620,8 +693,71 @@ class ListenerManager:
         with self._lock:
             self._abandoned.append(event)
 
-    def _poke(self) -> None:
+    def _reject_handed_over(self, event: Any) -> None:
+        """A first attempt handed over by the core while the manager is not running: refused
+        (``ClosedError``); while a ``stop()`` is under way the event is in its report."""
         with self._lock:
+            stopping = self._state == _STOPPING
+            if stopping:
+                self._abandoned.append(event)
+        if not stopping:
+            _log.warning(
+                "nova: listener manager '%s' is stopped; event %s was not processed (call "
+                "start() to use the manager again)", self.name, describe(event),
+                extra={"event_id": getattr(event, "id", None),
+                       "event_type": getattr(event, "type", None), "component": self.name},
+            )
+        self._reject(event)
+
+    def _poke(self) -> None:
+        """The core finished an attempt while stopping. When it failed, the core asks the
+        policy (``_after_failed_attempt``) right after; ``stop()`` gives it a moment to so it
+        sees the retry that may follow."""
+        with self._lock:
+            self._settle_until = time.monotonic() + 0.02
+            self._cond.notify_all()
+
+    def _retry_scheduled(self, managed: ManagedListener, event: Any, delay: float) -> None:
+        """``managed.attempt`` returned ``delay``: the caller holds ``event`` for a retry."""
+        waiter = _Waiter(event, time.monotonic() + delay, managed)
+        with self._lock:
+            managed._pending.setdefault(id(event), []).append(waiter)
+            if self._state == _STOPPED:
+                # Too late for the stop that ran: the next one reports it.
+                waiter.abandoned = True
+                self._abandoned.append(event)
+                with managed._lock:
+                    managed.abandoned += 1
+            else:
+                self._timed[id(waiter)] = waiter
+            self._cond.notify_all()
+
+    def _take_pending(self, managed: ManagedListener, event: Any) -> _Waiter | None:
+        with self._lock:
+            return self._pop_pending(managed, event)
+
+    def _pop_pending(self, managed: ManagedListener, event: Any) -> _Waiter | None:
+        """With the lock held: the oldest retry of ``event`` waiting for ``managed``."""
+        waiters = managed._pending.get(id(event))
+        if not waiters:
+            return None
+        waiter = waiters.pop(0)
+        if not waiters:
+            del managed._pending[id(event)]
+        self._timed.pop(id(waiter), None)
+        return waiter
+
+    def _begin_attempt(self, managed: ManagedListener, event: Any,
+                       attempt: int) -> _Waiter | None:
+        """``attempt()`` starts: counted as running (``stop()`` waits for it) in the same
+        step as its retry stops waiting, so ``stop()`` never sees it in neither state."""
+        with self._lock:
+            self._attempts += 1
+            return self._pop_pending(managed, event) if attempt > 1 else None
+
+    def _end_attempt(self) -> None:
+        with self._lock:
+            self._attempts -= 1
             self._cond.notify_all()
 
     def _wait_retry(self, event: Any, delay: float) -> bool:

@@ -44,7 +44,7 @@ from typing import Any
 from .._core import Event
 from ..errors import ConcurrencyError, NovaError, StoreError, ValidationError
 from ._base import ALL, BaseStore, StreamInfo
-from ._codec import EncodeError, decode, encode
+from ._codec import MAX_DEPTH, EncodeError, NestingError, decode, encode, stored_id
 from ._wal import BACKSTOP_PAGES, Checkpointer
 from ._time import MAX_MICROS, MIN_MICROS, from_micros, to_micros
 
@@ -84,7 +84,11 @@ class SqliteStore(BaseStore):
 
     Events are stored as JSON text, so ``data`` must be JSON-serialisable (else
     :class:`~nova.errors.ValidationError` naming the event) and comes back as JSON types
-    (tuples as lists, dict keys as strings). Reading returns :class:`nova.Event` instances:
+    (tuples as lists, dict keys as strings). ``data`` nested deeper than 500 levels of
+    lists/dicts (``nova.store._codec.MAX_DEPTH``) is refused the same way, as JSON that deep
+    cannot be read back on every interpreter; a stored event that does not decode (one written
+    that deep by an older release) makes reads raise :class:`~nova.errors.StoreError` naming
+    its id. Reading returns :class:`nova.Event` instances:
     the event's ``type`` string is kept, not its Python class. A file that is not a Nova
     store, is corrupt or has a schema version this release does not know raises
     :class:`~nova.errors.StoreError`.
@@ -250,6 +254,14 @@ class SqliteStore(BaseStore):
         for event in events:
             try:
                 out.append(encode(event))
+            except NestingError as exc:
+                why = ("it refers to itself (a reference cycle)" if exc.cycle
+                       else f"it has more than {MAX_DEPTH} levels of lists/dicts")
+                raise ValidationError(
+                    f"{self.name}: event {event.id} ({event.type}) cannot be stored: its "
+                    f"data is nested too deep to be read back ({why}; the limit is "
+                    f"{MAX_DEPTH}). Flatten the data, or store the deep part as a JSON "
+                    "string") from exc
             except EncodeError as exc:
                 raise ValidationError(
                     f"{self.name}: event {event.id} ({event.type}) cannot be stored: its "
@@ -260,10 +272,21 @@ class SqliteStore(BaseStore):
     def _decode(self, body: str) -> Event:
         try:
             return decode(body)
-        except (NovaError, ValueError, TypeError) as exc:
+        except NestingError as exc:
             raise StoreError(
-                f"{self.name}: a stored event in {self.path!r} does not decode ({exc}); "
-                "the file is damaged. Restore it from a backup") from exc
+                f"{self.name}: stored event {stored_id(body) or '(id unreadable)'} in "
+                f"{self.path!r} cannot be read back: its data is nested too deep "
+                f"({exc.depth} levels of lists/dicts; this release stores at most "
+                f"{MAX_DEPTH}). It was written by an older release that did not refuse it: "
+                "copy its body out with the sqlite3 tool if you need it, then delete that "
+                "row from the nova_events table") from exc
+        except (NovaError, ValueError, TypeError, RecursionError, MemoryError) as exc:
+            event_id = stored_id(body)
+            which = f"stored event {event_id}" if event_id else "a stored event"
+            raise StoreError(
+                f"{self.name}: {which} in {self.path!r} does not decode "
+                f"({type(exc).__name__}: {exc}); the file is damaged. Restore it from a "
+                "backup") from exc
 
     def _query(self, sql: str, params: Sequence[Any], action: str) -> list[Any]:
         with self._rlock:
