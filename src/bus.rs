@@ -15,7 +15,10 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use regex::Regex;
 use rustc_hash::FxBuildHasher;
 
-use crate::component::{check_event, deadline, pick_loop, positive, shutdown_report, ContextCapture, OnFull};
+use crate::component::{
+    bounded, check_event, deadline, pick_loop, positive, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE,
+    MAX_PARTITIONS, MAX_TOPIC_SLOTS,
+};
 use crate::ffi::context::run_in_copy as run_in_context;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
 use crate::errors::{buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, type_name, validation_error};
@@ -541,8 +544,17 @@ impl Bus {
                 ),
             ));
         }
-        let partitions = positive(py, "TopicConfig.partitions", config.getattr("partitions")?.extract()?)?;
-        let buffer_size = positive(py, "TopicConfig.buffer_size", config.getattr("buffer_size")?.extract()?)?;
+        let partitions = bounded(py, "TopicConfig.partitions", config.getattr("partitions")?.extract()?, MAX_PARTITIONS)?;
+        let buffer_size = bounded(py, "TopicConfig.buffer_size", config.getattr("buffer_size")?.extract()?, MAX_BUFFER_SIZE)?;
+        if partitions * buffer_size > MAX_TOPIC_SLOTS {
+            return Err(validation_error(
+                py,
+                format!(
+                    "TopicConfig.partitions * TopicConfig.buffer_size must be at most {MAX_TOPIC_SLOTS} \
+                     (queue slots allocated for the topic), got {partitions} * {buffer_size}"
+                ),
+            ));
+        }
         let mode = Mode::parse(py, "TopicConfig.delivery_mode", &config.getattr("delivery_mode")?)?;
         let on_full = OnFull::parse(py, "TopicConfig.on_full", Some(&config.getattr("on_full")?))?;
         let dedup_window = positive(py, "TopicConfig.dedup_window", config.getattr("dedup_window")?.extract()?)?;
@@ -771,8 +783,8 @@ impl Bus {
         r#loop: Option<Py<PyAny>>,
         name: &str,
     ) -> PyResult<Self> {
-        let default_partitions = positive(py, "Bus.default_partitions", default_partitions)?;
-        let default_buffer_size = positive(py, "Bus.default_buffer_size", default_buffer_size)?;
+        let default_partitions = bounded(py, "Bus.default_partitions", default_partitions, MAX_PARTITIONS)?;
+        let default_buffer_size = bounded(py, "Bus.default_buffer_size", default_buffer_size, MAX_BUFFER_SIZE)?;
         let default_mode = match default_delivery_mode.filter(|m| !m.is_none(py)) {
             Some(m) => {
                 Mode::parse(py, "Bus.default_delivery_mode", m.bind(py))?;
@@ -1009,7 +1021,8 @@ impl Bus {
         if let Some(b) = &self.backend {
             return b.bind(py).call_method1("flush", (timeout,))?.extract();
         }
-        Ok(self.wait_flushed(py, deadline(timeout)))
+        let until = deadline(py, "Bus.flush timeout", timeout)?;
+        Ok(self.wait_flushed(py, until))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -1036,6 +1049,7 @@ impl Bus {
 
     #[pyo3(signature = (timeout=30.0))]
     fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let until = deadline(py, "Bus.shutdown timeout", timeout)?;
         if let Some(b) = &self.backend {
             self.closed.store(true, SeqCst);
             let report = b.bind(py).call_method1("shutdown", (timeout,))?;
@@ -1049,7 +1063,6 @@ impl Bus {
         if self.reported.swap(true, SeqCst) {
             return shutdown_report(py, 0, Vec::new(), 0);
         }
-        let until = deadline(timeout);
         let before: u64 = self.core.counters.processed.get();
         self.wait_idle(py, until);
         let topics = self.all_topics();

@@ -51,6 +51,23 @@ pub fn positive(py: Python<'_>, field: &str, value: i64) -> PyResult<usize> {
     }
 }
 
+/// Documented upper limits of sizes that are allocated up front (docs/bus.md, "Limits"): a
+/// queue's slots, a topic's partitions (and all its slots together), a pool's threads.
+pub const MAX_BUFFER_SIZE: usize = 1 << 22;
+pub const MAX_PARTITIONS: usize = 4096;
+pub const MAX_TOPIC_SLOTS: usize = 1 << 24;
+pub const MAX_WORKERS: usize = 1024;
+
+/// A positive integer argument no larger than `max`, with an error naming the field and the
+/// limit.
+pub fn bounded(py: Python<'_>, field: &str, value: i64, max: usize) -> PyResult<usize> {
+    let n = positive(py, field, value)?;
+    if n > max {
+        return Err(validation_error(py, format!("{field} must be at most {max}, got {value}")));
+    }
+    Ok(n)
+}
+
 /// Check that `obj` is a `nova.Event` and run the component's validator on it.
 #[inline]
 pub fn check_event(
@@ -142,7 +159,20 @@ pub fn shutdown_report<'py>(
         .call1((drained, list, in_flight))
 }
 
-/// Seconds (or None) to an optional deadline.
-pub fn deadline(timeout: Option<f64>) -> Option<std::time::Instant> {
-    timeout.map(|t| std::time::Instant::now() + std::time::Duration::from_secs_f64(t.max(0.0)))
+/// A timeout in seconds to a deadline: `None` and `inf` mean no deadline (wait for ever), zero
+/// or less means now, and a value too far away to represent is no deadline either. NaN is a
+/// `ValidationError` naming `field` (it used to read as zero).
+pub fn deadline(py: Python<'_>, field: &str, timeout: Option<f64>) -> PyResult<Option<std::time::Instant>> {
+    let Some(t) = timeout else { return Ok(None) };
+    if t.is_nan() {
+        return Err(validation_error(
+            py,
+            format!("{field} must be a number of seconds, or None (or float('inf')) to wait without a limit; got nan"),
+        ));
+    }
+    let now = std::time::Instant::now();
+    if t <= 0.0 {
+        return Ok(Some(now));
+    }
+    Ok(std::time::Duration::try_from_secs_f64(t).ok().and_then(|d| now.checked_add(d)))
 }

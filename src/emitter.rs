@@ -9,7 +9,9 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::component::{check_event, deadline, ContextCapture, pick_loop, positive, shutdown_report, OnFull};
+use crate::component::{
+    bounded, check_event, deadline, pick_loop, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE, MAX_WORKERS,
+};
 use crate::ffi::method::{install_fast_method, FastCall};
 use crate::context::ContextRunner;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
@@ -244,7 +246,7 @@ impl Emitter {
                 let pushed = match self.lane.try_push(item) {
                     Pushed::Full(item) if policy == OnFull::Block => {
                         let lane = self.lane.clone();
-                        let until = deadline(timeout);
+                        let until = deadline(py, "Emitter.emit_async timeout", timeout)?;
                         py.allow_threads(move || lane.push_blocking(item, until))
                     }
                     other => other,
@@ -299,8 +301,8 @@ impl Emitter {
         name: &str,
         propagate_context: bool,
     ) -> PyResult<Self> {
-        let buffer_size = positive(py, "Emitter.buffer_size", buffer_size)?;
-        let max_concurrency = positive(py, "Emitter.max_concurrency", max_concurrency)?;
+        let buffer_size = bounded(py, "Emitter.buffer_size", buffer_size, MAX_BUFFER_SIZE)?;
+        let max_concurrency = bounded(py, "Emitter.max_concurrency", max_concurrency, MAX_WORKERS)?;
         let on_full = OnFull::parse(py, "Emitter.on_full", on_full)?;
         let validator = validator.filter(|v| !v.is_none(py));
         if let Some(v) = &validator {
@@ -459,11 +461,11 @@ impl Emitter {
 
     /// Wait until everything queued so far is processed; False on timeout.
     #[pyo3(signature = (timeout=None))]
-    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let lane = self.lane.clone();
         let retries = self.core.retries.clone();
-        let until = deadline(timeout);
-        py.allow_threads(move || lane.wait_retired(until) && retries.wait_idle(until))
+        let until = deadline(py, "Emitter.flush timeout", timeout)?;
+        Ok(py.allow_threads(move || lane.wait_retired(until) && retries.wait_idle(until)))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -483,12 +485,12 @@ impl Emitter {
     /// Stop accepting events, process the queue until `timeout`, and report what was left.
     #[pyo3(signature = (timeout=30.0))]
     fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let until = deadline(py, "Emitter.shutdown timeout", timeout)?;
         self.closed.store(true, SeqCst);
         if self.reported.swap(true, SeqCst) {
             return shutdown_report(py, 0, Vec::new(), 0);
         }
         let lane = self.lane.clone();
-        let until = deadline(timeout);
         let before = lane.retired();
         let retries = self.core.retries.clone();
         py.allow_threads(|| {

@@ -322,10 +322,13 @@ impl WorkerPool {
     #[pyo3(signature = (workers=None, queue_size=1000, *, name="pool"))]
     fn new(py: Python<'_>, workers: Option<i64>, queue_size: i64, name: &str) -> PyResult<Self> {
         if let Some(w) = workers {
-            if w < 1 {
+            if w < 1 || w as usize > crate::component::MAX_WORKERS {
                 return Err(validation_error(
                     py,
-                    format!("WorkerPool.workers must be at least 1 (or None for the CPU count), got {w}"),
+                    format!(
+                        "WorkerPool.workers must be between 1 and {} (or None for the CPU count), got {w}",
+                        crate::component::MAX_WORKERS
+                    ),
                 ));
             }
         }
@@ -400,10 +403,10 @@ impl WorkerPool {
 
     /// Let queued and running work finish (up to `timeout` seconds), then stop the workers.
     #[pyo3(signature = (timeout=None))]
-    fn close(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = crate::component::deadline(py, "WorkerPool.close timeout", timeout)?;
         let inner = self.inner.clone();
-        py.allow_threads(move || inner.close(deadline))
+        Ok(py.allow_threads(move || inner.close(deadline)))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -427,7 +430,7 @@ impl WorkerPool {
         _v: Option<Py<PyAny>>,
         _tb: Option<Py<PyAny>>,
     ) -> bool {
-        self.close(py, None);
+        let _ = self.close(py, None);
         false
     }
 
@@ -446,12 +449,12 @@ impl WorkerPool {
 #[pyo3(signature = (timeout=5.0))]
 pub fn _close_all_pools(py: Python<'_>, timeout: f64) {
     let pools: Vec<Arc<PoolInner>> = POOLS.lock().iter().filter_map(|w| w.upgrade()).collect();
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+    let deadline = crate::component::deadline(py, "timeout", Some(timeout)).ok().flatten();
     py.allow_threads(|| {
         // In parallel: one pool's slow listener must not use up the others' time.
         std::thread::scope(|scope| {
             for p in &pools {
-                scope.spawn(move || p.close(Some(deadline)));
+                scope.spawn(move || p.close(deadline));
             }
         });
     });

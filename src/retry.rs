@@ -93,7 +93,9 @@ impl Retries {
             topic: topic.map(str::to_string),
             follow,
         });
-        crate::timer::after(Duration::from_secs_f64(delay), self.pool.clone(), job);
+        // A delay the policy computed as inf or beyond a day is capped at a day (NaN: at once).
+        let delay = Duration::try_from_secs_f64(delay.clamp(0.0, 86_400.0)).unwrap_or_default();
+        crate::timer::after(delay, self.pool.clone(), job);
     }
 
     /// Wait (without the GIL) until no retry is pending.

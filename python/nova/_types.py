@@ -151,6 +151,6 @@ class TopicConfig:
         if self.retention is not None and (
             isinstance(self.retention, bool)
             or not isinstance(self.retention, (int, float))
-            or self.retention <= 0
+            or not self.retention > 0  # also refuses nan
         ):
             raise ValidationError(f"TopicConfig.retention must be positive seconds or None, got {self.retention!r}")
