@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYLIB  := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))")
 
-.PHONY: all venv build demo test test-rust test-loom test-python typecheck bench compare clean
+.PHONY: all venv ensure-redis build demo test test-rust test-loom test-python test-matrix typecheck bench \
+	compare clean
 
 all: test
 
@@ -26,8 +27,20 @@ demo: build
 test-rust: venv
 	PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYLIB) cargo test --release -q
 
-test-python: build
+# The Redis backend's tests need redis-server: installed here when missing and we are root.
+ensure-redis:
+	@bash scripts/ensure-redis.sh
+
+# Quick: the current .venv's interpreter against an in-place build with the test-only hooks
+# (injected panics; never in a release wheel).
+test-python: ensure-redis venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q --features extension-module,test-hooks
 	$(PY) -m pytest -q
+
+# The whole suite against a built wheel, once per CPython found (3.11 to 3.14, 3.13t, 3.14t), each
+# in a fresh venv outside the tree; NOVA_PYTHONS="3.11 3.12" and NOVA_PYTEST_ARGS narrow it.
+test-matrix: ensure-redis venv
+	MATURIN=$(abspath $(VENV))/bin/maturin bash scripts/test-matrix.sh
 
 # The lane-claim protocol (src/claim.rs) model-checked over every interleaving.
 test-loom: venv
@@ -37,7 +50,7 @@ test-loom: venv
 typecheck: venv
 	$(PY) -m mypy --strict python/nova
 
-test: build test-rust test-loom test-python typecheck
+test: ensure-redis build test-rust test-loom typecheck test-matrix
 
 bench: build
 	$(PY) -m pytest benches/bench_*.py -q --benchmark-only -p no:cacheprovider
