@@ -465,6 +465,34 @@ pub struct Bus {
     last_topic: GILProtected<RefCell<Option<LastTopic>>>,
     closed: AtomicBool,
     reported: AtomicBool,
+    /// Held across "is there room", the store's append and the enqueue when the bus has a
+    /// store, so that the store holds exactly the accepted events, in publish order.
+    publish_lock: PublishLock,
+}
+
+/// A lock taken with the GIL released when it is contended (a thread holding it may be
+/// waiting for the GIL inside the store's `append`).
+struct PublishLock(parking_lot::RawMutex);
+
+struct PublishGuard<'a>(&'a PublishLock);
+
+impl PublishLock {
+    fn acquire(&self, py: Python<'_>) -> PublishGuard<'_> {
+        use parking_lot::lock_api::RawMutex as _;
+        if !self.0.try_lock() {
+            let raw = &self.0;
+            py.allow_threads(|| raw.lock());
+        }
+        PublishGuard(self)
+    }
+}
+
+impl Drop for PublishGuard<'_> {
+    fn drop(&mut self) {
+        use parking_lot::lock_api::RawMutex as _;
+        // SAFETY: this guard's `acquire` locked it, and nothing else unlocks it.
+        unsafe { self.0 .0.unlock() }
+    }
 }
 
 impl Bus {
@@ -687,6 +715,98 @@ impl Bus {
         Ok(())
     }
 
+    /// Publish `batch` (events with their partitions) on a bus with a store, all or nothing:
+    /// under the publish lock, room is made sure of first (a full partition refuses, drops or
+    /// waits by the topic's `on_full` before anything is stored), then the accepted events are
+    /// appended to the store in one call, then queued. A store that raises leaves nothing
+    /// queued and its error reaches the caller. Events DROP_NEWEST drops are never stored;
+    /// those DROP_OLDEST displaces later were accepted, so the store keeps them.
+    fn publish_stored(
+        &self,
+        py: Python<'_>,
+        store: &Py<PyAny>,
+        topic: &Topic,
+        batch: &[(Bound<'_, PyAny>, usize)],
+        context: Py<PyAny>,
+    ) -> PyResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.publish_lock.acquire(py);
+        self.check_open(py)?;
+        let mut need = vec![0usize; topic.lanes.len()];
+        for (_, p) in batch {
+            need[*p] += 1;
+        }
+        let mut keep = vec![true; batch.len()];
+        for (p, n) in need.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let lane = &topic.lanes[p];
+            if lane.len() + n <= lane.capacity() {
+                continue;
+            }
+            match topic.on_full {
+                OnFull::DropOldest => {}
+                OnFull::Block if *n <= lane.capacity() => {
+                    let lane = lane.clone();
+                    let n = *n;
+                    if !py.allow_threads(move || lane.wait_for_room(n)) {
+                        return Err(pool_closed(
+                            py,
+                            format!("bus '{}': its worker pool closed while waiting for room", self.core.name),
+                        ));
+                    }
+                }
+                OnFull::DropNewest => {
+                    // The newest of this partition's events beyond its free room are dropped.
+                    let mut free = lane.capacity().saturating_sub(lane.len());
+                    for (i, (ev, q)) in batch.iter().enumerate() {
+                        if *q == p {
+                            if free > 0 {
+                                free -= 1;
+                            } else {
+                                keep[i] = false;
+                                self.core.dropped_full.inc();
+                                self.count(py, ev, |c| &c.dropped);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    for (ev, _) in batch {
+                        self.count(py, ev, |c| &c.rejected);
+                    }
+                    return Err(buffer_full(
+                        py,
+                        format!(
+                            "bus '{}': {} event(s) do not fit partition {} of topic '{}' ({} of {} free); \
+                             nothing was published or stored; use on_full=OnFull.BLOCK, raise buffer_size \
+                             or partitions, or add workers",
+                            self.core.name,
+                            n,
+                            p,
+                            topic.name,
+                            lane.capacity().saturating_sub(lane.len()),
+                            lane.capacity()
+                        ),
+                    ));
+                }
+            }
+        }
+        let accepted: Vec<&(Bound<'_, PyAny>, usize)> =
+            batch.iter().zip(&keep).filter(|(_, k)| **k).map(|(b, _)| b).collect();
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![PyString::new(py, &topic.name).into_any()];
+        args.extend(accepted.iter().map(|(ev, _)| ev.clone()));
+        store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
+        for (ev, p) in accepted {
+            // Room was made sure of under the lock (workers only ever make more).
+            self.enqueue(py, topic, ev, *p, context.clone_ref(py))?;
+        }
+        Ok(())
+    }
+
     fn all_topics(&self) -> Vec<Arc<Topic>> {
         self.core.topics.read().values().cloned().collect()
     }
@@ -836,6 +956,7 @@ impl Bus {
             last_topic: GILProtected::new(RefCell::new(None)),
             closed: AtomicBool::new(false),
             reported: AtomicBool::new(false),
+            publish_lock: PublishLock(<parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT),
         })
     }
 
@@ -953,10 +1074,10 @@ impl Bus {
             t.prefetch_key(event);
             let context = self.context.capture(py)?;
             let p = t.partition_for(py, event)?;
-            if let Some(store) = &self.store {
-                store.bind(py).call_method1("append", (topic, event))?;
+            match &self.store {
+                Some(store) => self.publish_stored(py, store, t, &[(event.clone(), p)], context),
+                None => self.enqueue(py, t, event, p, context),
             }
-            self.enqueue(py, t, event, p, context)
         })??;
         Ok(py.None())
     }
@@ -979,6 +1100,12 @@ impl Bus {
         }
         let t = self.get_or_create(py, topic)?;
         let parts: Vec<usize> = events.iter().map(|e| t.partition_for(py, e)).collect::<PyResult<_>>()?;
+        if let Some(store) = &self.store {
+            let context = self.context.capture(py)?;
+            let batch: Vec<(Bound<'_, PyAny>, usize)> = events.into_iter().zip(parts).collect();
+            self.publish_stored(py, store, &t, &batch, context)?;
+            return Ok(py.None());
+        }
         if t.on_full == OnFull::Raise {
             let mut need = vec![0usize; t.lanes.len()];
             for p in &parts {
@@ -995,13 +1122,6 @@ impl Bus {
                         ),
                     ));
                 }
-            }
-        }
-        if let Some(store) = &self.store {
-            if !events.is_empty() {
-                let mut args = vec![PyString::new(py, topic).into_any()];
-                args.extend(events.iter().cloned());
-                store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
             }
         }
         let context = self.context.capture(py)?;

@@ -181,6 +181,13 @@ impl Lane {
         self.wait_until(deadline, || self.queue.is_empty() && self.in_flight.load(SeqCst) == 0)
     }
 
+    /// Wait until the queue has room for `n` more items (or the pool closes). Call without the
+    /// GIL.
+    pub fn wait_for_room(&self, n: usize) -> bool {
+        self.wait_until(None, || self.len() + n <= self.capacity() || self.pool.is_closed())
+            && self.len() + n <= self.capacity()
+    }
+
     fn wait_until(&self, deadline: Option<Instant>, done: impl Fn() -> bool) -> bool {
         let mut guard = self.signal.0.lock();
         self.waiters.fetch_add(1, SeqCst);
