@@ -495,6 +495,33 @@ impl Drop for PublishGuard<'_> {
     }
 }
 
+impl Drop for Bus {
+    /// Dropped without `shutdown()`: the events still queued can no longer be delivered (the
+    /// partitions' sinks only reach the bus weakly). Take them, count them as dropped, and warn.
+    fn drop(&mut self) {
+        // Only when the core goes with the bus (else whoever holds it can still deliver).
+        if self.backend.is_some() || self.reported.load(SeqCst) || Arc::strong_count(&self.core) > 1 {
+            return;
+        }
+        Python::with_gil(|py| {
+            let mut discarded = 0;
+            for t in self.all_topics() {
+                for lane in &t.lanes {
+                    discarded += lane.stop_and_take(py).len();
+                }
+                for s in &t.sinks {
+                    discarded += s.take_held(py).len();
+                }
+            }
+            discarded += self.core.retries.abandon_all(py).len();
+            if discarded > 0 {
+                self.core.dropped_shutdown.add(discarded as u64);
+                crate::component::warn_unclosed(py, &format!("bus '{}'", self.core.name), discarded);
+            }
+        });
+    }
+}
+
 impl Bus {
     fn check_open(&self, py: Python<'_>) -> PyResult<()> {
         if self.closed.load(SeqCst) {

@@ -176,3 +176,22 @@ pub fn deadline(py: Python<'_>, field: &str, timeout: Option<f64>) -> PyResult<O
     }
     Ok(std::time::Duration::try_from_secs_f64(t).ok().and_then(|d| now.checked_add(d)))
 }
+
+/// A component dropped without `shutdown()` with `discarded` events still queued: they are lost,
+/// so say so the way Python does for an unclosed file (a `ResourceWarning`) and on the `nova`
+/// logger. Runs in the component's deallocation; a failure to warn is ignored (the interpreter
+/// may be finalising).
+pub fn warn_unclosed(py: Python<'_>, what: &str, discarded: usize) {
+    let msg = format!(
+        "{what} was garbage-collected without shutdown() and discarded {discarded} queued event(s); \
+         call shutdown() (or use it as a context manager) to deliver or report them"
+    );
+    if let Ok(warnings) = py.import("warnings") {
+        let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+        if warnings.call_method1("warn", (&msg, category, 2)).is_err() {
+            // A filter turned the warning into an error: nothing can raise from a destructor.
+            let _ = PyErr::take(py);
+        }
+    }
+    crate::dispatch::warn(py, &msg);
+}
