@@ -332,7 +332,8 @@ impl PartitionSink {
         } else {
             None
         };
-        match attempt(py, sub, event, 1, Some(&topic.name), core.event_loop.as_ref()) {
+        let last = topic.mode == Mode::AtMostOnce;
+        match attempt(py, sub, event, 1, Some(&topic.name), core.event_loop.as_ref(), last) {
             Attempt::Done => {
                 core.counters.processed.inc(py);
                 if let Some(id) = id {

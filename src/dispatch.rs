@@ -136,6 +136,8 @@ pub enum Attempt {
 /// called once. Counts the outcome in the subscriber's metrics. A Rust panic on the way (a bug
 /// in Nova) fails the attempt for good with a `ListenerError` whose cause says an internal
 /// error occurred; the worker goes on.
+/// `last`: this attempt is the only one, whatever the listener's retry policy (a topic whose
+/// delivery mode is AT_MOST_ONCE).
 pub fn attempt(
     py: Python<'_>,
     sub: &Sub,
@@ -143,11 +145,12 @@ pub fn attempt(
     n: u32,
     topic: Option<&str>,
     event_loop: Option<&Py<PyAny>>,
+    last: bool,
 ) -> Attempt {
     let run = || {
         #[cfg(feature = "test-hooks")]
         crate::ffi::hooks::maybe_panic(crate::ffi::hooks::Point::Attempt);
-        attempt_unguarded(py, sub, event, n, topic, event_loop)
+        attempt_unguarded(py, sub, event, n, topic, event_loop, last)
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(outcome) => outcome,
@@ -170,6 +173,7 @@ fn attempt_unguarded(
     n: u32,
     topic: Option<&str>,
     event_loop: Option<&Py<PyAny>>,
+    last: bool,
 ) -> Attempt {
     let Some(managed) = &sub.managed else {
         return match sub.call(py, event, event_loop) {
@@ -184,13 +188,18 @@ fn attempt_unguarded(
             sub.metrics.duration.observe_nanos(py, elapsed);
             match result {
                 Ok(None) => Ok(py.None().into_bound(py)),
-                Ok(Some(error)) => managed.bind(py).call_method1("_after_failed_attempt", (event, n, topic, error)),
+                Ok(Some(error)) => managed.bind(py).call_method1("_after_failed_attempt", (event, n, topic, error, last)),
                 Err(e) => Err(e),
             }
         }
         _ => {
             let start = crate::metrics::stopwatch::now();
-            let r = managed.bind(py).call_method1("attempt", (event, n, topic));
+            // `last` only when set: a managed listener of the user's own may take three arguments.
+            let r = if last {
+                managed.bind(py).call_method1("attempt", (event, n, topic, last))
+            } else {
+                managed.bind(py).call_method1("attempt", (event, n, topic))
+            };
             sub.metrics
                 .duration
                 .observe_nanos(py, crate::metrics::stopwatch::elapsed_nanos(start));

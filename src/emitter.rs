@@ -89,7 +89,7 @@ impl EmitterCore {
                 // Middleware replaced the event.
                 _ => ResolvedRef::Owned(self.resolve(ev).unwrap_or_else(|| self.registry.resolve(""))),
             },
-            |sub, ev| match attempt(py, sub, ev, 1, None, self.event_loop.as_ref()) {
+            |sub, ev| match attempt(py, sub, ev, 1, None, self.event_loop.as_ref(), false) {
                 Attempt::Done => {
                     self.counters.processed.inc(py);
                     None

@@ -150,7 +150,7 @@ impl Job for RetryJob {
         }
         Python::with_gil(|py| {
             let event = self.event.bind(py);
-            let go = || attempt(py, &self.sub, event, self.attempt, self.topic.as_deref(), r.event_loop.as_ref());
+            let go = || attempt(py, &self.sub, event, self.attempt, self.topic.as_deref(), r.event_loop.as_ref(), false);
             let outcome = match &self.context {
                 Some(ctx) => run_in_context(py, ctx, go).unwrap_or_else(Attempt::Failed),
                 None => go(),

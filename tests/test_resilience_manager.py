@@ -827,8 +827,9 @@ def test_health_endpoint_report_reads_the_manager() -> None:
 
 
 # -- the Bus: the core drives attempt() on its timers ----------------------------------------------
-# An AT_MOST_ONCE topic takes the managed listener as it is (other modes add the bus's default
-# policy when no config is given), so these exercise exactly the core <-> attempt() protocol.
+# A managed listener registered by the user is subscribed as it is (its own policy), so these
+# exercise exactly the core <-> attempt() protocol. (An AT_MOST_ONCE topic would give it one
+# attempt only: tests/test_accounting_at_most_once.py.)
 
 
 def test_bus_drives_attempts_and_dead_letters_carry_the_topic() -> None:
@@ -844,7 +845,7 @@ def test_bus_drives_attempts_and_dead_letters_carry_the_topic() -> None:
         retry=RetryPolicy(max_attempts=3, initial_delay=0.03),
         dead_letter=DeadLetterConfig(queue=queue)))
     bus = nova.Bus()
-    bus.create_topic("orders", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    bus.create_topic("orders")
     bus.subscribe("orders", managed)
     event = nova.Event("order.created")
     bus.publish("orders", event)
@@ -886,7 +887,7 @@ def test_bus_first_attempts_keep_the_concurrency_limit_and_timeout() -> None:
     late = mgr.register(slow, ListenerConfig(timeout=0.05, retry=ONCE,
                                              dead_letter=DeadLetterConfig(queue=timed_out)))
     bus = nova.Bus(pool=nova.WorkerPool(4))
-    bus.create_topic("t", partitions=8, delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    bus.create_topic("t", partitions=8)
     bus.subscribe("t", limited)
     bus.publish_batch("t", [nova.Event("x") for _ in range(16)])
     assert bus.flush(timeout=10)
@@ -934,7 +935,7 @@ def test_bus_shutdown_mid_retry_is_reported_by_the_manager_too() -> None:
     managed = mgr.register(nova.Listener("h", handler),
                            ListenerConfig(retry=RetryPolicy(max_attempts=3, initial_delay=10)))
     bus = nova.Bus()
-    bus.create_topic("orders", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    bus.create_topic("orders")
     bus.subscribe("orders", managed)
     event = nova.Event("x")
     bus.publish("orders", event)
@@ -952,7 +953,7 @@ def test_a_retrying_subscriber_does_not_slow_the_others() -> None:
         retry=RetryPolicy(max_attempts=3, initial_delay=1.0, backoff="fixed")))  # type: ignore[arg-type]
     got: list[int] = []
     bus = nova.Bus()
-    bus.create_topic("orders", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    bus.create_topic("orders")
     bus.subscribe("orders", failing)
     bus.subscribe("orders", lambda e: got.append(e.data))
     started = time.monotonic()

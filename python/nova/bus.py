@@ -3,6 +3,8 @@ subscriptions, asyncio, replay from the store, delegation to a distributed backe
 
 from __future__ import annotations
 
+import warnings
+
 import asyncio
 import dataclasses
 from collections.abc import Callable
@@ -63,10 +65,19 @@ class Bus(_core.Bus):
     def _managed(self, topic: str | None, listener: Any, config: Any) -> Any:
         from .resilience import ManagedListener
 
+        mode = self._mode_of(topic)
+        if mode is DeliveryMode.AT_MOST_ONCE:
+            policy = listener.config if isinstance(listener, ManagedListener) else config
+            attempts = getattr(getattr(policy, "retry", None), "max_attempts", 1)
+            if isinstance(attempts, int) and attempts > 1:
+                warnings.warn(
+                    f"topic {topic!r} is AT_MOST_ONCE: a failing event gets exactly one attempt, "
+                    f"so this subscriber's retry policy ({attempts} attempts) is not used; "
+                    "make the topic AT_LEAST_ONCE to retry",
+                    UserWarning, stacklevel=3)
         if isinstance(listener, ManagedListener):
             return listener  # registered by the user with its own policy
         if config is None:
-            mode = self._mode_of(topic)
             if mode is DeliveryMode.AT_MOST_ONCE:
                 return listener
             from .resilience import ListenerConfig

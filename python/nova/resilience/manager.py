@@ -186,12 +186,13 @@ class ManagedListener:
         """``managed(event)`` with the topic recorded in a dead letter."""
         self._process(event, topic)
 
-    def attempt(self, event: Any, attempt: int, topic: str | None = None) -> float | None:
+    def attempt(self, event: Any, attempt: int, topic: str | None = None, last: bool = False) -> float | None:
         """Run attempt number ``attempt`` (from 1) of ``event``, for a caller that does the
         waiting itself: None when the event is done; the delay in seconds after which
         ``attempt(event, attempt + 1, topic)`` should be called; or
         :class:`~nova.RetryLimitExceeded` (last error as ``__cause__``) once it finally
-        failed, after dead-lettering it with ``topic``.
+        failed, after dead-lettering it with ``topic``. ``last=True`` makes this attempt the
+        final one whatever the retry policy says (an AT_MOST_ONCE topic).
 
         Between a returned delay and the next call the event counts as waiting for a retry:
         ``ListenerManager.stop()`` waits for it if it is due before the deadline, else reports
@@ -227,15 +228,15 @@ class ManagedListener:
             error = self._run_attempt(event, attempt)
             if error is None:
                 return None
-            return self._after_failed_attempt(event, attempt, topic, error)
+            return self._after_failed_attempt(event, attempt, topic, error, last)
         finally:
             mgr._end_attempt()
 
     def _after_failed_attempt(self, event: Any, attempt: int, topic: str | None,
-                              error: BaseException) -> float:
+                              error: BaseException, last: bool = False) -> float:
         """The rest of ``attempt`` once it failed (the core calls it after a first attempt it
         ran itself): the delay before the next one, or the final failure."""
-        if self._should_retry(error, attempt):
+        if not last and self._should_retry(error, attempt):
             delay = self._policy.delay(attempt)
             self.manager._retry_scheduled(self, event, delay)
             return delay
