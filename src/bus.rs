@@ -524,14 +524,23 @@ impl Drop for Bus {
 }
 
 impl Bus {
+    /// Open (for `event`, named in the error when given)?
     fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_open_for(py, None)
+    }
+
+    fn check_open_for(&self, py: Python<'_>, event: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let refused = || event.map(|e| format!(" ({} was not published)", describe_event(e))).unwrap_or_default();
         if self.closed.load(SeqCst) {
-            return Err(bus_closed(py, format!("bus '{}' is shut down; create a new Bus", self.core.name)));
+            return Err(bus_closed(
+                py,
+                format!("bus '{}' is shut down{}; create a new Bus", self.core.name, refused()),
+            ));
         }
         if self.core.pool.is_closed() {
             return Err(pool_closed(
                 py,
-                format!("bus '{}': its worker pool '{}' is closed", self.core.name, self.core.pool.name),
+                format!("bus '{}': its worker pool '{}' is closed{}", self.core.name, self.core.pool.name, refused()),
             ));
         }
         Ok(())
@@ -671,7 +680,7 @@ impl Bus {
     }
 
     fn admit(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.check_open(py)?;
+        self.check_open_for(py, Some(event))?;
         if let Err(e) = check_event(py, &self.core.name, event, self.validator.as_ref()) {
             if let Some(ev) = as_event(event) {
                 if let Ok(t) = ev.get().type_obj(py).to_str() {
@@ -761,7 +770,7 @@ impl Bus {
             return Ok(());
         }
         let _lock = self.publish_lock.acquire(py);
-        self.check_open(py)?;
+        self.check_open_for(py, batch.first().map(|(e, _)| e))?;
         let mut need = vec![0usize; topic.lanes.len()];
         for (_, p) in batch {
             need[*p] += 1;

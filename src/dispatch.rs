@@ -176,7 +176,7 @@ fn attempt_unguarded(
     last: bool,
 ) -> Attempt {
     let Some(managed) = &sub.managed else {
-        return match sub.call(py, event, event_loop) {
+        return match sub.call(py, event, event_loop, None) {
             Ok(()) => Attempt::Done,
             Err(e) => Attempt::Failed(e),
         };

@@ -61,7 +61,8 @@ impl EmitterCore {
                 _ => self.resolve(ev).unwrap_or_else(|| self.registry.resolve("")),
             },
             |sub, ev| {
-                let result = sub.call(py, ev, self.event_loop.as_ref());
+                let place = || format!("emitter '{}'", self.name);
+                let result = sub.call(py, ev, self.event_loop.as_ref(), Some(&place));
                 self.counters.processed.inc(py);
                 result.err().inspect(|_| self.counters.failed.inc())
             },
@@ -184,20 +185,23 @@ pub struct Emitter {
 
 impl Emitter {
     #[inline]
-    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+    /// Open for `event` (named in the error when given)?
+    fn check_open(&self, py: Python<'_>, event: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let refused = || event.map(|e| format!(" ({} was not emitted)", describe_event(e))).unwrap_or_default();
         if self.closed.load(SeqCst) {
             return Err(emitter_closed(
                 py,
-                format!("emitter '{}' is shut down; create a new Emitter", self.core.name),
+                format!("emitter '{}' is shut down{}; create a new Emitter", self.core.name, refused()),
             ));
         }
         if self.lane.pool().is_closed() {
             return Err(pool_closed(
                 py,
                 format!(
-                    "emitter '{}': its worker pool '{}' is closed",
+                    "emitter '{}': its worker pool '{}' is closed{}",
                     self.core.name,
-                    self.lane.pool().name
+                    self.lane.pool().name,
+                    refused()
                 ),
             ));
         }
@@ -206,7 +210,7 @@ impl Emitter {
 
     #[inline]
     fn admit(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.check_open(py)?;
+        self.check_open(py, Some(event))?;
         if let Err(e) = check_event(py, &self.core.name, event, self.validator.as_ref()) {
             self.count_rejected(py, event);
             return Err(e);
@@ -412,7 +416,7 @@ impl Emitter {
     #[pyo3(signature = (events, *, asynchronous=false))]
     fn emit_batch(&self, py: Python<'_>, events: &Bound<'_, PyAny>, asynchronous: bool) -> PyResult<()> {
         let events: Vec<Bound<'_, PyAny>> = events.try_iter()?.collect::<PyResult<_>>()?;
-        self.check_open(py)?;
+        self.check_open(py, events.first())?;
         for ev in &events {
             if let Err(e) = check_event(py, &self.core.name, ev, self.validator.as_ref()) {
                 self.count_rejected(py, ev);

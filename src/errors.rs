@@ -66,9 +66,22 @@ pub fn listener_error(
     event: &Bound<'_, PyAny>,
     cause: PyErr,
 ) -> PyErr {
+    listener_error_in(py, None, listener, event, cause)
+}
+
+/// `listener_error`, the message starting with the component the listener ran in (for
+/// example `emitter 'orders'`), when known.
+pub fn listener_error_in(
+    py: Python<'_>,
+    component: Option<&str>,
+    listener: &str,
+    event: &Bound<'_, PyAny>,
+    cause: PyErr,
+) -> PyErr {
     let describe = describe_event(event);
+    let place = component.map(|c| format!("{c}: ")).unwrap_or_default();
     let msg = format!(
-        "listener '{listener}' failed on {describe}: {}: {}",
+        "{place}listener '{listener}' failed on {describe}: {}: {}",
         cause
             .get_type(py)
             .qualname()

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::PyString;
 
-use crate::errors::{listener_error, type_name, validation_error};
+use crate::errors::{listener_error_in, type_name, validation_error};
 use crate::metrics::{stopwatch, ListenerMetrics, TypeCounters};
 use crate::pattern::TypePattern;
 
@@ -265,15 +265,21 @@ impl Sub {
 
     /// Call the listener once and record the outcome; a failure comes back as a
     /// `ListenerError`. Returns (failed, error).
+    /// `component` names where it ran (`emitter 'orders'`) in the error, when known.
     pub fn call(
         &self,
         py: Python<'_>,
         event: &Bound<'_, PyAny>,
         event_loop: Option<&Py<PyAny>>,
+        component: Option<&dyn Fn() -> String>,
     ) -> Result<(), PyErr> {
         let listener = self.listener.bind(py).get();
+        let fail = |cause: PyErr| {
+            let place = component.map(|c| c());
+            listener_error_in(py, place.as_deref(), listener.name(), event, cause)
+        };
         if let Some(outcome) = self.call_managed(py, event) {
-            return outcome.map_err(|cause| listener_error(py, listener.name(), event, cause));
+            return outcome.map_err(fail);
         }
         let start = stopwatch::now();
         let outcome = listener.invoke(py, event, event_loop);
@@ -285,7 +291,7 @@ impl Sub {
             }
             Outcome::Failed(cause) => {
                 self.metrics.failure.inc();
-                Err(listener_error(py, listener.name(), event, cause))
+                Err(fail(cause))
             }
         }
     }
