@@ -42,10 +42,11 @@ test-python: ensure-redis venv
 test-matrix: ensure-redis venv
 	MATURIN=$(abspath $(VENV))/bin/maturin bash scripts/test-matrix.sh
 
-# The lane-claim protocol (src/claim.rs) model-checked over every interleaving.
+# The lane-claim (src/claim.rs) and retry hand-off (src/handoff.rs) protocols, model-checked
+# over every interleaving.
 test-loom: venv
 	LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg nova_loom" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYLIB) \
-		cargo test --release -q --target-dir target/loom --lib claim
+		cargo test --release -q --target-dir target/loom --lib -- claim handoff
 
 typecheck: venv
 	$(PY) -m mypy --strict python/nova

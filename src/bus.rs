@@ -1232,6 +1232,8 @@ impl Bus {
             }
         }
         left.extend(self.core.retries.abandon_all(py));
+        // Retries running now finish on their own: in flight, never also undelivered.
+        in_flight += self.core.retries.running();
         for t in &topics {
             for s in &t.sinks {
                 left.extend(s.take_held(py));

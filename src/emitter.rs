@@ -508,6 +508,8 @@ impl Emitter {
         let in_flight = unfinished as usize;
         let mut undelivered: Vec<Py<PyAny>> = left.into_iter().map(|i| i.event).collect();
         undelivered.extend(self.core.retries.abandon_all(py));
+        // Retries running now finish on their own: in flight, never also undelivered.
+        let in_flight = in_flight + self.core.retries.running();
         self.core.dropped_shutdown.add(undelivered.len() as u64);
         if self.owns_pool {
             let inner = self.pool.borrow(py).inner.clone();

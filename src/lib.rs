@@ -13,6 +13,7 @@ mod emitter;
 mod errors;
 mod event;
 mod ffi;
+mod handoff;
 mod listener;
 mod managed;
 mod metrics;

@@ -2,8 +2,7 @@
 //! then runs the managed listener's next attempt on the pool inside the original context.
 //! The component can wait for them (flush) or abandon them at a shutdown deadline.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use pyo3::prelude::*;
 
 use crate::ffi::context::run_in_copy as run_in_context;
 use crate::dispatch::{attempt, log_failure, Attempt, DispatchCounters};
+use crate::handoff::Handoff;
 use crate::listener::Sub;
 use crate::pool::{Job, PoolInner};
 
@@ -27,16 +27,14 @@ pub struct Retries {
     counters: Arc<DispatchCounters>,
     event_loop: Option<Py<PyAny>>,
     next_id: AtomicU64,
-    waiting: Mutex<HashMap<u64, (Arc<Sub>, Py<PyAny>)>>,
-    stopped: AtomicBool,
+    /// Events waiting for a retry (by job id), handed either to their job or to a shutdown.
+    waiting: Handoff<(Arc<Sub>, Py<PyAny>)>,
     idle: (Mutex<()>, Condvar),
 }
 
 struct RetryJob {
     id: u64,
     retries: Arc<Retries>,
-    sub: Arc<Sub>,
-    event: Py<PyAny>,
     context: Option<Py<PyAny>>,
     attempt: u32,
     topic: Option<String>,
@@ -56,14 +54,19 @@ impl Retries {
             counters,
             event_loop,
             next_id: AtomicU64::new(1),
-            waiting: Mutex::new(HashMap::new()),
-            stopped: AtomicBool::new(false),
+            waiting: Handoff::default(),
             idle: (Mutex::new(()), Condvar::new()),
         })
     }
 
+    /// Events waiting for a retry or running one.
     pub fn pending(&self) -> usize {
-        self.waiting.lock().len()
+        self.waiting.pending()
+    }
+
+    /// Retries running now: in flight for a shutdown report.
+    pub fn running(&self) -> usize {
+        self.waiting.running()
     }
 
     /// Attempt `attempt` of `event` for `sub` after `delay` seconds.
@@ -80,14 +83,18 @@ impl Retries {
         follow: Option<Arc<dyn FollowUp>>,
     ) {
         let id = self.next_id.fetch_add(1, SeqCst);
-        self.waiting
-            .lock()
-            .insert(id, (sub.clone(), event.clone().unbind()));
+        if let Err((sub, event)) = self.waiting.park(id, (sub, event.clone().unbind())) {
+            // The component was shut down while this event's attempt ran: its report is made,
+            // so the event is settled here, as abandoned (its manager reports it).
+            self.abandon_late(py, &sub, event.bind(py));
+            if let Some(f) = &follow {
+                f.finished(py, &sub, event.bind(py), false);
+            }
+            return;
+        }
         let job = Arc::new(RetryJob {
             id,
             retries: self.clone(),
-            sub,
-            event: event.clone().unbind(),
             context: context.map(|c| c.clone_ref(py)),
             attempt,
             topic: topic.map(str::to_string),
@@ -119,10 +126,28 @@ impl Retries {
         }
     }
 
+    /// An event whose retry would come after the shutdown report: its managed listener is told
+    /// (the manager's `stop()` reports it), and it is logged.
+    fn abandon_late(&self, py: Python<'_>, sub: &Sub, event: &Bound<'_, PyAny>) {
+        if let Some(m) = &sub.managed {
+            if let Err(e) = m.bind(py).call_method1("abandon", (event,)) {
+                log_failure(py, &self.component, &e);
+            }
+        }
+        crate::dispatch::warn(
+            py,
+            &format!(
+                "{}: {} needed another retry after shutdown; it was abandoned (its listener manager reports it)",
+                self.component,
+                crate::errors::describe_event(event)
+            ),
+        );
+    }
+
     /// Stop retrying: every waiting event is handed back (and its managed listener told).
+    /// Retries already running finish (they are in flight); none starts after this.
     pub fn abandon_all(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
-        self.stopped.store(true, SeqCst);
-        let waiting: Vec<(Arc<Sub>, Py<PyAny>)> = self.waiting.lock().drain().map(|(_, v)| v).collect();
+        let waiting: Vec<(Arc<Sub>, Py<PyAny>)> = self.waiting.abandon_all();
         let mut events = Vec::with_capacity(waiting.len());
         for (sub, event) in waiting {
             if let Some(m) = &sub.managed {
@@ -142,15 +167,26 @@ impl Retries {
     }
 }
 
+/// A claimed retry, counted as running until dropped (also when something panics).
+struct Running<'a, T>(&'a Handoff<T>);
+
+impl<T> Drop for Running<'_, T> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
 impl Job for RetryJob {
     fn run(self: Arc<Self>, _pool: &Arc<PoolInner>) {
         let r = &self.retries;
-        if r.stopped.load(SeqCst) || !r.waiting.lock().contains_key(&self.id) {
-            return;
-        }
+        // Nested: the worker holds the GIL already.
         Python::with_gil(|py| {
-            let event = self.event.bind(py);
-            let go = || attempt(py, &self.sub, event, self.attempt, self.topic.as_deref(), r.event_loop.as_ref(), false);
+            // Taken out of the waiting set first: a shutdown from now on sees it as in flight,
+            // never as undelivered (and if the shutdown came first, it is not run).
+            let Some((sub, event)) = r.waiting.claim(self.id) else { return };
+            let _running = Running(&r.waiting);
+            let event = event.bind(py);
+            let go = || attempt(py, &sub, event, self.attempt, self.topic.as_deref(), r.event_loop.as_ref(), false);
             let outcome = match &self.context {
                 Some(ctx) => run_in_context(py, ctx, go).unwrap_or_else(Attempt::Failed),
                 None => go(),
@@ -159,7 +195,7 @@ impl Job for RetryJob {
                 Attempt::Retry(delay) => {
                     r.schedule(
                         py,
-                        self.sub.clone(),
+                        sub.clone(),
                         event,
                         self.context.as_ref(),
                         self.attempt + 1,
@@ -167,7 +203,6 @@ impl Job for RetryJob {
                         delay,
                         self.follow.clone(),
                     );
-                    r.waiting.lock().remove(&self.id);
                     return;
                 }
                 Attempt::Done => {
@@ -177,16 +212,15 @@ impl Job for RetryJob {
                 Attempt::Failed(e) => {
                     r.counters.processed.inc(py);
                     r.counters.failed.inc();
-                    if self.sub.managed.is_none() {
+                    if sub.managed.is_none() {
                         log_failure(py, &r.component, &e);
                     }
                     false
                 }
             };
             if let Some(f) = &self.follow {
-                f.finished(py, &self.sub, event, ok);
+                f.finished(py, &sub, event, ok);
             }
-            r.waiting.lock().remove(&self.id);
         });
         r.notify();
     }
