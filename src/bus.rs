@@ -20,7 +20,7 @@ use crate::component::{
     MAX_PARTITIONS, MAX_TOPIC_SLOTS,
 };
 use crate::ffi::context::run_in_copy as run_in_context;
-use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
+use crate::dispatch::{attempt, log_failure, Attempt, Chain, Delivery, Dispatch, DispatchCounters, PendingAfter};
 use crate::errors::{buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, type_name, validation_error};
 use crate::event::as_event;
 use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
@@ -203,8 +203,9 @@ impl Unsubscribe for BusCore {
     }
 }
 
-/// A subscriber's events held back while it waits for a retry: (event, context).
-type Backlog = VecDeque<(Py<PyAny>, Option<Py<PyAny>>)>;
+/// A subscriber's events held back while it waits for a retry: (event, context, the event's
+/// middleware `after` hooks waiting for this subscriber's outcome).
+type Backlog = VecDeque<(Py<PyAny>, Option<Py<PyAny>>, Option<Arc<PendingAfter>>)>;
 
 /// The backlogs of one partition, keyed by `Sub::seq` (our own numbers: FxHash, no
 /// hash-flooding concern). Only touched with the GIL held, which is all the locking it needs
@@ -241,10 +242,17 @@ impl HeldBack {
     }
 
     /// Append to `seq`'s backlog if it has one (`Err` if it has none).
-    fn push(&self, py: Python<'_>, seq: u64, event: &Bound<'_, PyAny>, context: Option<&Py<PyAny>>) -> Result<(), ()> {
+    fn push(
+        &self,
+        py: Python<'_>,
+        seq: u64,
+        event: &Bound<'_, PyAny>,
+        context: Option<&Py<PyAny>>,
+        after: &dyn Fn() -> Option<Arc<PendingAfter>>,
+    ) -> Result<(), ()> {
         let mut map = self.map.get(py).borrow_mut();
         let q = map.get_mut(&seq).ok_or(())?;
-        q.push_back((event.clone().unbind(), context.map(|c| c.clone_ref(py))));
+        q.push_back((event.clone().unbind(), context.map(|c| c.clone_ref(py)), after()));
         self.add_events(1);
         Ok(())
     }
@@ -282,12 +290,30 @@ impl HeldBack {
         self.events.load(Acquire)
     }
 
-    fn take(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
+    /// Take every held event (shutdown); their pending `after` hooks are told they were not
+    /// delivered.
+    fn take(&self, py: Python<'_>, component: &str) -> Vec<Py<PyAny>> {
         let taken: Vec<Backlog> = self.map.get(py).borrow_mut().drain().map(|(_, q)| q).collect();
         self.subs.store(0, SeqCst);
         self.events.store(0, SeqCst);
-        // Freed after the borrow ends (dropping contexts may run Python code).
-        taken.into_iter().flat_map(|q| q.into_iter().map(|(e, _)| e)).collect()
+        // Settled and freed after the borrow ends (both may run Python code).
+        let mut events = Vec::new();
+        for (event, _, after) in taken.into_iter().flatten() {
+            if let Some(a) = after {
+                let err = crate::errors::nova_err(
+                    py,
+                    "ClosedError",
+                    format!(
+                        "{component} shut down before {} was delivered (it was held back behind a retry of an \
+                         earlier event); it is in the shutdown report's undelivered events",
+                        crate::errors::describe_event(event.bind(py))
+                    ),
+                );
+                a.settle(py, Some(err));
+            }
+            events.push(event);
+        }
+        events
     }
 }
 
@@ -307,10 +333,14 @@ impl PartitionSink {
     }
 
     fn take_held(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
-        self.held.take(py)
+        let name = self.core.upgrade().map(|c| format!("bus '{}'", c.name)).unwrap_or_else(|| "bus".into());
+        self.held.take(py, &name)
     }
 
     /// Deliver `event` to `sub`, or hold it back if `sub` is waiting for a retry here.
+    /// `after` gives the event's pending middleware hooks to a delivery that settles later
+    /// (held back, or retried), which then reports its outcome there.
+    #[allow(clippy::too_many_arguments)]
     fn deliver_to(
         &self,
         py: Python<'_>,
@@ -319,14 +349,15 @@ impl PartitionSink {
         sub: &Arc<Sub>,
         event: &Bound<'_, PyAny>,
         context: Option<&Py<PyAny>>,
-    ) -> Option<PyErr> {
-        if self.held.holds_any() && self.held.push(py, sub.seq, event, context).is_ok() {
-            return None;
+        after: &dyn Fn() -> Option<Arc<PendingAfter>>,
+    ) -> Delivery {
+        if self.held.holds_any() && self.held.push(py, sub.seq, event, context, after).is_ok() {
+            return Delivery::Pending;
         }
         let id = if topic.mode == Mode::ExactlyOnce {
             let id = as_event(event).map(|e| e.get().id_str(py)).unwrap_or_default();
             if topic.dedup.lock().get(&sub.seq).is_some_and(|d| d.contains(&id)) {
-                return None;
+                return Delivery::Done;
             }
             Some(id)
         } else {
@@ -339,7 +370,7 @@ impl PartitionSink {
                 if let Some(id) = id {
                     self.mark_seen(topic, sub, id);
                 }
-                None
+                Delivery::Done
             }
             Attempt::Failed(e) => {
                 core.counters.processed.inc(py);
@@ -347,14 +378,15 @@ impl PartitionSink {
                 if topic.mode == Mode::AtMostOnce {
                     core.dropped_at_most_once.inc();
                 }
-                if sub.managed.is_none() { Some(e) } else { None }
+                // A managed listener has dead-lettered or logged it already.
+                if sub.managed.is_none() { Delivery::Failed(e) } else { Delivery::Reported(e) }
             }
             Attempt::Retry(delay) => {
                 self.held.start(py, sub.seq);
                 let follow: Option<Arc<dyn FollowUp>> =
                     self.me.get().and_then(Weak::upgrade).map(|s| s as Arc<dyn FollowUp>);
-                core.retries.schedule(py, sub.clone(), event, context, 2, Some(&topic.name), delay, follow);
-                None
+                core.retries.schedule(py, sub.clone(), event, context, 2, Some(&topic.name), delay, follow, after());
+                Delivery::Pending
             }
         }
     }
@@ -383,15 +415,26 @@ impl FollowUp for PartitionSink {
         let Some(mut backlog) = self.held.finish(py, sub.seq) else {
             return;
         };
-        while let Some((ev, ctx)) = backlog.pop_front() {
+        while let Some((ev, ctx, after)) = backlog.pop_front() {
             let ev = ev.into_bound(py);
-            let run = || self.deliver_to(py, &core, &topic, sub, &ev, ctx.as_ref());
-            let err = match &ctx {
-                Some(c) => run_in_context(py, c, run).unwrap_or_else(Some),
+            // Already counted as pending for this subscriber: handed on as it is.
+            let handed = || after.clone();
+            let run = || self.deliver_to(py, &core, &topic, sub, &ev, ctx.as_ref(), &handed);
+            let delivery = match &ctx {
+                Some(c) => run_in_context(py, c, run).unwrap_or_else(Delivery::Failed),
                 None => run(),
             };
-            if let Some(e) = err {
-                log_failure(py, &core.name, &e);
+            let settled = match delivery {
+                Delivery::Pending => None,
+                Delivery::Done => Some(None),
+                Delivery::Failed(e) => {
+                    log_failure(py, &core.name, &e);
+                    Some(Some(e))
+                }
+                Delivery::Reported(e) => Some(Some(e)),
+            };
+            if let (Some(outcome), Some(a)) = (settled, &after) {
+                a.settle(py, outcome);
             }
             if self.held.requeue(py, sub.seq, &mut backlog) {
                 return;
@@ -420,7 +463,9 @@ impl Sink for PartitionSink {
             let event = item.event.into_bound(py);
             let ctx = item.context;
             let run = || {
-                d.run(py, event, |_| resolved, |sub, ev| self.deliver_to(py, &core, &topic, sub, ev, ctx.as_ref()))
+                d.run(py, event, |_| resolved, |sub, ev, later| {
+                    self.deliver_to(py, &core, &topic, sub, ev, ctx.as_ref(), &|| later.defer())
+                })
             };
             let result = match &ctx {
                 Some(c) => contexts.run(py, c, run).and_then(|r| r),

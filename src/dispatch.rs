@@ -120,7 +120,7 @@ pub fn warn(py: Python<'_>, msg: &str) {
 pub struct Dispatch<'a> {
     pub component: &'a str,
     pub chain: &'a Chain,
-    pub counters: &'a DispatchCounters,
+    pub counters: &'a Arc<DispatchCounters>,
 }
 
 /// How one asynchronous attempt of a subscriber ended.
@@ -225,34 +225,142 @@ fn attempt_unguarded(
     }
 }
 
-impl Dispatch<'_> {
-    /// `after(event, outcome)` of `mws` in reverse order; a failing hook is counted and logged.
-    fn run_after<'py>(
-        &self,
-        py: Python<'py>,
-        mws: &[Middleware],
-        event: &Bound<'py, PyAny>,
-        outcome: Option<&Bound<'py, PyAny>>,
-    ) {
-        for mw in mws.iter().rev() {
-            if let Some(after) = &mw.after {
-                if let Err(e) = crate::ffi::call::call2(after.bind(py), event, outcome) {
-                    self.counters.middleware_errors.inc();
-                    log_failure(py, self.component, &e);
-                }
+/// How one subscriber's delivery of an event went, as far as its dispatch can tell.
+pub enum Delivery {
+    Done,
+    /// Failed: the error goes to the middleware's `after` and to the caller (raised by a sync
+    /// emit, logged by a worker).
+    Failed(PyErr),
+    /// Failed and already reported (a managed listener dead-lettered or logged it): the error
+    /// goes to `after` only.
+    Reported(PyErr),
+    /// Not settled yet (a retry is scheduled, or the event is held back behind one): whoever
+    /// settles it calls `PendingAfter::settle`, taken from `Later::defer`.
+    Pending,
+}
+
+/// `after(event, outcome)` of `mws` in reverse order; a failing hook is counted and logged.
+fn run_after<'py>(
+    py: Python<'py>,
+    component: &str,
+    counters: &DispatchCounters,
+    mws: &[Middleware],
+    event: &Bound<'py, PyAny>,
+    outcome: Option<&Bound<'py, PyAny>>,
+) {
+    for mw in mws.iter().rev() {
+        if let Some(after) = &mw.after {
+            if let Err(e) = crate::ffi::call::call2(after.bind(py), event, outcome) {
+                counters.middleware_errors.inc();
+                log_failure(py, component, &e);
             }
         }
     }
+}
 
+/// The middleware `after` hooks of one event some of whose subscribers settle after its
+/// dispatch returned (a retry, an event held back behind one): they run once, when the last
+/// one settles, with the final outcome (`None`, a `ListenerError`, or an `ExceptionGroup`).
+pub struct PendingAfter {
+    component: String,
+    chain: Arc<Vec<Middleware>>,
+    counters: Arc<DispatchCounters>,
+    state: parking_lot::Mutex<PendingState>,
+}
+
+struct PendingState {
+    event: Option<Py<PyAny>>,
+    /// Subscribers not settled yet.
+    pending: usize,
+    /// The dispatch itself has returned (its own outcomes are in `errors`).
+    dispatched: bool,
+    errors: Vec<PyErr>,
+}
+
+impl PendingAfter {
+    /// One deferred subscriber has its final outcome (`None`: delivered).
+    pub fn settle(&self, py: Python<'_>, error: Option<PyErr>) {
+        let ready = {
+            let mut s = self.state.lock();
+            s.errors.extend(error);
+            s.pending -= 1;
+            s.pending == 0 && s.dispatched
+        };
+        if ready {
+            self.run(py);
+        }
+    }
+
+    fn dispatched(&self, py: Python<'_>, errors: Vec<PyErr>) {
+        let ready = {
+            let mut s = self.state.lock();
+            s.errors.extend(errors);
+            s.dispatched = true;
+            s.pending == 0
+        };
+        if ready {
+            self.run(py);
+        }
+    }
+
+    fn run(&self, py: Python<'_>) {
+        let (event, errors) = {
+            let mut s = self.state.lock();
+            (s.event.take(), std::mem::take(&mut s.errors))
+        };
+        let Some(event) = event else { return };
+        let event = event.into_bound(py);
+        let outcome = (!errors.is_empty()).then(|| group_errors(py, &describe_event(&event), errors));
+        let value = outcome.as_ref().map(|e| e.value(py).clone().into_any());
+        run_after(py, &self.component, &self.counters, &self.chain, &event, value.as_ref());
+    }
+}
+
+/// Hands a subscriber that settles later the event's `PendingAfter` (made on first need);
+/// nothing when the component has no middleware to tell.
+pub struct Later<'a, 'py> {
+    component: &'a str,
+    counters: &'a Arc<DispatchCounters>,
+    chain: Option<&'a Arc<Vec<Middleware>>>,
+    event: &'a Bound<'py, PyAny>,
+    made: std::cell::RefCell<Option<Arc<PendingAfter>>>,
+}
+
+impl Later<'_, '_> {
+    /// Count one more subscriber that settles later; settle it through what this returns.
+    pub fn defer(&self) -> Option<Arc<PendingAfter>> {
+        let chain = self.chain?;
+        let mut made = self.made.borrow_mut();
+        let pending = made.get_or_insert_with(|| {
+            Arc::new(PendingAfter {
+                component: self.component.to_string(),
+                chain: chain.clone(),
+                counters: self.counters.clone(),
+                state: parking_lot::Mutex::new(PendingState {
+                    event: Some(self.event.clone().unbind()),
+                    pending: 0,
+                    dispatched: false,
+                    errors: Vec::new(),
+                }),
+            })
+        });
+        pending.state.lock().pending += 1;
+        Some(pending.clone())
+    }
+}
+
+impl Dispatch<'_> {
     /// Run `event` through middleware and the listeners `resolve` picks for the (possibly
     /// replaced) event. `Err` is what a synchronous caller raises: a `MiddlewareError`, a
-    /// `ListenerError`, or an `ExceptionGroup` of them.
+    /// `ListenerError`, or an `ExceptionGroup` of them. The `after` hooks run once per event
+    /// with its final outcome: now, or when the last subscriber that `deliver` left pending
+    /// settles.
     pub fn run<'py, R: std::ops::Deref<Target = Resolved>>(
         &self,
         py: Python<'py>,
         event: Bound<'py, PyAny>,
         resolve: impl FnOnce(&Bound<'py, PyAny>) -> R,
-        mut deliver: impl FnMut(&Arc<Sub>, &Bound<'py, PyAny>) -> Option<PyErr>,
+        mut deliver: impl FnMut(&Arc<Sub>, &Bound<'py, PyAny>, &Later<'_, 'py>) -> Delivery,
     ) -> Result<(), PyErr> {
         let snapshot = self.chain.snapshot();
         let chain: &[Middleware] = snapshot.as_deref().map_or(&[], Vec::as_slice);
@@ -288,34 +396,53 @@ impl Dispatch<'_> {
                         );
                         err.set_cause(py, Some(cause));
                         // The middleware whose before() already ran still get their after().
-                        self.run_after(py, &chain[..index], &event, Some(err.value(py).as_any()));
+                        let value = err.value(py).clone().into_any();
+                        run_after(py, self.component, self.counters, &chain[..index], &event, Some(&value));
                         return Err(err);
                     }
                 }
             }
         }
         let resolved = resolve(&event);
-        let mut errors = Vec::new();
+        let later = Later {
+            component: self.component,
+            counters: self.counters,
+            chain: snapshot.as_ref().filter(|c| !c.is_empty()),
+            event: &event,
+            made: std::cell::RefCell::new(None),
+        };
+        let mut raised = Vec::new();
+        let mut reported = Vec::new();
         for sub in resolved.subs.iter() {
             if !sub.is_active() {
                 continue;
             }
-            if let Some(e) = deliver(sub, &event) {
-                errors.push(e);
+            match deliver(sub, &event, &later) {
+                Delivery::Done | Delivery::Pending => {}
+                Delivery::Failed(e) => raised.push(e),
+                Delivery::Reported(e) => reported.push(e),
             }
         }
-        let outcome = if errors.is_empty() {
-            None
-        } else {
-            Some(group_errors(py, &describe_event(&event), errors))
-        };
-        if !chain.is_empty() {
-            let value = outcome.as_ref().map(|e| e.value(py).clone().into_any());
-            self.run_after(py, chain, &event, value.as_ref());
+        let deferred = later.made.into_inner();
+        if chain.is_empty() {
+            return match raised.is_empty() {
+                true => Ok(()),
+                false => Err(group_errors(py, &describe_event(&event), raised)),
+            };
         }
-        match outcome {
-            None => Ok(()),
-            Some(e) => Err(e),
+        // The after hooks see every failure; the caller only those not reported already.
+        let for_after: Vec<PyErr> = raised.iter().map(|e| e.clone_ref(py)).chain(reported).collect();
+        match deferred {
+            Some(pending) => pending.dispatched(py, for_after),
+            None => {
+                let outcome = (!for_after.is_empty()).then(|| group_errors(py, &describe_event(&event), for_after));
+                let value = outcome.as_ref().map(|e| e.value(py).clone().into_any());
+                run_after(py, self.component, self.counters, chain, &event, value.as_ref());
+            }
+        }
+        match raised.is_empty() {
+            true => Ok(()),
+            false => Err(group_errors(py, &describe_event(&event), raised)),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::component::{
 };
 use crate::ffi::method::{install_fast_method, FastCall};
 use crate::context::ContextRunner;
-use crate::dispatch::{attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
+use crate::dispatch::{Delivery, attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
 use crate::retry::Retries;
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
 use crate::event::as_event;
@@ -60,11 +60,17 @@ impl EmitterCore {
                 Some(r) if ev.as_ptr() == original => r,
                 _ => self.resolve(ev).unwrap_or_else(|| self.registry.resolve("")),
             },
-            |sub, ev| {
+            |sub, ev, _later| {
                 let place = || format!("emitter '{}'", self.name);
                 let result = sub.call(py, ev, self.event_loop.as_ref(), Some(&place));
                 self.counters.processed.inc(py);
-                result.err().inspect(|_| self.counters.failed.inc())
+                match result {
+                    Ok(()) => Delivery::Done,
+                    Err(e) => {
+                        self.counters.failed.inc();
+                        Delivery::Failed(e)
+                    }
+                }
             },
         )
     }
@@ -90,19 +96,20 @@ impl EmitterCore {
                 // Middleware replaced the event.
                 _ => ResolvedRef::Owned(self.resolve(ev).unwrap_or_else(|| self.registry.resolve(""))),
             },
-            |sub, ev| match attempt(py, sub, ev, 1, None, self.event_loop.as_ref(), false) {
+            |sub, ev, later| match attempt(py, sub, ev, 1, None, self.event_loop.as_ref(), false) {
                 Attempt::Done => {
                     self.counters.processed.inc(py);
-                    None
+                    Delivery::Done
                 }
                 Attempt::Failed(e) => {
                     self.counters.processed.inc(py);
                     self.counters.failed.inc();
-                    if sub.managed.is_none() { Some(e) } else { None }
+                    // A managed listener has dead-lettered or logged it already.
+                    if sub.managed.is_none() { Delivery::Failed(e) } else { Delivery::Reported(e) }
                 }
                 Attempt::Retry(delay) => {
-                    self.retries.schedule(py, sub.clone(), ev, context, 2, None, delay, None);
-                    None
+                    self.retries.schedule(py, sub.clone(), ev, context, 2, None, delay, None, later.defer());
+                    Delivery::Pending
                 }
             },
         );

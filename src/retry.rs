@@ -10,7 +10,7 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
 use crate::ffi::context::run_in_copy as run_in_context;
-use crate::dispatch::{attempt, log_failure, Attempt, DispatchCounters};
+use crate::dispatch::{attempt, log_failure, Attempt, DispatchCounters, PendingAfter};
 use crate::handoff::Handoff;
 use crate::listener::Sub;
 use crate::pool::{Job, PoolInner};
@@ -21,6 +21,24 @@ pub trait FollowUp: Send + Sync {
     fn finished(&self, py: Python<'_>, sub: &Arc<Sub>, event: &Bound<'_, PyAny>, ok: bool);
 }
 
+/// An event waiting for a retry: its subscriber, and the event's middleware `after` hooks
+/// waiting for its outcome (if the component has middleware).
+type Waiting = (Arc<Sub>, Py<PyAny>, Option<Arc<PendingAfter>>);
+
+/// The outcome `after` hooks get for an event left undelivered at shutdown.
+pub fn undelivered_at_shutdown(py: Python<'_>, component: &str, sub: &Sub, event: &Bound<'_, PyAny>) -> PyErr {
+    crate::errors::nova_err(
+        py,
+        "ClosedError",
+        format!(
+            "{component} shut down before {} was delivered to listener '{}' (it waited for a retry); \
+             it is in the shutdown report's undelivered events",
+            crate::errors::describe_event(event),
+            sub.listener_name(py)
+        ),
+    )
+}
+
 pub struct Retries {
     component: String,
     pool: Arc<PoolInner>,
@@ -28,7 +46,7 @@ pub struct Retries {
     event_loop: Option<Py<PyAny>>,
     next_id: AtomicU64,
     /// Events waiting for a retry (by job id), handed either to their job or to a shutdown.
-    waiting: Handoff<(Arc<Sub>, Py<PyAny>)>,
+    waiting: Handoff<Waiting>,
     idle: (Mutex<()>, Condvar),
 }
 
@@ -81,14 +99,19 @@ impl Retries {
         topic: Option<&str>,
         delay: f64,
         follow: Option<Arc<dyn FollowUp>>,
+        after: Option<Arc<PendingAfter>>,
     ) {
         let id = self.next_id.fetch_add(1, SeqCst);
-        if let Err((sub, event)) = self.waiting.park(id, (sub, event.clone().unbind())) {
+        if let Err((sub, event, after)) = self.waiting.park(id, (sub, event.clone().unbind(), after)) {
             // The component was shut down while this event's attempt ran: its report is made,
             // so the event is settled here, as abandoned (its manager reports it).
-            self.abandon_late(py, &sub, event.bind(py));
+            let event = event.bind(py);
+            self.abandon_late(py, &sub, event);
+            if let Some(a) = after {
+                a.settle(py, Some(undelivered_at_shutdown(py, &self.component, &sub, event)));
+            }
             if let Some(f) = &follow {
-                f.finished(py, &sub, event.bind(py), false);
+                f.finished(py, &sub, event, false);
             }
             return;
         }
@@ -147,13 +170,16 @@ impl Retries {
     /// Stop retrying: every waiting event is handed back (and its managed listener told).
     /// Retries already running finish (they are in flight); none starts after this.
     pub fn abandon_all(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
-        let waiting: Vec<(Arc<Sub>, Py<PyAny>)> = self.waiting.abandon_all();
+        let waiting: Vec<Waiting> = self.waiting.abandon_all();
         let mut events = Vec::with_capacity(waiting.len());
-        for (sub, event) in waiting {
+        for (sub, event, after) in waiting {
             if let Some(m) = &sub.managed {
                 if let Err(e) = m.bind(py).call_method1("abandon", (event.bind(py),)) {
                     log_failure(py, &self.component, &e);
                 }
+            }
+            if let Some(a) = after {
+                a.settle(py, Some(undelivered_at_shutdown(py, &self.component, &sub, event.bind(py))));
             }
             events.push(event);
         }
@@ -183,7 +209,7 @@ impl Job for RetryJob {
         Python::with_gil(|py| {
             // Taken out of the waiting set first: a shutdown from now on sees it as in flight,
             // never as undelivered (and if the shutdown came first, it is not run).
-            let Some((sub, event)) = r.waiting.claim(self.id) else { return };
+            let Some((sub, event, after)) = r.waiting.claim(self.id) else { return };
             let _running = Running(&r.waiting);
             let event = event.bind(py);
             let go = || attempt(py, &sub, event, self.attempt, self.topic.as_deref(), r.event_loop.as_ref(), false);
@@ -202,11 +228,15 @@ impl Job for RetryJob {
                         self.topic.as_deref(),
                         delay,
                         self.follow.clone(),
+                        after,
                     );
                     return;
                 }
                 Attempt::Done => {
                     r.counters.processed.inc(py);
+                    if let Some(a) = &after {
+                        a.settle(py, None);
+                    }
                     true
                 }
                 Attempt::Failed(e) => {
@@ -214,6 +244,9 @@ impl Job for RetryJob {
                     r.counters.failed.inc();
                     if sub.managed.is_none() {
                         log_failure(py, &r.component, &e);
+                    }
+                    if let Some(a) = &after {
+                        a.settle(py, Some(e));
                     }
                     false
                 }

@@ -58,6 +58,9 @@ class LoggingMiddleware:
         self._stack: contextvars.ContextVar[tuple[_Started, ...]] = contextvars.ContextVar(
             f"nova.logging.{id(self):x}", default=()
         )
+        # Start times by event id, for an after() that comes from another context (the final
+        # outcome of an event that waited for a retry, reported from another worker).
+        self._started: dict[str, list[float]] = {}
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
@@ -80,7 +83,9 @@ class LoggingMiddleware:
         stack = self._stack.get()
         if len(stack) >= MAX_NESTED_DISPATCHES:
             stack = stack[len(stack) - MAX_NESTED_DISPATCHES + 1 :]
-        self._stack.set((*stack, _Started(event.id, time.perf_counter())))
+        started = time.perf_counter()
+        self._stack.set((*stack, _Started(event.id, started)))
+        self._started.setdefault(event.id, []).append(started)
 
     def after(self, event: EventLike, error: BaseException | None) -> None:
         end = time.perf_counter()
@@ -91,6 +96,16 @@ class LoggingMiddleware:
                 start = stack[index].start
                 self._stack.set(stack[:index])
                 break
+        starts = self._started.get(event.id)
+        if starts:
+            if start is None:
+                start = starts[0]
+            if start in starts:
+                starts.remove(start)
+            else:
+                starts.pop(0)
+            if not starts:
+                del self._started[event.id]
         duration_ms = (end - start) * 1000.0 if start is not None else float("nan")
         level = self.level if error is None else logging.ERROR
         if not self.logger.isEnabledFor(level):

@@ -20,7 +20,7 @@ install it with the ``otel`` extra (``pip install "nova-events[otel]"``).
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import _core
 from ._eventlike import MAX_NESTED_DISPATCHES, EventLike, ReplaceableEvent
@@ -120,6 +120,9 @@ class TracingMiddleware:
         self._stack: contextvars.ContextVar[tuple[_Active, ...]] = contextvars.ContextVar(
             f"nova.tracing.{id(self):x}", default=()
         )
+        # Spans whose after() may come from another context: an event that waits for a retry
+        # (or behind one) gets its after() with the final outcome later, on another worker.
+        self._open: dict[str, list[_Active]] = {}
 
     def __repr__(self) -> str:
         return f"TracingMiddleware(tracer={self._tracer!r})"
@@ -169,7 +172,9 @@ class TracingMiddleware:
                 self._abandon(stale)
             stack = stack[cut:]
         token = self._context.attach(trace.set_span_in_context(span))
-        self._stack.set((*stack, _Active(final.id, span, token)))
+        active = _Active(final.id, span, token)
+        self._stack.set((*stack, active))
+        self._open.setdefault(final.id, []).append(active)
         return replacement
 
     def after(self, event: EventLike, error: BaseException | None) -> None:
@@ -178,13 +183,34 @@ class TracingMiddleware:
             if stack[index].event_id == event.id:
                 break
         else:
-            return  # before() did not run for this event in this context
+            # Not in this context: the final outcome of an event that waited for a retry,
+            # reported from another worker. End its span; its context was left long ago.
+            deferred = self._take_open(event.id, None)
+            if deferred is not None:
+                self._finish(deferred.span, error)
+            return
         # Entries above ours belong to nested dispatches whose after() never ran.
         for stale in reversed(stack[index + 1 :]):
             self._abandon(stale)
         active = stack[index]
         self._stack.set(stack[:index])
-        span = active.span
+        self._take_open(event.id, active)
+        try:
+            self._finish(active.span, error)
+        finally:
+            self._context.detach(active.token)
+
+    def _take_open(self, event_id: str, active: _Active | None) -> _Active | None:
+        """Forget `active` (or the oldest open span of `event_id`) among the open spans."""
+        entries = self._open.get(event_id)
+        if not entries:
+            return None
+        taken = entries.pop(entries.index(active) if active in entries else 0)
+        if not entries:
+            del self._open[event_id]
+        return taken
+
+    def _finish(self, span: Any, error: BaseException | None) -> None:
         try:
             if error is not None:
                 span.record_exception(error)
@@ -192,12 +218,12 @@ class TracingMiddleware:
                 span.set_status(self._status(self._error_code, str(error)))
         finally:
             span.end()
-            self._context.detach(active.token)
 
     # -- internals -----------------------------------------------------------------------------
 
     def _abandon(self, active: _Active) -> None:
         # Only end the span: the context is restored by the enclosing dispatch's detach.
+        self._take_open(active.event_id, active)
         active.span.set_status(
             self._status(self._error_code, "dispatch abandoned: after() was never called")
         )
