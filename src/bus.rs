@@ -150,7 +150,7 @@ impl Topic {
 
     fn set_subs(&self, subs: Vec<Arc<Sub>>) {
         let counters = self.subs.read().counters.clone();
-        *self.subs.write() = Arc::new(Resolved { subs, counters });
+        *self.subs.write() = Arc::new(Resolved { subs, counters, all_plain_async: false });
         self.subs_version.fetch_add(1, SeqCst);
     }
 
@@ -386,6 +386,22 @@ impl PartitionSink {
                 let follow: Option<Arc<dyn FollowUp>> =
                     self.me.get().and_then(Weak::upgrade).map(|s| s as Arc<dyn FollowUp>);
                 core.retries.schedule(py, sub.clone(), event, context, 2, Some(&topic.name), delay, follow, after());
+                Delivery::Pending
+            }
+            Attempt::Async(coro) => {
+                // The partition's later events wait for this task (for this subscriber only),
+                // as they wait for a retry: per-key order holds, other partitions go on.
+                self.held.start(py, sub.seq);
+                let end = crate::tasks::TaskEnd {
+                    sub: sub.clone(),
+                    event: event.clone().unbind(),
+                    component: core.name.clone(),
+                    counters: core.counters.clone(),
+                    retries: core.retries.clone(),
+                    after: after(),
+                    follow: self.me.get().and_then(Weak::upgrade).map(|s| s as Arc<dyn FollowUp>),
+                };
+                crate::tasks::spawn(py, coro.into_bound(py), core.event_loop.as_ref(), end, false);
                 Delivery::Pending
             }
         }
@@ -707,7 +723,7 @@ impl Bus {
             dedup_window,
             lanes,
             sinks,
-            subs: RwLock::new(Arc::new(Resolved { subs, counters: Arc::new(TypeCounters::default()) })),
+            subs: RwLock::new(Arc::new(Resolved { subs, counters: Arc::new(TypeCounters::default()), all_plain_async: false })),
             subs_version: AtomicU64::new(0),
             dedup: Mutex::new(HashMap::new()),
             deleted: AtomicBool::new(false),
@@ -910,6 +926,7 @@ impl Bus {
             .iter()
             .flat_map(|t| t.lanes.iter().map(|l| (l.clone(), l.accepted())).collect::<Vec<_>>())
             .collect();
+        let with_tasks = !self.core.event_loop.as_ref().is_some_and(|l| crate::tasks::runs_here(py, l));
         py.allow_threads(|| {
             for (lane, target) in &targets {
                 if !lane.wait_retired_to(*target, until) {
@@ -917,7 +934,7 @@ impl Bus {
                 }
             }
             loop {
-                if !self.core.retries.wait_idle(until) {
+                if !self.core.retries.wait_idle(until, with_tasks) {
                     return false;
                 }
                 // A subscriber's held-back events are released when its retry ends (before
@@ -935,6 +952,7 @@ impl Bus {
     }
 
     fn wait_idle(&self, py: Python<'_>, until: Option<Instant>) -> bool {
+        let with_tasks = !self.core.event_loop.as_ref().is_some_and(|l| crate::tasks::runs_here(py, l));
         py.allow_threads(|| loop {
             let lanes: Vec<Arc<Lane>> = self.all_topics().iter().flat_map(|t| t.lanes.clone()).collect();
             for l in &lanes {
@@ -942,7 +960,7 @@ impl Bus {
                     return false;
                 }
             }
-            if !self.core.retries.wait_idle(until) {
+            if !self.core.retries.wait_idle(until, with_tasks) {
                 return false;
             }
             if self.idle() {

@@ -130,6 +130,9 @@ pub enum Attempt {
     Failed(PyErr),
     /// Try again (attempt + 1) after this many seconds.
     Retry(f64),
+    /// An `async def` listener's coroutine, to run as a task on its loop (`tasks::spawn`);
+    /// the task's end settles the delivery.
+    Async(Py<PyAny>),
 }
 
 /// One asynchronous attempt: a managed listener runs its policy's `attempt`, a plain one is
@@ -176,6 +179,17 @@ fn attempt_unguarded(
     last: bool,
 ) -> Attempt {
     let Some(managed) = &sub.managed else {
+        let listener = sub.listener.bind(py).get();
+        if listener.is_async() {
+            // The coroutine is made here, in the event's context; it runs as a task.
+            return match crate::ffi::call::call1(listener.handler(py), event) {
+                Ok(coro) => Attempt::Async(coro.unbind()),
+                Err(e) => {
+                    sub.metrics.failure.inc();
+                    Attempt::Failed(crate::errors::listener_error(py, listener.name(), event, e))
+                }
+            };
+        }
         return match sub.call(py, event, event_loop, None) {
             Ok(()) => Attempt::Done,
             Err(e) => Attempt::Failed(e),

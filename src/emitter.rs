@@ -111,6 +111,19 @@ impl EmitterCore {
                     self.retries.schedule(py, sub.clone(), ev, context, 2, None, delay, None, later.defer());
                     Delivery::Pending
                 }
+                Attempt::Async(coro) => {
+                    let end = crate::tasks::TaskEnd {
+                        sub: sub.clone(),
+                        event: ev.clone().unbind(),
+                        component: self.name.clone(),
+                        counters: self.counters.clone(),
+                        retries: self.retries.clone(),
+                        after: later.defer(),
+                        follow: None,
+                    };
+                    crate::tasks::spawn(py, coro.into_bound(py), self.event_loop.as_ref(), end, false);
+                    Delivery::Pending
+                }
             },
         );
         if let Err(e) = result {
@@ -241,6 +254,51 @@ impl Emitter {
     }
 
     /// Queue one admitted event under `policy`.
+    /// Called on the thread of the loop its async listeners run on (whose tasks cannot finish
+    /// while that thread waits for them).
+    fn on_own_loop(&self, py: Python<'_>) -> bool {
+        self.core.event_loop.as_ref().is_some_and(|l| crate::tasks::runs_here(py, l))
+    }
+
+    /// `emit_async` on the thread of the loop its listeners run on, when every one of them is
+    /// a plain `async def` listener, no middleware is set and nothing is queued ahead: a worker
+    /// would only hand the coroutines straight back to this loop, so their tasks are started
+    /// here (no thread hop, no GIL hand-off). False when any of that does not hold.
+    fn start_tasks_here(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> bool {
+        let Some(event_loop) = &self.core.event_loop else { return false };
+        if self.core.chain.snapshot().is_some() || self.lane.len() > 0 || self.lane.in_flight() > 0 {
+            return false;
+        }
+        let Some(resolved) = self.core.resolve(event) else { return false };
+        if !resolved.all_plain_async || !crate::tasks::runs_here(py, event_loop) {
+            return false;
+        }
+        resolved.counters.accepted.inc(py);
+        for sub in resolved.subs.iter().filter(|s| s.is_active()) {
+            match attempt(py, sub, event, 1, None, Some(event_loop), false) {
+                Attempt::Async(coro) => {
+                    let end = crate::tasks::TaskEnd {
+                        sub: sub.clone(),
+                        event: event.clone().unbind(),
+                        component: self.core.name.clone(),
+                        counters: self.core.counters.clone(),
+                        retries: self.core.retries.clone(),
+                        after: None,
+                        follow: None,
+                    };
+                    crate::tasks::spawn(py, coro.into_bound(py), Some(event_loop), end, true);
+                }
+                Attempt::Failed(e) => {
+                    self.core.counters.processed.inc(py);
+                    self.core.counters.failed.inc();
+                    log_failure(py, &self.core.name, &e);
+                }
+                Attempt::Done | Attempt::Retry(_) => self.core.counters.processed.inc(py),
+            }
+        }
+        true
+    }
+
     fn enqueue(&self, py: Python<'_>, event: &Bound<'_, PyAny>, policy: OnFull, timeout: Option<f64>) -> PyResult<()> {
         let item = self.item(py, event)?;
         // Counted as accepted up front and taken back if the push fails (the item is gone
@@ -409,6 +467,9 @@ impl Emitter {
     #[pyo3(signature = (event, *, timeout=None))]
     fn emit_async(&self, py: Python<'_>, event: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
         self.admit(py, event)?;
+        if self.start_tasks_here(py, event) {
+            return Ok(());
+        }
         self.enqueue(py, event, self.on_full, timeout)
     }
 
@@ -476,7 +537,8 @@ impl Emitter {
         let lane = self.lane.clone();
         let retries = self.core.retries.clone();
         let until = deadline(py, "Emitter.flush timeout", timeout)?;
-        Ok(py.allow_threads(move || lane.wait_retired(until) && retries.wait_idle(until)))
+        let with_tasks = !self.on_own_loop(py);
+        Ok(py.allow_threads(move || lane.wait_retired(until) && retries.wait_idle(until, with_tasks)))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -504,9 +566,10 @@ impl Emitter {
         let lane = self.lane.clone();
         let before = lane.retired();
         let retries = self.core.retries.clone();
+        let with_tasks = !self.on_own_loop(py);
         py.allow_threads(|| {
             if lane.wait_idle(until) {
-                retries.wait_idle(until);
+                retries.wait_idle(until, with_tasks);
             }
         });
         let left = lane.stop_and_take(py);

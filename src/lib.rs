@@ -22,6 +22,7 @@ mod pattern;
 mod pool;
 mod queue;
 mod retry;
+mod tasks;
 mod timer;
 mod watchdog;
 
@@ -35,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     compat::register(m)?;
     managed::register(m)?;
     watchdog::register(m)?;
+    tasks::register(m)?;
     #[cfg(feature = "test-hooks")]
     ffi::hooks::register(m)?;
     Ok(())

@@ -59,6 +59,10 @@ impl Listener {
         self.is_async
     }
 
+    pub fn on_error(&self) -> Option<&Py<PyAny>> {
+        self.on_error.as_ref()
+    }
+
     /// Call the handler once, awaiting it on `event_loop` when it is `async def`, and apply
     /// `on_error`.
     #[inline]
@@ -390,6 +394,9 @@ impl Subscription {
 pub struct Resolved {
     pub subs: Vec<Arc<Sub>>,
     pub counters: Arc<TypeCounters>,
+    /// Every subscriber is a plain `async def` listener (no policy): an emit from their
+    /// loop's own thread can start their tasks itself (`Emitter.emit_async`).
+    pub all_plain_async: bool,
 }
 
 /// A resolution borrowed from a memo, or one of its own.
@@ -588,7 +595,9 @@ impl Registry {
                 tc.entry(event_type.to_string()).or_default().clone()
             }
         };
-        let resolved = Arc::new(Resolved { subs, counters });
+        let all_plain_async =
+            !subs.is_empty() && subs.iter().all(|s| s.managed.is_none() && s.listener.get().is_async());
+        let resolved = Arc::new(Resolved { subs, counters, all_plain_async });
         let mut cache = self.cache.write();
         if self.generation.load(SeqCst) == generation {
             if cache.len() >= CACHE_LIMIT {

@@ -45,6 +45,8 @@ pub struct Retries {
     counters: Arc<DispatchCounters>,
     event_loop: Option<Py<PyAny>>,
     next_id: AtomicU64,
+    /// Listener tasks running on an event loop (`tasks.rs`): in flight, like running retries.
+    tasks: std::sync::atomic::AtomicUsize,
     /// Events waiting for a retry (by job id), handed either to their job or to a shutdown.
     waiting: Handoff<Waiting>,
     idle: (Mutex<()>, Condvar),
@@ -72,19 +74,31 @@ impl Retries {
             counters,
             event_loop,
             next_id: AtomicU64::new(1),
+            tasks: std::sync::atomic::AtomicUsize::new(0),
             waiting: Handoff::default(),
             idle: (Mutex::new(()), Condvar::new()),
         })
     }
 
-    /// Events waiting for a retry or running one.
+    /// Events waiting for a retry or running one, or in a listener task on an event loop.
     pub fn pending(&self) -> usize {
-        self.waiting.pending()
+        self.waiting.pending() + self.tasks.load(SeqCst)
     }
 
-    /// Retries running now: in flight for a shutdown report.
+    /// Retries running now and listener tasks not finished: in flight for a shutdown report.
     pub fn running(&self) -> usize {
-        self.waiting.running()
+        self.waiting.running() + self.tasks.load(SeqCst)
+    }
+
+    /// A listener task was handed to its event loop.
+    pub fn begin_task(&self) {
+        self.tasks.fetch_add(1, SeqCst);
+    }
+
+    /// A listener task has ended (and its delivery is settled).
+    pub fn end_task(&self) {
+        self.tasks.fetch_sub(1, SeqCst);
+        self.notify();
     }
 
     /// Attempt `attempt` of `event` for `sub` after `delay` seconds.
@@ -129,11 +143,15 @@ impl Retries {
     }
 
     /// Wait (without the GIL) until no retry is pending.
-    pub fn wait_idle(&self, deadline: Option<Instant>) -> bool {
+    /// `with_tasks`: also wait for listener tasks; false when called on the thread of the
+    /// loop that runs them (they cannot finish while it waits), and then the answer is only
+    /// true if none is left.
+    pub fn wait_idle(&self, deadline: Option<Instant>, with_tasks: bool) -> bool {
         let mut g = self.idle.0.lock();
         loop {
-            if self.pending() == 0 {
-                return true;
+            let tasks = self.tasks.load(SeqCst);
+            if self.waiting.pending() == 0 && (tasks == 0 || !with_tasks) {
+                return tasks == 0;
             }
             let wait = match deadline {
                 Some(d) => {
@@ -231,6 +249,15 @@ impl Job for RetryJob {
                         after,
                     );
                     return;
+                }
+                Attempt::Async(coro) => {
+                    // Only plain listeners run as tasks, and they are never retried.
+                    let _ = coro.bind(py).call_method0("close");
+                    r.counters.processed.inc(py);
+                    if let Some(a) = &after {
+                        a.settle(py, None);
+                    }
+                    true
                 }
                 Attempt::Done => {
                     r.counters.processed.inc(py);

@@ -2,15 +2,24 @@
 
 An ``async def`` listener runs on the component's loop (given, or running where the component
 was created) or, failing that, on a private loop in a daemon thread that Nova starts on first
-need. The calling worker waits for the result with the GIL released.
+need.
+
+Queued deliveries (``emit_async``, a bus's workers) hand each coroutine to its loop as a task
+and go back to work at once (``submit``): tasks are handed over in batches, one
+``call_soon_threadsafe`` per batch, and the core is told when each task ends. A synchronous
+``emit`` (and a managed listener's attempt) still waits for the result with the GIL released
+(``wait``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
-from collections.abc import Coroutine
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 _lock = threading.Lock()
@@ -64,3 +73,79 @@ def wait(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, Any])
             "loop; use `await emitter.aemit(event)` (or emit_async) from async code"
         )
     return asyncio.run_coroutine_threadsafe(coro, target).result()
+
+
+class _Dispatcher:
+    """Hands coroutines from worker threads to one loop as tasks, a batch per wake-up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: deque[tuple[Coroutine[Any, Any, Any], contextvars.Context, Callable[[Any], None]]] = deque()
+        self._scheduled = False
+        self._lock = threading.Lock()
+
+    def submit(self, coro: Coroutine[Any, Any, Any], done: Callable[[Any], None]) -> None:
+        ctx = contextvars.copy_context()
+        with self._lock:
+            self._queue.append((coro, ctx, done))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._start)
+        except RuntimeError as e:  # the loop is closed: nobody will run them
+            self._fail_all(e)
+
+    def _fail_all(self, cause: BaseException) -> None:
+        with self._lock:
+            waiting = list(self._queue)
+            self._queue.clear()
+            self._scheduled = False
+        for coro, _ctx, done in waiting:
+            coro.close()
+            done(_Refused(self._loop, cause))
+
+    def _start(self) -> None:
+        with self._lock:
+            self._scheduled = False
+            batch = list(self._queue)
+            self._queue.clear()
+        create = self._loop.create_task
+        for coro, ctx, done in batch:
+            task = create(coro, context=ctx)
+            task.add_done_callback(done)
+
+
+class _Refused:
+    """Stands for a task that never ran (its loop was closed): what ``done`` is handed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cause: BaseException) -> None:
+        self._error = RuntimeError(
+            f"the event loop {loop!r} that runs this async listener is closed; the event was not "
+            f"delivered (pass a running loop to the component, or leave it to Nova's own): {cause}"
+        )
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self) -> BaseException:
+        return self._error
+
+
+_dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Dispatcher] = weakref.WeakKeyDictionary()
+
+
+def submit(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, Any],
+           done: Callable[[Any], None]) -> None:
+    """Run ``coro`` as a task on the target loop (in a copy of the caller's context) and call
+    ``done(task)`` when it ends; returns at once."""
+    running = asyncio._get_running_loop()
+    target = loop if loop is not None and loop is running else target_loop(loop)
+    if target is running:  # on the loop's own thread: start the task at once
+        target.create_task(coro).add_done_callback(done)
+        return
+    dispatcher = _dispatchers.get(target)
+    if dispatcher is None:
+        with _lock:
+            dispatcher = _dispatchers.setdefault(target, _Dispatcher(target))
+    dispatcher.submit(coro, done)

@@ -1,0 +1,144 @@
+//! `async def` listeners of queued deliveries run as tasks on their event loop: the worker
+//! hands the coroutine over (`nova._aio.submit`, a batch per loop wake-up) and goes on; when
+//! the task ends, [`TaskDone`] settles the delivery as a returning listener call would have:
+//! metrics, `on_error`, counts, the log line, the middleware's `after`, and (on a bus) the
+//! release of the partition's later events for that subscriber, which waited to keep order.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+
+use crate::dispatch::{log_failure, DispatchCounters, PendingAfter};
+use crate::listener::Sub;
+use crate::metrics::stopwatch;
+use crate::retry::{FollowUp, Retries};
+
+/// Everything a task's end needs to settle its delivery.
+pub struct TaskEnd {
+    pub sub: Arc<Sub>,
+    pub event: Py<PyAny>,
+    pub component: String,
+    pub counters: Arc<DispatchCounters>,
+    pub retries: Arc<Retries>,
+    pub after: Option<Arc<PendingAfter>>,
+    pub follow: Option<Arc<dyn FollowUp>>,
+}
+
+/// The `done` callback of one listener task (`task.add_done_callback`), run on the loop's
+/// thread; runs once.
+#[pyclass(module = "nova._core", frozen)]
+pub struct TaskDone {
+    end: Mutex<Option<(TaskEnd, u64)>>,
+}
+
+fn submit_fn(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static SUBMIT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    SUBMIT
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("nova._aio")?.getattr("submit")?.unbind()))
+        .map(|f| f.bind(py))
+}
+
+/// Whether `event_loop` is the loop running on this thread (`asyncio._get_running_loop()`).
+pub fn runs_here(py: Python<'_>, event_loop: &Py<PyAny>) -> bool {
+    static RUNNING: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    let Ok(running) = RUNNING.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("asyncio")?.getattr("_get_running_loop")?.unbind())
+    }) else {
+        return false;
+    };
+    running.bind(py).call0().is_ok_and(|l| l.is(event_loop))
+}
+
+/// Hand `coro` (the listener's coroutine for `end.event`) to `event_loop` (or Nova's own) as a
+/// task; the delivery is settled when it ends. Counted as in flight for flush and shutdown
+/// until then.
+/// `here`: the caller knows `event_loop` runs on this thread (the task is created directly).
+pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, event_loop: Option<&Py<PyAny>>, end: TaskEnd, here: bool) {
+    let retries = end.retries.clone();
+    retries.begin_task();
+    let done = match Py::new(py, TaskDone { end: Mutex::new(Some((end, stopwatch::now()))) }) {
+        Ok(d) => d,
+        Err(e) => {
+            retries.end_task();
+            let _ = coro.call_method0("close");
+            log_failure(py, "nova", &e);
+            return;
+        }
+    };
+    let handed = match event_loop.filter(|_| here) {
+        // On the loop's own thread: create the task now, nothing to hand over.
+        Some(l) => l
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "create_task"), (&coro,))
+            .and_then(|task| task.call_method1(pyo3::intern!(py, "add_done_callback"), (done.bind(py),)))
+            .map(drop),
+        None => submit_fn(py)
+            .and_then(|submit| submit.call1((event_loop.map(|l| l.bind(py)), &coro, done.bind(py))))
+            .map(drop),
+    };
+    if let Err(e) = handed {
+        // Never reached its loop: settle it now, as failed.
+        let _ = coro.call_method0("close");
+        done.get().settle(py, Some(e));
+    }
+}
+
+impl TaskDone {
+    fn settle(&self, py: Python<'_>, error: Option<PyErr>) {
+        let Some((end, started)) = self.end.lock().take() else { return };
+        let sub = &end.sub;
+        let event = end.event.bind(py);
+        let listener = sub.listener.bind(py).get();
+        sub.metrics.duration.observe_nanos(py, stopwatch::elapsed_nanos(started));
+        let error = match (error, listener.on_error()) {
+            (Some(err), Some(on_error)) => {
+                crate::ffi::call::call2(on_error.bind(py), event, Some(err.value(py).as_any())).err()
+            }
+            (error, _) => error,
+        };
+        end.counters.processed.inc(py);
+        let ok = error.is_none();
+        let failure = error.map(|cause| {
+            sub.metrics.failure.inc();
+            end.counters.failed.inc();
+            let err = crate::errors::listener_error(py, listener.name(), event, cause);
+            log_failure(py, &end.component, &err);
+            err
+        });
+        if ok {
+            sub.metrics.success.inc(py);
+        }
+        if let Some(after) = &end.after {
+            after.settle(py, failure);
+        }
+        if let Some(follow) = &end.follow {
+            follow.finished(py, sub, event, ok);
+        }
+        end.retries.end_task();
+    }
+}
+
+#[pymethods]
+impl TaskDone {
+    /// `done(task)`: the task (or a stand-in for one that never ran) has ended.
+    fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) {
+        // `exception()` raises CancelledError for a cancelled task.
+        let error = match task.call_method0(pyo3::intern!(py, "exception")) {
+            Ok(e) if e.is_none() => None,
+            Ok(e) => Some(PyErr::from_value(e)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => Some(crate::errors::nova_err(
+                py,
+                "ListenerError",
+                "the listener's task was cancelled before it finished; the event was not delivered",
+            )),
+            Err(e) => Some(e),
+        };
+        self.settle(py, error);
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<TaskDone>()
+}

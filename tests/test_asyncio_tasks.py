@@ -1,0 +1,155 @@
+"""asyncio-native dispatch: queued deliveries run `async def` listeners as tasks on their loop,
+without parking a worker thread (issue: asyncio-native dispatch)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from hypothesis import given, settings, strategies as st
+
+import nova
+
+
+class Peak:
+    """How many listener bodies run at once, at most."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+        self.done = 0
+
+    async def io(self, event: nova.Event, seconds: float = 0.05) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.now -= 1
+            self.done += 1
+
+
+async def until(cond: Any, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_io_bound_async_listeners_all_run_at_once_on_the_users_loop() -> None:
+    async def main() -> None:
+        em = nova.Emitter()  # made inside asyncio.run: its listeners run on this loop
+        p = Peak()
+        em.subscribe("x", p.io)
+        for i in range(200):
+            em.emit_async(nova.Event("x", i))
+        await until(lambda: p.done == 200)
+        assert p.peak == 200, p.peak  # none waited for a worker thread
+        await until(lambda: em.stats().events_processed == 200)
+        em.shutdown(5)
+
+    asyncio.run(main())
+
+
+def test_async_listeners_on_novas_private_loop_from_a_plain_thread() -> None:
+    em = nova.Emitter()  # no running loop: Nova's own loop thread runs them
+    p = Peak()
+    em.subscribe("x", p.io)
+    loops: list[Any] = []
+
+    async def where(event: nova.Event) -> None:
+        loops.append(asyncio.get_running_loop())
+
+    em.subscribe("y", where)
+    for i in range(50):
+        em.emit_async(nova.Event("x", i))
+    em.emit_async(nova.Event("y"))
+    assert em.flush(10)
+    assert p.done == 50 and p.peak > 10
+    assert loops and loops[0].is_running()
+    assert em.stats().events_processed == 51
+    em.shutdown(5)
+
+
+def test_a_failing_async_listener_is_counted_logged_and_told_to_middleware() -> None:
+    outcomes: list[Any] = []
+    em = nova.Emitter()
+    em.use(nova.middleware(after=lambda e, err: outcomes.append(err)))
+    handled: list[Any] = []
+
+    async def boom(event: nova.Event) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("no stock")
+
+    em.subscribe("x", boom)
+    em.subscribe("y", nova.Listener("guarded", boom, on_error=lambda e, err: handled.append(err)))
+    em.emit_async(nova.Event("x"))
+    em.emit_async(nova.Event("y"))
+    assert em.flush(10)
+    stats = em.stats()
+    assert stats.failed_events == 1 and stats.events_processed == 2
+    assert len(outcomes) == 2
+    assert sum(isinstance(o, nova.ListenerError) for o in outcomes) == 1
+    assert len(handled) == 1 and isinstance(handled[0], ValueError)
+    em.shutdown(5)
+
+
+def test_shutdown_counts_running_tasks_in_flight_and_loses_none() -> None:
+    em = nova.Emitter()
+    p = Peak()
+    async def slow(event: nova.Event) -> None:
+        await p.io(event, 0.3)
+
+    em.subscribe("x", slow)
+    for i in range(20):
+        em.emit_async(nova.Event("x", i))
+    time.sleep(0.05)
+    report = em.shutdown(0.01)
+    assert report.in_flight == 20, report  # all running on the loop: none lost, none undelivered
+    assert report.undelivered == []
+    deadline = time.monotonic() + 5
+    while p.done < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p.done == 20
+
+
+def test_flush_on_the_listeners_own_loop_does_not_hang() -> None:
+    async def main() -> None:
+        em = nova.Emitter()
+        p = Peak()
+        em.subscribe("x", p.io)
+        em.emit_async(nova.Event("x"))
+        began = time.monotonic()
+        assert em.flush(None) is False  # its task cannot finish while this thread waits
+        assert time.monotonic() - began < 1.0
+        await until(lambda: p.done == 1)
+        assert em.flush(None) is True
+        em.shutdown(5)
+
+    asyncio.run(main())
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.floats(0, 0.003)), min_size=1, max_size=120))
+def test_per_key_order_with_async_listeners_on_a_16_partition_bus(events: list[tuple[int, float]]) -> None:
+    bus = nova.Bus(pool=nova.WorkerPool(workers=4))
+    bus.create_topic("orders", partitions=16, ordering_key="k",
+                     delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    seen: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    async def listener(event: nova.Event) -> None:
+        await asyncio.sleep(event.data[1])
+        with lock:
+            seen.setdefault(event.metadata["k"], []).append(event.data[0])
+
+    bus.subscribe("orders", listener)
+    for n, (key, pause) in enumerate(events):
+        bus.publish("orders", nova.Event("order", (n, pause), metadata={"k": str(key)}))
+    assert bus.flush(20)
+    for key, ns in seen.items():
+        assert ns == sorted(ns), f"key {key} out of order: {ns}"
+    assert sum(len(v) for v in seen.values()) == len(events)
+    bus.shutdown(5)
