@@ -26,18 +26,20 @@ pub struct TaskEnd {
     pub follow: Option<Arc<dyn FollowUp>>,
 }
 
-/// The `done` callback of one listener task (`task.add_done_callback`), run on the loop's
-/// thread; runs once.
+/// Told how one listener task ended (`nova._aio.guarded` calls `finish` on the loop's thread,
+/// in the task's last step); settles once.
 #[pyclass(module = "nova._core", frozen)]
 pub struct TaskDone {
     end: Mutex<Option<(TaskEnd, u64)>>,
 }
 
-fn submit_fn(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    static SUBMIT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-    SUBMIT
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("nova._aio")?.getattr("submit")?.unbind()))
-        .map(|f| f.bind(py))
+/// `nova._aio.submit` and `nova._aio.guarded`.
+fn aio(py: Python<'_>) -> PyResult<&(Py<PyAny>, Py<PyAny>)> {
+    static AIO: GILOnceCell<(Py<PyAny>, Py<PyAny>)> = GILOnceCell::new();
+    AIO.get_or_try_init(py, || {
+        let m = py.import("nova._aio")?;
+        Ok::<_, PyErr>((m.getattr("submit")?.unbind(), m.getattr("guarded")?.unbind()))
+    })
 }
 
 /// Whether `event_loop` is the loop running on this thread (`asyncio._get_running_loop()`).
@@ -67,17 +69,14 @@ pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, event_loop: Option<&Py<PyAn
             return;
         }
     };
-    let handed = match event_loop.filter(|_| here) {
+    let handed = aio(py).and_then(|(submit, guarded)| match event_loop.filter(|_| here) {
         // On the loop's own thread: create the task now, nothing to hand over.
-        Some(l) => l
-            .bind(py)
-            .call_method1(pyo3::intern!(py, "create_task"), (&coro,))
-            .and_then(|task| task.call_method1(pyo3::intern!(py, "add_done_callback"), (done.bind(py),)))
-            .map(drop),
-        None => submit_fn(py)
-            .and_then(|submit| submit.call1((event_loop.map(|l| l.bind(py)), &coro, done.bind(py))))
-            .map(drop),
-    };
+        Some(l) => {
+            let task = guarded.bind(py).call1((&coro, done.bind(py)))?;
+            l.bind(py).call_method1(pyo3::intern!(py, "create_task"), (task,)).map(drop)
+        }
+        None => submit.bind(py).call1((event_loop.map(|l| l.bind(py)), &coro, done.bind(py))).map(drop),
+    });
     if let Err(e) = handed {
         // Never reached its loop: settle it now, as failed.
         let _ = coro.call_method0("close");
@@ -122,19 +121,20 @@ impl TaskDone {
 
 #[pymethods]
 impl TaskDone {
-    /// `done(task)`: the task (or a stand-in for one that never ran) has ended.
-    fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) {
-        // `exception()` raises CancelledError for a cancelled task.
-        let error = match task.call_method0(pyo3::intern!(py, "exception")) {
-            Ok(e) if e.is_none() => None,
-            Ok(e) => Some(PyErr::from_value(e)),
-            Err(e) if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => Some(crate::errors::nova_err(
-                py,
-                "ListenerError",
-                "the listener's task was cancelled before it finished; the event was not delivered",
-            )),
-            Err(e) => Some(e),
-        };
+    /// `finish(error)`: the listener's coroutine returned (`None`) or raised `error` (a
+    /// cancellation included), or never ran (its loop was closed).
+    fn finish(&self, py: Python<'_>, error: Option<Bound<'_, PyAny>>) {
+        let error = error.map(|e| {
+            if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>() {
+                crate::errors::nova_err(
+                    py,
+                    "ListenerError",
+                    "the listener's task was cancelled before it finished; the event was not delivered",
+                )
+            } else {
+                PyErr::from_value(e)
+            }
+        });
         self.settle(py, error);
     }
 }

@@ -19,8 +19,14 @@ import inspect
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+
+class Done(Protocol):
+    """Told how a listener task ended (``nova._core.TaskDone``)."""
+
+    def finish(self, error: BaseException | None, /) -> None: ...
 
 _lock = threading.Lock()
 _private: asyncio.AbstractEventLoop | None = None
@@ -75,16 +81,30 @@ def wait(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, Any])
     return asyncio.run_coroutine_threadsafe(coro, target).result()
 
 
+async def guarded(coro: Coroutine[Any, Any, Any], done: Done) -> None:
+    """A listener's coroutine as a task runs it: its end is reported to ``done.finish`` in the
+    same step (no done-callback round through the loop). A cancellation is reported, then
+    propagates, so the task ends cancelled."""
+    try:
+        await coro
+    except BaseException as e:
+        done.finish(e)
+        if isinstance(e, asyncio.CancelledError):
+            raise
+    else:
+        done.finish(None)
+
+
 class _Dispatcher:
     """Hands coroutines from worker threads to one loop as tasks, a batch per wake-up."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: deque[tuple[Coroutine[Any, Any, Any], contextvars.Context, Callable[[Any], None]]] = deque()
+        self._queue: deque[tuple[Coroutine[Any, Any, Any], contextvars.Context, Done]] = deque()
         self._scheduled = False
         self._lock = threading.Lock()
 
-    def submit(self, coro: Coroutine[Any, Any, Any], done: Callable[[Any], None]) -> None:
+    def submit(self, coro: Coroutine[Any, Any, Any], done: Done) -> None:
         ctx = contextvars.copy_context()
         with self._lock:
             self._queue.append((coro, ctx, done))
@@ -103,7 +123,7 @@ class _Dispatcher:
             self._scheduled = False
         for coro, _ctx, done in waiting:
             coro.close()
-            done(_Refused(self._loop, cause))
+            done.finish(_Refused(self._loop, cause).exception())
 
     def _start(self) -> None:
         with self._lock:
@@ -112,8 +132,7 @@ class _Dispatcher:
             self._queue.clear()
         create = self._loop.create_task
         for coro, ctx, done in batch:
-            task = create(coro, context=ctx)
-            task.add_done_callback(done)
+            create(guarded(coro, done), context=ctx)
 
 
 class _Refused:
@@ -136,13 +155,13 @@ _dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Dispatcher] 
 
 
 def submit(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, Any],
-           done: Callable[[Any], None]) -> None:
+           done: Done) -> None:
     """Run ``coro`` as a task on the target loop (in a copy of the caller's context) and call
-    ``done(task)`` when it ends; returns at once."""
+    ``done.finish(error_or_None)`` when it ends; returns at once."""
     running = asyncio._get_running_loop()
     target = loop if loop is not None and loop is running else target_loop(loop)
     if target is running:  # on the loop's own thread: start the task at once
-        target.create_task(coro).add_done_callback(done)
+        target.create_task(guarded(coro, done))
         return
     dispatcher = _dispatchers.get(target)
     if dispatcher is None:

@@ -238,3 +238,8 @@ def _restore_event(
 ) -> Event: ...
 
 # The compat tables (OnceCall, PyeeTable, SignalTable) are typed in nova/compat/_table.pyi.
+
+class TaskDone:
+    """Told how one async listener task ended (made by the core; see nova._aio.guarded)."""
+
+    def finish(self, error: BaseException | None, /) -> None: ...
