@@ -1231,6 +1231,16 @@ impl Bus {
         Ok(py.None())
     }
 
+    /// Wait (without the GIL, up to `timeout` seconds) until `event`'s partition of `topic`
+    /// has room; for `apublish`, from a thread of the loop's executor.
+    #[pyo3(signature = (topic, event, timeout=None))]
+    fn _wait_room(&self, py: Python<'_>, topic: &str, event: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
+        let until = deadline(py, "timeout", timeout)?;
+        let Some(t) = self.topic(topic) else { return Ok(true) };
+        let lane = t.lanes[t.partition_for(py, event)?].clone();
+        Ok(py.allow_threads(move || lane.wait_for_room_until(1, until)))
+    }
+
     #[pyo3(signature = (*middleware))]
     fn r#use(&self, py: Python<'_>, middleware: &Bound<'_, PyTuple>) -> PyResult<()> {
         self.core.chain.add(py, middleware)

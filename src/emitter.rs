@@ -473,8 +473,69 @@ impl Emitter {
         self.enqueue(py, event, self.on_full, timeout)
     }
 
+    /// For `aemit` on the thread of the loop its listeners run on, when every one is a plain
+    /// `async def` listener and no middleware is set: admits and counts the event and returns
+    /// each listener's (coroutine, TaskDone) for the caller to await here; else None (the
+    /// caller takes the general route).
+    fn _aemit_here(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Option<Vec<(PyObject, Py<crate::tasks::TaskDone>)>>> {
+        let Some(event_loop) = &self.core.event_loop else { return Ok(None) };
+        if self.core.chain.snapshot().is_some() || !crate::tasks::runs_here(py, event_loop) {
+            return Ok(None);
+        }
+        let Some(resolved) = self.core.resolve(event) else { return Ok(None) };
+        if !resolved.all_plain_async {
+            return Ok(None);
+        }
+        self.admit(py, event)?;
+        // Every coroutine first: a handler that raises instead leaves nothing half-started.
+        let subs: Vec<&Arc<Sub>> = resolved.subs.iter().filter(|s| s.is_active()).collect();
+        let mut coros = Vec::with_capacity(subs.len());
+        for sub in &subs {
+            match crate::ffi::call::call1(sub.listener.bind(py).get().handler(py), event) {
+                Ok(c) => coros.push(c),
+                Err(e) => {
+                    for c in coros {
+                        let _ = c.call_method0("close");
+                    }
+                    return Err(crate::errors::listener_error_in(
+                        py,
+                        Some(&format!("emitter '{}'", self.core.name)),
+                        sub.listener.bind(py).get().name(),
+                        event,
+                        e,
+                    ));
+                }
+            }
+        }
+        resolved.counters.accepted.inc(py);
+        let mut calls = Vec::new();
+        for (sub, coro) in subs.into_iter().zip(coros) {
+            self.core.retries.begin_task();
+            let end = crate::tasks::TaskEnd {
+                sub: sub.clone(),
+                event: event.clone().unbind(),
+                component: self.core.name.clone(),
+                counters: self.core.counters.clone(),
+                retries: self.core.retries.clone(),
+                after: None,
+                follow: None,
+            };
+            calls.push((coro.unbind(), Py::new(py, crate::tasks::TaskDone::new(end))?));
+        }
+        Ok(Some(calls))
+    }
+
+    /// Wait (without the GIL, up to `timeout` seconds) until the buffer has room; for
+    /// `aemit_async`, from a thread of the loop's executor.
+    #[pyo3(signature = (timeout=None))]
+    fn _wait_room(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let until = deadline(py, "timeout", timeout)?;
+        let lane = self.lane.clone();
+        Ok(py.allow_threads(move || lane.wait_for_room_until(1, until)))
+    }
+
     /// Queue without waiting whatever the policy; `BufferFull` when there is no room
-    /// (`aemit_async` polls this).
+    /// (`aemit_async` tries this, and waits for room when it is full).
     fn _try_emit_async(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
         self.admit(py, event)?;
         self.enqueue(py, event, OnFull::Raise, None)

@@ -184,7 +184,12 @@ impl Lane {
     /// Wait until the queue has room for `n` more items (or the pool closes). Call without the
     /// GIL.
     pub fn wait_for_room(&self, n: usize) -> bool {
-        self.wait_until(None, || self.len() + n <= self.capacity() || self.pool.is_closed())
+        self.wait_for_room_until(n, None)
+    }
+
+    /// `wait_for_room` until `deadline`.
+    pub fn wait_for_room_until(&self, n: usize, deadline: Option<Instant>) -> bool {
+        self.wait_until(deadline, || self.len() + n <= self.capacity() || self.pool.is_closed())
             && self.len() + n <= self.capacity()
     }
 

@@ -31,6 +31,8 @@ pub struct TaskEnd {
 #[pyclass(module = "nova._core", frozen)]
 pub struct TaskDone {
     end: Mutex<Option<(TaskEnd, u64)>>,
+    /// The component's name, kept for the log line once `end` is taken.
+    component: Mutex<Option<String>>,
 }
 
 /// `nova._aio.submit` and `nova._aio.guarded`.
@@ -60,7 +62,7 @@ pub fn runs_here(py: Python<'_>, event_loop: &Py<PyAny>) -> bool {
 pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, event_loop: Option<&Py<PyAny>>, end: TaskEnd, here: bool) {
     let retries = end.retries.clone();
     retries.begin_task();
-    let done = match Py::new(py, TaskDone { end: Mutex::new(Some((end, stopwatch::now()))) }) {
+    let done = match Py::new(py, TaskDone::new(end)) {
         Ok(d) => d,
         Err(e) => {
             retries.end_task();
@@ -85,8 +87,22 @@ pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, event_loop: Option<&Py<PyAn
 }
 
 impl TaskDone {
+    pub fn new(end: TaskEnd) -> TaskDone {
+        TaskDone { end: Mutex::new(Some((end, stopwatch::now()))), component: Mutex::new(None) }
+    }
+
     fn settle(&self, py: Python<'_>, error: Option<PyErr>) {
-        let Some((end, started)) = self.end.lock().take() else { return };
+        if let Some(err) = self.settle_quietly(py, error) {
+            let component = self.component.lock().take().unwrap_or_default();
+            log_failure(py, &component, &err);
+        }
+    }
+
+    /// Settle without logging the failure: the `ListenerError` to raise to the caller, if
+    /// the listener failed.
+    fn settle_quietly(&self, py: Python<'_>, error: Option<PyErr>) -> Option<PyErr> {
+        let (end, started) = self.end.lock().take()?;
+        *self.component.lock() = Some(end.component.clone());
         let sub = &end.sub;
         let event = end.event.bind(py);
         let listener = sub.listener.bind(py).get();
@@ -102,20 +118,29 @@ impl TaskDone {
         let failure = error.map(|cause| {
             sub.metrics.failure.inc();
             end.counters.failed.inc();
-            let err = crate::errors::listener_error(py, listener.name(), event, cause);
-            log_failure(py, &end.component, &err);
-            err
+            crate::errors::listener_error(py, listener.name(), event, cause)
         });
         if ok {
             sub.metrics.success.inc(py);
         }
         if let Some(after) = &end.after {
-            after.settle(py, failure);
+            after.settle(py, failure.as_ref().map(|e| e.clone_ref(py)));
         }
         if let Some(follow) = &end.follow {
             follow.finished(py, sub, event, ok);
         }
         end.retries.end_task();
+        failure
+    }
+}
+
+impl Drop for TaskDone {
+    /// Dropped without being told how its task ended (the task never ran to its end): it no
+    /// longer counts as in flight, so nothing waits for it for ever.
+    fn drop(&mut self) {
+        if let Some((end, _)) = self.end.get_mut().take() {
+            end.retries.end_task();
+        }
     }
 }
 
@@ -136,6 +161,13 @@ impl TaskDone {
             }
         });
         self.settle(py, error);
+    }
+
+    /// `finish` for a caller that raises the failure itself (`aemit`): returns the
+    /// `ListenerError` (or None) instead of logging it.
+    fn finish_raising(&self, py: Python<'_>, error: Option<Bound<'_, PyAny>>) -> Option<PyObject> {
+        let error = error.map(PyErr::from_value);
+        self.settle_quietly(py, error).map(|e| e.into_value(py).into_any())
     }
 }
 

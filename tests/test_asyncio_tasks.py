@@ -153,3 +153,61 @@ def test_per_key_order_with_async_listeners_on_a_16_partition_bus(events: list[t
         assert ns == sorted(ns), f"key {key} out of order: {ns}"
     assert sum(len(v) for v in seen.values()) == len(events)
     bus.shutdown(5)
+
+
+def test_aemit_on_the_listeners_loop_awaits_them_here_with_emits_errors() -> None:
+    async def main() -> None:
+        em = nova.Emitter()
+        seen: list[Any] = []
+        loops: list[Any] = []
+
+        async def ok(event: nova.Event) -> None:
+            loops.append(asyncio.get_running_loop())
+            await asyncio.sleep(0.01)
+            seen.append(event.data)
+
+        async def boom(event: nova.Event) -> None:
+            raise ValueError("no stock")
+
+        em.subscribe("x", ok)
+        await em.aemit(nova.Event("x", 1))
+        assert seen == [1] and loops == [asyncio.get_running_loop()]
+        em.subscribe("x", boom)
+        try:
+            await em.aemit(nova.Event("x", 2))
+        except nova.ListenerError as e:
+            assert "no stock" in str(e)
+        else:
+            raise AssertionError("aemit did not raise")
+        em.subscribe("x", boom)
+        try:
+            await em.aemit(nova.Event("x", 3))
+        except ExceptionGroup as g:
+            assert len(g.exceptions) == 2
+        else:
+            raise AssertionError("aemit did not raise a group")
+        stats = em.stats()
+        assert stats.events_processed == 6 and stats.failed_events == 3  # per listener call
+        assert em.flush(1)
+        em.shutdown(5)
+
+    asyncio.run(main())
+
+
+def test_aemit_async_waits_for_room_without_polling() -> None:
+    async def main() -> None:
+        release = threading.Event()
+        em = nova.Emitter(buffer_size=2, pool=nova.WorkerPool(workers=1))
+        em.subscribe("x", lambda e: release.wait(5))
+        for i in range(3):
+            await em.aemit_async(nova.Event("x", i))  # the third waits for room? one is taken
+        waiter = asyncio.ensure_future(em.aemit_async(nova.Event("x", 3)))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        release.set()
+        await asyncio.wait_for(waiter, 5)
+        assert em.flush(5)
+        assert em.stats().events_processed == 4
+        em.shutdown(5)
+
+    asyncio.run(main())

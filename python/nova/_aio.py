@@ -19,7 +19,7 @@ import inspect
 import threading
 import weakref
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 
@@ -168,3 +168,17 @@ def submit(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, Any
         with _lock:
             dispatcher = _dispatchers.setdefault(target, _Dispatcher(target))
     dispatcher.submit(coro, done)
+
+
+async def until_room(attempt: Callable[[], None], wait_room: Callable[[float], bool]) -> None:
+    """``attempt()`` until it does not raise ``BufferFull``; in between, ``wait_room(seconds)``
+    waits for room in a thread of the loop's default executor (the loop goes on; nothing is
+    polled with sleeps). A closed component's error ends it, from ``attempt``."""
+    from .errors import BufferFull
+
+    while True:
+        try:
+            attempt()
+            return
+        except BufferFull:
+            await asyncio.to_thread(wait_room, 0.5)

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from . import _core
+from . import _aio, _core
 from ._managed import managed, with_manager_metrics
 from ._types import DeliveryMode, TopicConfig
-from .errors import BufferFull, ValidationError
+from .errors import ValidationError
 
 __all__ = ["Bus"]
 
@@ -131,14 +131,8 @@ class Bus(_core.Bus):
         if self.backend is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.publish, topic, event)
             return
-        delay = 0.0001
-        while True:
-            try:
-                self.publish(topic, event)
-                return
-            except BufferFull:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.01)
+        await _aio.until_room(lambda: self.publish(topic, event),
+                              lambda seconds: self._wait_room(topic, event, seconds))
 
     # -- store -------------------------------------------------------------------------------
 

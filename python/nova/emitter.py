@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _core
+from . import _aio, _core
 from ._managed import managed, with_manager_metrics
-from .errors import BufferFull
 
 __all__ = ["Emitter"]
 
@@ -36,22 +35,44 @@ class Emitter(_core.Emitter):
         return decorate
 
     async def aemit(self, event: _core.Event) -> None:
-        """``emit`` awaited: listeners run on the worker pool, so the loop is never blocked."""
-        # submit() runs the call inside a copy of this task's context.
-        future = self.pool.submit(self.emit, event)
-        await asyncio.wrap_future(future)
+        """``emit`` awaited: returns when every listener has finished, raising what ``emit``
+        would. On the loop the listeners run on, when all of them are ``async def`` (and no
+        middleware is set), they run right here as tasks of this loop; otherwise the emit runs
+        on the worker pool, so the loop is never blocked."""
+        calls = self._aemit_here(event)
+        if calls is None:
+            # submit() runs the call inside a copy of this task's context.
+            future = self.pool.submit(self.emit, event)
+            await asyncio.wrap_future(future)
+            return
+        if len(calls) == 1:  # the common case: no gather, no extra task
+            coro, done = calls[0]
+            try:
+                await coro
+            except Exception as e:
+                error = done.finish_raising(e)
+            else:
+                error = done.finish_raising(None)
+            if error is not None:
+                raise error
+            return
+        outcomes = await asyncio.gather(*(coro for coro, _ in calls), return_exceptions=True)
+        errors = [err for (_, done), outcome in zip(calls, outcomes)
+                  if (err := done.finish_raising(outcome if isinstance(outcome, BaseException) else None))
+                  is not None]
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup(f"{len(errors)} listeners failed on {_describe(event)}", errors)
 
     async def aemit_async(self, event: _core.Event) -> None:
         """``emit_async`` that waits (without blocking the loop) for room in the buffer."""
-        delay = 0.0001
-        while True:
-            try:
-                self._try_emit_async(event)
-                return
-            except BufferFull:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.01)
+        await _aio.until_room(lambda: self._try_emit_async(event), self._wait_room)
 
     def _metrics(self) -> dict[str, Any]:
         """Counters for nova.metrics, with those of the private listener manager."""
         return with_manager_metrics(self, super()._metrics())
+
+
+def _describe(event: _core.Event) -> str:
+    return f"event {event.id} ({event.type})"
