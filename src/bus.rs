@@ -388,11 +388,16 @@ impl PartitionSink {
                 core.retries.schedule(py, sub.clone(), event, context, 2, Some(&topic.name), delay, follow, after());
                 Delivery::Pending
             }
-            Attempt::Async(coro) => {
+            Attempt::Async(coro, managed) => {
                 // The partition's later events wait for this task (for this subscriber only),
                 // as they wait for a retry: per-key order holds, other partitions go on.
                 self.held.start(py, sub.seq);
                 let end = crate::tasks::TaskEnd {
+                    plan: managed.then(|| crate::tasks::RetryPlan {
+                        attempt: 1,
+                        topic: Some(topic.name.clone()),
+                        context: context.map(|c| c.clone_ref(py)),
+                    }),
                     sub: sub.clone(),
                     event: event.clone().unbind(),
                     component: core.name.clone(),

@@ -131,8 +131,9 @@ pub enum Attempt {
     /// Try again (attempt + 1) after this many seconds.
     Retry(f64),
     /// An `async def` listener's coroutine, to run as a task on its loop (`tasks::spawn`);
-    /// the task's end settles the delivery.
-    Async(Py<PyAny>),
+    /// the task's end settles the delivery. `true`: a managed listener's `attempt_async`,
+    /// whose result is `attempt`'s (None, a retry delay, or the final error).
+    Async(Py<PyAny>, bool),
 }
 
 /// One asynchronous attempt: a managed listener runs its policy's `attempt`, a plain one is
@@ -183,7 +184,7 @@ fn attempt_unguarded(
         if listener.is_async() {
             // The coroutine is made here, in the event's context; it runs as a task.
             return match crate::ffi::call::call1(listener.handler(py), event) {
-                Ok(coro) => Attempt::Async(coro.unbind()),
+                Ok(coro) => Attempt::Async(coro.unbind(), false),
                 Err(e) => {
                     sub.metrics.failure.inc();
                     Attempt::Failed(crate::errors::listener_error(py, listener.name(), event, e))
@@ -195,6 +196,20 @@ fn attempt_unguarded(
             Err(e) => Attempt::Failed(e),
         };
     };
+    if sub.managed_async {
+        let coro = if last {
+            managed.bind(py).call_method1("attempt_async", (event, n, topic, last))
+        } else {
+            managed.bind(py).call_method1("attempt_async", (event, n, topic))
+        };
+        return match coro {
+            Ok(coro) => Attempt::Async(coro.unbind(), true),
+            Err(e) => {
+                sub.metrics.failure.inc();
+                Attempt::Failed(crate::errors::listener_error(py, &sub.listener_name(py), event, e))
+            }
+        };
+    }
     let r = match &sub.core {
         // The common case runs in Rust; Python's policy is asked only after a failure.
         Some(core) if n == 1 && core.get().takes_first_attempt() => {

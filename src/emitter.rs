@@ -111,8 +111,14 @@ impl EmitterCore {
                     self.retries.schedule(py, sub.clone(), ev, context, 2, None, delay, None, later.defer());
                     Delivery::Pending
                 }
-                Attempt::Async(coro) => {
+                Attempt::Async(coro, managed) => {
+                    let plan = managed.then(|| crate::tasks::RetryPlan {
+                        attempt: 1,
+                        topic: None,
+                        context: context.map(|c| c.clone_ref(py)),
+                    });
                     let end = crate::tasks::TaskEnd {
+                        plan,
                         sub: sub.clone(),
                         event: ev.clone().unbind(),
                         component: self.name.clone(),
@@ -276,8 +282,9 @@ impl Emitter {
         resolved.counters.accepted.inc(py);
         for sub in resolved.subs.iter().filter(|s| s.is_active()) {
             match attempt(py, sub, event, 1, None, Some(event_loop), false) {
-                Attempt::Async(coro) => {
+                Attempt::Async(coro, _) => {
                     let end = crate::tasks::TaskEnd {
+                        plan: None,
                         sub: sub.clone(),
                         event: event.clone().unbind(),
                         component: self.core.name.clone(),
@@ -512,6 +519,7 @@ impl Emitter {
         for (sub, coro) in subs.into_iter().zip(coros) {
             self.core.retries.begin_task();
             let end = crate::tasks::TaskEnd {
+                plan: None,
                 sub: sub.clone(),
                 event: event.clone().unbind(),
                 component: self.core.name.clone(),

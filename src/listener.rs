@@ -219,6 +219,9 @@ pub struct Sub {
     pub managed: Option<Py<PyAny>>,
     /// The managed listener's `_core`, which runs a first attempt with no Python call.
     pub core: Option<Py<crate::managed::AttemptCore>>,
+    /// The managed listener's handler is `async def`: queued deliveries run its attempts as
+    /// tasks (`attempt_async`).
+    pub managed_async: bool,
     pub active: AtomicBool,
     pub metrics: Arc<ListenerMetrics>,
 }
@@ -239,6 +242,10 @@ impl Sub {
             .and_then(|m| m.bind(py).getattr("_core").ok())
             .and_then(|c| c.downcast_into::<crate::managed::AttemptCore>().ok())
             .map(Bound::unbind);
+        let managed_async = managed
+            .as_ref()
+            .and_then(|m| m.bind(py).getattr("_is_async").ok())
+            .is_some_and(|a| a.is_truthy().unwrap_or(false));
         Sub {
             seq,
             id: PyString::new(py, &id).unbind(),
@@ -247,6 +254,7 @@ impl Sub {
             listener,
             managed,
             core,
+            managed_async,
             active: AtomicBool::new(true),
             metrics,
         }

@@ -354,6 +354,17 @@ impl AttemptCore {
         self.succeeded.get()
     }
 
+    /// Count an attempt that ran elsewhere (an async handler awaited on its loop): its
+    /// duration in seconds and whether it succeeded.
+    fn record(&self, py: Python<'_>, seconds: f64, ok: bool) {
+        let nanos = (seconds.max(0.0) * 1e9) as u64;
+        self.durations.observe_nanos(py, nanos);
+        self.health.count(py, self.now_second(py), !ok);
+        if ok {
+            self.succeeded.inc(py);
+        }
+    }
+
     /// (attempts, failures) over the last minute.
     fn window(&self, py: Python<'_>) -> (u64, u64) {
         let now = self.now_second(py);

@@ -250,14 +250,24 @@ impl Job for RetryJob {
                     );
                     return;
                 }
-                Attempt::Async(coro) => {
-                    // Only plain listeners run as tasks, and they are never retried.
-                    let _ = coro.bind(py).call_method0("close");
-                    r.counters.processed.inc(py);
-                    if let Some(a) = &after {
-                        a.settle(py, None);
-                    }
-                    true
+                Attempt::Async(coro, _) => {
+                    // A managed async listener's next attempt: a task, which settles it.
+                    let end = crate::tasks::TaskEnd {
+                        plan: Some(crate::tasks::RetryPlan {
+                            attempt: self.attempt,
+                            topic: self.topic.clone(),
+                            context: self.context.as_ref().map(|c| c.clone_ref(py)),
+                        }),
+                        sub: sub.clone(),
+                        event: event.clone().unbind(),
+                        component: r.component.clone(),
+                        counters: r.counters.clone(),
+                        retries: r.clone(),
+                        after,
+                        follow: self.follow.clone(),
+                    };
+                    crate::tasks::spawn(py, coro.into_bound(py), r.event_loop.as_ref(), end, false);
+                    return;
                 }
                 Attempt::Done => {
                     r.counters.processed.inc(py);

@@ -15,8 +15,17 @@ use crate::listener::Sub;
 use crate::metrics::stopwatch;
 use crate::retry::{FollowUp, Retries};
 
+/// A managed listener's attempt running as a task: what a retry needs.
+pub struct RetryPlan {
+    pub attempt: u32,
+    pub topic: Option<String>,
+    pub context: Option<Py<PyAny>>,
+}
+
 /// Everything a task's end needs to settle its delivery.
 pub struct TaskEnd {
+    /// Set for a managed listener's `attempt_async` (its result says done, retry or failed).
+    pub plan: Option<RetryPlan>,
     pub sub: Arc<Sub>,
     pub event: Py<PyAny>,
     pub component: String,
@@ -82,7 +91,7 @@ pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, event_loop: Option<&Py<PyAn
     if let Err(e) = handed {
         // Never reached its loop: settle it now, as failed.
         let _ = coro.call_method0("close");
-        done.get().settle(py, Some(e));
+        done.get().settle(py, Some(e), None);
     }
 }
 
@@ -91,23 +100,47 @@ impl TaskDone {
         TaskDone { end: Mutex::new(Some((end, stopwatch::now()))), component: Mutex::new(None) }
     }
 
-    fn settle(&self, py: Python<'_>, error: Option<PyErr>) {
-        if let Some(err) = self.settle_quietly(py, error) {
-            let component = self.component.lock().take().unwrap_or_default();
-            log_failure(py, &component, &err);
+    fn settle(&self, py: Python<'_>, error: Option<PyErr>, result: Option<&Bound<'_, PyAny>>) {
+        let managed = self.end.lock().as_ref().is_some_and(|(e, _)| e.plan.is_some());
+        if let Some(err) = self.settle_quietly(py, error, result) {
+            // A managed listener has dead-lettered or logged its final failure itself.
+            if !managed {
+                let component = self.component.lock().take().unwrap_or_default();
+                log_failure(py, &component, &err);
+            }
         }
     }
 
     /// Settle without logging the failure: the `ListenerError` to raise to the caller, if
     /// the listener failed.
-    fn settle_quietly(&self, py: Python<'_>, error: Option<PyErr>) -> Option<PyErr> {
+    fn settle_quietly(&self, py: Python<'_>, error: Option<PyErr>, result: Option<&Bound<'_, PyAny>>) -> Option<PyErr> {
         let (end, started) = self.end.lock().take()?;
         *self.component.lock() = Some(end.component.clone());
         let sub = &end.sub;
         let event = end.event.bind(py);
         let listener = sub.listener.bind(py).get();
         sub.metrics.duration.observe_nanos(py, stopwatch::elapsed_nanos(started));
-        let error = match (error, listener.on_error()) {
+        if let (Some(plan), None) = (&end.plan, &error) {
+            // attempt_async returned a delay: wait for the next attempt, still pending.
+            if let Some(delay) = result.filter(|r| !r.is_none()).and_then(|r| r.extract::<f64>().ok()) {
+                end.retries.schedule(
+                    py,
+                    sub.clone(),
+                    event,
+                    plan.context.as_ref(),
+                    plan.attempt + 1,
+                    plan.topic.as_deref(),
+                    delay.max(0.0),
+                    end.follow.clone(),
+                    end.after.clone(),
+                );
+                end.retries.end_task();
+                return None;
+            }
+        }
+        // A managed listener's on_error ran inside its attempt.
+        let on_error = if end.plan.is_some() { None } else { listener.on_error() };
+        let error = match (error, on_error) {
             (Some(err), Some(on_error)) => {
                 crate::ffi::call::call2(on_error.bind(py), event, Some(err.value(py).as_any())).err()
             }
@@ -148,7 +181,8 @@ impl Drop for TaskDone {
 impl TaskDone {
     /// `finish(error)`: the listener's coroutine returned (`None`) or raised `error` (a
     /// cancellation included), or never ran (its loop was closed).
-    fn finish(&self, py: Python<'_>, error: Option<Bound<'_, PyAny>>) {
+    #[pyo3(signature = (error, result=None))]
+    fn finish(&self, py: Python<'_>, error: Option<Bound<'_, PyAny>>, result: Option<Bound<'_, PyAny>>) {
         let error = error.map(|e| {
             if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>() {
                 crate::errors::nova_err(
@@ -160,14 +194,14 @@ impl TaskDone {
                 PyErr::from_value(e)
             }
         });
-        self.settle(py, error);
+        self.settle(py, error, result.as_ref());
     }
 
     /// `finish` for a caller that raises the failure itself (`aemit`): returns the
     /// `ListenerError` (or None) instead of logging it.
     fn finish_raising(&self, py: Python<'_>, error: Option<Bound<'_, PyAny>>) -> Option<PyObject> {
         let error = error.map(PyErr::from_value);
-        self.settle_quietly(py, error).map(|e| e.into_value(py).into_any())
+        self.settle_quietly(py, error, None).map(|e| e.into_value(py).into_any())
     }
 }
 

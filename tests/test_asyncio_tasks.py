@@ -211,3 +211,56 @@ def test_aemit_async_waits_for_room_without_polling() -> None:
         em.shutdown(5)
 
     asyncio.run(main())
+
+
+def test_managed_async_listeners_retry_time_out_and_keep_their_concurrency_as_tasks() -> None:
+    async def main() -> None:
+        bus = nova.Bus()  # AT_LEAST_ONCE: every subscriber is managed
+        bus.create_topic("t", partitions=4, ordering_key="k")
+        seen: dict[str, list[int]] = {}
+        attempts: dict[int, int] = {}
+
+        async def flaky(event: nova.Event) -> None:
+            attempts[event.data] = attempts.get(event.data, 0) + 1
+            await asyncio.sleep(0.002)
+            if event.data % 5 == 0 and attempts[event.data] == 1:
+                raise RuntimeError("first attempt fails")
+            seen.setdefault(event.metadata["k"], []).append(event.data)
+
+        bus.subscribe("t", flaky, config=nova.ListenerConfig(
+            retry=nova.RetryPolicy(max_attempts=3, initial_delay=0.005, backoff=nova.Backoff.FIXED)))
+        for i in range(60):
+            bus.publish("t", nova.Event("x", i, metadata={"k": str(i % 7)}))
+        await until(lambda: sum(len(v) for v in seen.values()) == 60)
+        assert all(v == sorted(v) for v in seen.values()), seen
+        assert bus.stats().failed_events == 0
+
+        em = nova.Emitter()
+        cancelled: list[int] = []
+
+        async def slow(event: nova.Event) -> None:
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                cancelled.append(1)
+                raise
+
+        em.subscribe("s", slow, config=nova.ListenerConfig(timeout=0.05, retry=nova.RetryPolicy(max_attempts=1)))
+        em.emit_async(nova.Event("s"))
+        await until(lambda: em.stats().failed_events == 1)
+        assert cancelled == [1]
+
+        limited = Peak()
+
+        async def conc(event: nova.Event) -> None:
+            await limited.io(event, 0.01)
+
+        em.subscribe("d", conc, config=nova.ListenerConfig(concurrency=3))
+        for i in range(30):
+            em.emit_async(nova.Event("d", i))
+        await until(lambda: limited.done == 30)
+        assert limited.peak == 3
+        bus.shutdown(5)
+        em.shutdown(5)
+
+    asyncio.run(main())

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 class Done(Protocol):
     """Told how a listener task ended (``nova._core.TaskDone``)."""
 
-    def finish(self, error: BaseException | None, /) -> None: ...
+    def finish(self, error: BaseException | None, result: Any = None, /) -> None: ...
 
 _lock = threading.Lock()
 _private: asyncio.AbstractEventLoop | None = None
@@ -86,13 +86,13 @@ async def guarded(coro: Coroutine[Any, Any, Any], done: Done) -> None:
     same step (no done-callback round through the loop). A cancellation is reported, then
     propagates, so the task ends cancelled."""
     try:
-        await coro
+        result = await coro
     except BaseException as e:
         done.finish(e)
         if isinstance(e, asyncio.CancelledError):
             raise
     else:
-        done.finish(None)
+        done.finish(None, result)
 
 
 class _Dispatcher:

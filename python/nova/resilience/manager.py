@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -135,6 +137,8 @@ class ManagedListener:
         self._handler = listener.handler
         self._on_error = listener.on_error
         self._is_async = _aio.is_async(self._handler)
+        self._slots_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary())
         self._timeout = config.timeout
         self._policy = config.retry
         self._dead_letter = config.dead_letter
@@ -203,34 +207,56 @@ class ManagedListener:
         mgr = self.manager
         waiter = mgr._begin_attempt(self, event, attempt)
         try:
-            if waiter is not None and waiter.abandoned:
-                raise ClosedError(
-                    f"listener manager '{mgr.name}' gave up on event {describe(event)} while it "
-                    f"waited for retry {attempt - 1} of listener '{self.name}'; it was returned "
-                    "in StopReport.undelivered and is not run again (emit it again to retry it)"
-                )
-            if not self._registered:
-                if waiter is not None:
-                    self._give_up(event)  # reported by the next stop()
-                self._check_registered()
-            if mgr._state != _RUNNING:
-                if attempt > 1 and mgr._state == _STOPPED:
-                    self._give_up(event)
-                    raise ClosedError(
-                        f"listener manager '{mgr.name}' is stopped; event {describe(event)} "
-                        f"waiting for retry {attempt - 1} of listener '{self.name}' was "
-                        "abandoned (it is reported by the next stop())"
-                    )
-                if attempt == 1:
-                    mgr._reject_handed_over(event)
-            if attempt > 1:
-                self._count_retry()
+            self._may_attempt(event, attempt, waiter)
             error = self._run_attempt(event, attempt)
             if error is None:
                 return None
             return self._after_failed_attempt(event, attempt, topic, error, last)
         finally:
             mgr._end_attempt()
+
+    async def attempt_async(self, event: Any, attempt: int, topic: str | None = None,
+                            last: bool = False) -> float | None:
+        """:meth:`attempt` for an ``async def`` handler, as a task on its event loop (how the
+        core runs queued deliveries): the handler is awaited here, under the timeout (a late
+        handler is cancelled) and at most ``concurrency`` at once on this loop; the result is
+        as ``attempt``'s."""
+        mgr = self.manager
+        waiter = mgr._begin_attempt(self, event, attempt)
+        try:
+            self._may_attempt(event, attempt, waiter)
+            error = await self._run_attempt_async(event, attempt)
+            if error is None:
+                return None
+            return self._after_failed_attempt(event, attempt, topic, error, last)
+        finally:
+            mgr._end_attempt()
+
+    def _may_attempt(self, event: Any, attempt: int, waiter: Any) -> None:
+        """Raise if attempt ``attempt`` of ``event`` must not run (see :meth:`attempt`)."""
+        mgr = self.manager
+        if waiter is not None and waiter.abandoned:
+            raise ClosedError(
+                f"listener manager '{mgr.name}' gave up on event {describe(event)} while it "
+                f"waited for retry {attempt - 1} of listener '{self.name}'; it was returned "
+                "in StopReport.undelivered and is not run again (emit it again to retry it)"
+            )
+        if not self._registered:
+            if waiter is not None:
+                self._give_up(event)  # reported by the next stop()
+            self._check_registered()
+        if mgr._state != _RUNNING:
+            if attempt > 1 and mgr._state == _STOPPED:
+                self._give_up(event)
+                raise ClosedError(
+                    f"listener manager '{mgr.name}' is stopped; event {describe(event)} "
+                    f"waiting for retry {attempt - 1} of listener '{self.name}' was "
+                    "abandoned (it is reported by the next stop())"
+                )
+            if attempt == 1:
+                mgr._reject_handed_over(event)
+        if attempt > 1:
+            self._count_retry()
 
     def _after_failed_attempt(self, event: Any, attempt: int, topic: str | None,
                               error: BaseException, last: bool = False) -> float:
@@ -337,6 +363,65 @@ class ManagedListener:
         else:
             self.circuit.failure(permit)
         return error
+
+    async def _run_attempt_async(self, event: Any, attempt: int) -> BaseException | None:
+        """:meth:`_run_attempt` for an async handler, awaited on its loop."""
+        permit = None
+        if self._circuit_on:
+            try:
+                permit = self.circuit.acquire(event)
+            except Exception as exc:  # CircuitOpenError
+                return exc
+        try:
+            async with self._loop_slots():
+                started = time.perf_counter()
+                error = await self._await_handler(event, attempt)
+                self._core.record(time.perf_counter() - started, error is None)
+        except BaseException:
+            if permit is not None:
+                self.circuit.release(permit)
+            raise
+        if permit is not None:
+            if error is None:
+                self.circuit.success(permit)
+            else:
+                self.circuit.failure(permit)
+        return error
+
+    def _loop_slots(self) -> asyncio.Semaphore:
+        """At most ``concurrency`` attempts at once on the running loop."""
+        loop = asyncio.get_running_loop()
+        slots = self._slots_by_loop.get(loop)
+        if slots is None:
+            slots = self._slots_by_loop[loop] = asyncio.Semaphore(self.config.concurrency)
+        return slots
+
+    async def _await_handler(self, event: Any, attempt: int) -> BaseException | None:
+        """The async handler under its timeout (cancelled when late), then ``on_error``."""
+        timeout = self._timeout
+        error: BaseException | None
+        try:
+            if timeout is None:
+                await self._handler(event)
+            else:
+                await asyncio.wait_for(self._handler(event), timeout)
+            return None
+        except TimeoutError:
+            error = ListenerTimeout(
+                f"listener '{self.name}' ran past its timeout of {timeout:g}s on event "
+                f"{describe(event)} (attempt {attempt}); it was cancelled"
+            )
+        except Exception as exc:
+            error = exc
+        if self._on_error is None:
+            return error
+        try:
+            result = self._on_error(event, error)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            return exc
+        return None
 
     # Hand-overs for the shapes the core does not call itself: None on success, else the
     # attempt's error. A BaseException that is not an Exception (KeyboardInterrupt...)
