@@ -8,7 +8,7 @@ configuration, so its async listeners run on that loop):
 - io:    200 events, a listener that awaits 50 ms of I/O; seconds until all are done.
 - noop:  50,000 events to a no-op async listener, emitted from the loop (a yield every 500
          events, as a handler emitting a few events per request would); events/s until all
-         are done.
+         are done. `await em.aemit(event)` in a loop is its own row.
 """
 
 from __future__ import annotations
@@ -113,6 +113,23 @@ async def noop_nova() -> float:
     return rate
 
 
+async def aemit_nova() -> float:
+    em = nova.Emitter()
+    n = 0
+
+    async def noop(event: Any) -> None:
+        nonlocal n
+        n += 1
+
+    em.subscribe("y", noop)
+    t = time.perf_counter()
+    for i in range(N_NOOP):
+        await em.aemit(nova.Event("y", i))
+    rate = N_NOOP / (time.perf_counter() - t)
+    em.shutdown(5)
+    return rate
+
+
 async def noop_queue() -> float:
     q: asyncio.Queue[Any] = asyncio.Queue()
     n = 0
@@ -141,6 +158,7 @@ async def one_round() -> dict[str, float]:
         "io-nova (s)": await io_nova(),
         "noop-pyee-emit (ev/s)": await noop_pyee(),
         "noop-nova-emit_async (ev/s)": await noop_nova(),
+        "noop-nova-await-aemit (ev/s)": await aemit_nova(),
         "noop-asyncio.Queue-consumer (ev/s)": await noop_queue(),
     }
 
@@ -155,6 +173,8 @@ def main() -> None:
     ratios = {
         "nova emit_async / pyee emit, no-op async listener (target >= 2)":
             best["noop-nova-emit_async (ev/s)"] / best["noop-pyee-emit (ev/s)"],
+        "nova await aemit / pyee emit, no-op async listener (target >= 1)":
+            best["noop-nova-await-aemit (ev/s)"] / best["noop-pyee-emit (ev/s)"],
         "nova emit_async / asyncio.Queue consumer, no-op":
             best["noop-nova-emit_async (ev/s)"] / best["noop-asyncio.Queue-consumer (ev/s)"],
     }

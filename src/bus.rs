@@ -400,7 +400,7 @@ impl PartitionSink {
                     }),
                     sub: sub.clone(),
                     event: event.clone().unbind(),
-                    component: core.name.clone(),
+                    component: core.retries.label.clone(),
                     counters: core.counters.clone(),
                     retries: core.retries.clone(),
                     after: after(),

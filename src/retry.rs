@@ -41,6 +41,8 @@ pub fn undelivered_at_shutdown(py: Python<'_>, component: &str, sub: &Sub, event
 
 pub struct Retries {
     component: String,
+    /// The component's name, shared with the listener tasks it starts (`tasks::TaskEnd`).
+    pub label: Arc<str>,
     pool: Arc<PoolInner>,
     counters: Arc<DispatchCounters>,
     event_loop: Option<Py<PyAny>>,
@@ -70,6 +72,7 @@ impl Retries {
     ) -> Arc<Retries> {
         Arc::new(Retries {
             component: component.to_string(),
+            label: Arc::from(component),
             pool,
             counters,
             event_loop,
@@ -260,7 +263,7 @@ impl Job for RetryJob {
                         }),
                         sub: sub.clone(),
                         event: event.clone().unbind(),
-                        component: r.component.clone(),
+                        component: r.label.clone(),
                         counters: r.counters.clone(),
                         retries: r.clone(),
                         after,

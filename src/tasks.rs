@@ -28,7 +28,7 @@ pub struct TaskEnd {
     pub plan: Option<RetryPlan>,
     pub sub: Arc<Sub>,
     pub event: Py<PyAny>,
-    pub component: String,
+    pub component: Arc<str>,
     pub counters: Arc<DispatchCounters>,
     pub retries: Arc<Retries>,
     pub after: Option<Arc<PendingAfter>>,
@@ -41,7 +41,7 @@ pub struct TaskEnd {
 pub struct TaskDone {
     end: Mutex<Option<(TaskEnd, u64)>>,
     /// The component's name, kept for the log line once `end` is taken.
-    component: Mutex<Option<String>>,
+    component: Mutex<Option<Arc<str>>>,
 }
 
 /// `nova._aio.submit` and `nova._aio.guarded`.
@@ -105,8 +105,8 @@ impl TaskDone {
         if let Some(err) = self.settle_quietly(py, error, result) {
             // A managed listener has dead-lettered or logged its final failure itself.
             if !managed {
-                let component = self.component.lock().take().unwrap_or_default();
-                log_failure(py, &component, &err);
+                let component = self.component.lock().take();
+                log_failure(py, component.as_deref().unwrap_or("nova"), &err);
             }
         }
     }
