@@ -264,3 +264,21 @@ def test_managed_async_listeners_retry_time_out_and_keep_their_concurrency_as_ta
         em.shutdown(5)
 
     asyncio.run(main())
+
+
+def test_a_closed_user_loop_does_not_lose_events() -> None:
+    """The loop an emitter was made on is gone: its async listeners run on Nova's own loop."""
+    emitters: list[nova.Emitter] = []
+
+    async def make() -> None:
+        emitters.append(nova.Emitter())
+
+    asyncio.run(make())  # the loop is closed when run() returns
+    em = emitters[0]
+    p = Peak()
+    em.subscribe("x", p.io)
+    for i in range(10):
+        em.emit_async(nova.Event("x", i))
+    assert em.flush(10)
+    assert p.done == 10 and em.stats().failed_events == 0
+    em.shutdown(5)
