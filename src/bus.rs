@@ -398,13 +398,9 @@ impl PartitionSink {
                         topic: Some(topic.name.clone()),
                         context: context.map(|c| c.clone_ref(py)),
                     }),
-                    sub: sub.clone(),
-                    event: event.clone().unbind(),
-                    component: core.retries.label.clone(),
-                    counters: core.counters.clone(),
-                    retries: core.retries.clone(),
                     after: after(),
                     follow: self.me.get().and_then(Weak::upgrade).map(|s| s as Arc<dyn FollowUp>),
+                    ..crate::tasks::TaskEnd::new(sub, event, &core.counters, &core.retries)
                 };
                 crate::tasks::spawn(py, coro.into_bound(py), core.event_loop.as_ref(), end, false);
                 Delivery::Pending

@@ -119,13 +119,8 @@ impl EmitterCore {
                     });
                     let end = crate::tasks::TaskEnd {
                         plan,
-                        sub: sub.clone(),
-                        event: ev.clone().unbind(),
-                        component: self.retries.label.clone(),
-                        counters: self.counters.clone(),
-                        retries: self.retries.clone(),
                         after: later.defer(),
-                        follow: None,
+                        ..crate::tasks::TaskEnd::new(sub, ev, &self.counters, &self.retries)
                     };
                     crate::tasks::spawn(py, coro.into_bound(py), self.event_loop.as_ref(), end, false);
                     Delivery::Pending
@@ -283,16 +278,7 @@ impl Emitter {
         for sub in resolved.subs.iter().filter(|s| s.is_active()) {
             match attempt(py, sub, event, 1, None, Some(event_loop), false) {
                 Attempt::Async(coro, _) => {
-                    let end = crate::tasks::TaskEnd {
-                        plan: None,
-                        sub: sub.clone(),
-                        event: event.clone().unbind(),
-                        component: self.core.retries.label.clone(),
-                        counters: self.core.counters.clone(),
-                        retries: self.core.retries.clone(),
-                        after: None,
-                        follow: None,
-                    };
+                    let end = crate::tasks::TaskEnd::new(sub, event, &self.core.counters, &self.core.retries);
                     crate::tasks::spawn(py, coro.into_bound(py), Some(event_loop), end, true);
                 }
                 Attempt::Failed(e) => {
@@ -518,16 +504,7 @@ impl Emitter {
         let mut calls = Vec::new();
         for (sub, coro) in subs.into_iter().zip(coros) {
             self.core.retries.begin_task();
-            let end = crate::tasks::TaskEnd {
-                plan: None,
-                sub: sub.clone(),
-                event: event.clone().unbind(),
-                component: self.core.retries.label.clone(),
-                counters: self.core.counters.clone(),
-                retries: self.core.retries.clone(),
-                after: None,
-                follow: None,
-            };
+            let end = crate::tasks::TaskEnd::new(sub, event, &self.core.counters, &self.core.retries);
             calls.push((coro.unbind(), Py::new(py, crate::tasks::TaskDone::new(end))?));
         }
         Ok(Some(calls))

@@ -261,13 +261,9 @@ impl Job for RetryJob {
                             topic: self.topic.clone(),
                             context: self.context.as_ref().map(|c| c.clone_ref(py)),
                         }),
-                        sub: sub.clone(),
-                        event: event.clone().unbind(),
-                        component: r.label.clone(),
-                        counters: r.counters.clone(),
-                        retries: r.clone(),
                         after,
                         follow: self.follow.clone(),
+                        ..crate::tasks::TaskEnd::new(&sub, event, &r.counters, r)
                     };
                     crate::tasks::spawn(py, coro.into_bound(py), r.event_loop.as_ref(), end, false);
                     return;

@@ -35,6 +35,23 @@ pub struct TaskEnd {
     pub follow: Option<Arc<dyn FollowUp>>,
 }
 
+impl TaskEnd {
+    /// A plain listener's task for `event` (no retry plan, no pending `after`, nothing held
+    /// back); set those fields where they apply.
+    pub fn new(sub: &Arc<Sub>, event: &Bound<'_, PyAny>, counters: &Arc<DispatchCounters>, retries: &Arc<Retries>) -> TaskEnd {
+        TaskEnd {
+            plan: None,
+            sub: sub.clone(),
+            event: event.clone().unbind(),
+            component: retries.label.clone(),
+            counters: counters.clone(),
+            retries: retries.clone(),
+            after: None,
+            follow: None,
+        }
+    }
+}
+
 /// Told how one listener task ended (`nova._aio.guarded` calls `finish` on the loop's thread,
 /// in the task's last step); settles once.
 #[pyclass(module = "nova._core", frozen)]
