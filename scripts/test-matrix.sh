@@ -3,8 +3,8 @@
 #
 # For each interpreter: `maturin build --release -i <python>` (one wheel per minor, the crate is
 # not abi3), a fresh venv outside the source tree, `pip install` of that wheel and of the test
-# dependencies of requirements-dev.txt, then `python -m pytest` on the repo's tests/ from a
-# folder where `import nova` is the installed wheel, never python/nova of the source tree.
+# dependencies of requirements-dev.txt, then `python -P -m pytest` on the repo's tests/, where
+# `import nova` is the installed wheel, never python/nova of the source tree (checked).
 # The suites run one after another; a summary of who passed comes last.
 #
 # Environment:
@@ -16,10 +16,10 @@
 #   NOVA_SUITE_LIMIT  seconds one interpreter's pytest run may take in all (default 900): past it
 #                     the run gets SIGINT, then SIGKILL, and counts as failed. pytest-timeout's
 #                     300 s per test cannot end a test whose thread waits on a GIL nobody releases.
-#   NOVA_MATRIX_DIR   where the wheels, venvs and test folders go (default ~/.cache/nova-matrix);
+#   NOVA_MATRIX_DIR   where the wheels and venvs go (default ~/.cache/nova-matrix);
 #                     each version's folder is recreated on every run.
-#   NOVA_CARGO_FEATURES  cargo features of the test wheels (default: extension-module,test-hooks when Cargo.toml
-#                     declares it).
+#   NOVA_CARGO_FEATURES  cargo features of the test wheels (default: extension-module,test-hooks
+#                     when Cargo.toml declares test-hooks; --features replaces pyproject's list).
 #   MATURIN           the maturin to build with (default: the project's .venv/bin/maturin).
 set -euo pipefail
 
@@ -140,9 +140,9 @@ for arg in "${user_args[@]}"; do
 done
 [[ -n "$have_path" ]] || pytest_args+=("$REPO/tests")
 
-# Loaded by pytest with -p (the run folder is first on sys.path under `python -m pytest`): names
-# the nova that the tests import in the header, and stops the run before the first test if that
-# nova, or anything on sys.path, is the source tree's python/ folder.
+# A pytest plugin, put in the venv's site-packages and loaded with -p: names the nova that the
+# tests import in the header, and stops the run before the first test if that nova, any module,
+# or anything on sys.path is the source tree's python/ folder.
 GUARD='import os
 import sys
 
@@ -203,14 +203,15 @@ limited() {
     return "$rc"
 }
 
-# Sets RESULT ("passed" or why not) and TIMES; returns non-zero on failure.
+# Sets RESULT ("passed" or why not) and TIMES; returns non-zero on failure. Called in an `||`
+# list, so `set -e` is off in here: every step that matters is checked by hand.
 run_one() {
     local label=$1 py=$2 dir="$MATRIX_DIR/$1" tag t= wheels wheel vpy where t0 rc
     [[ "$label" == *t ]] && t=t
     tag="cp${label//[.t]/}-cp${label//[.t]/}$t"
     TIMES=
     rm -rf "$dir"
-    mkdir -p "$dir/wheel" "$dir/run"
+    mkdir -p "$dir/wheel"
 
     say "[$label] maturin build --release -i $py${FEATURES:+ --features $FEATURES}"
     t0=$SECONDS
@@ -220,8 +221,11 @@ run_one() {
         return 1
     fi
     TIMES="build $(elapsed $((SECONDS - t0)))"
-    wheels=("$dir"/wheel/*.whl)
-    if [[ ${#wheels[@]} -ne 1 || ! -f "${wheels[0]}" ]]; then
+    wheels=()
+    for wheel in "$dir"/wheel/*.whl; do
+        [[ -f "$wheel" ]] && wheels+=("$wheel")
+    done
+    if [[ ${#wheels[@]} -ne 1 ]]; then
         RESULT="FAILED (expected one wheel in $dir/wheel, found ${#wheels[@]})"
         return 1
     fi
@@ -242,7 +246,9 @@ run_one() {
     fi
     TIMES+=", install $(elapsed $((SECONDS - t0)))"
 
-    where=$(cd "$dir/run" && "$vpy" -c 'import nova, nova._core; print(nova.__file__)') || {
+    # The suite runs from the repo (pytest names tests relative to where it starts), under -P:
+    # the repo is not on sys.path, and nova is not at its top anyway (python/nova).
+    where=$(cd "$REPO" && "$vpy" -P -c 'import nova, nova._core; print(nova.__file__)') || {
         RESULT="FAILED (import nova)"
         return 1
     }
@@ -252,23 +258,27 @@ run_one() {
         return 1
     fi
 
-    printf '%s' "$GUARD" >"$dir/run/nova_matrix_guard.py"
-    say "[$label] python -m pytest -q -p no:cacheprovider -c $REPO/pyproject.toml --rootdir $REPO ${pytest_args[*]}"
+    printf '%s' "$GUARD" >"$("$vpy" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/nova_matrix_guard.py"
+    say "[$label] python -P -m pytest -q -p no:cacheprovider -c pyproject.toml --rootdir . ${pytest_args[*]#"$REPO/"}"
     t0=$SECONDS
     rc=0
     # faulthandler_timeout: the stacks of every thread of a test still running after 310 s,
     # written by a C thread, so even when the Python threads are stuck.
-    cd "$dir/run"
-    NOVA_MATRIX_REPO="$REPO" limited "$vpy" -m pytest -q -p no:cacheprovider -p nova_matrix_guard \
+    cd "$REPO"
+    NOVA_MATRIX_REPO="$REPO" limited "$vpy" -P -m pytest -q -p no:cacheprovider -p nova_matrix_guard \
         -o faulthandler_timeout=310 -c "$REPO/pyproject.toml" --rootdir "$REPO" "${pytest_args[@]}" ||
         rc=$?
-    cd "$REPO"
     TIMES+=", tests $(elapsed $((SECONDS - t0)))"
     if [[ -n "$INTERRUPTED" ]]; then
         RESULT="INTERRUPTED"
         return 1
     elif [[ $rc -eq 124 || $rc -eq 137 ]]; then
         RESULT="FAILED (pytest stopped after ${SUITE_LIMIT}s)"
+        return 1
+    elif [[ $rc -gt 128 ]]; then
+        # A crash: its "Fatal Python error" went to pytest's capture of fd 2.
+        RESULT="FAILED (pytest died of signal $((rc - 128)))"
+        say "[$label] pytest crashed: NOVA_PYTEST_ARGS=\"-s ...\" shows what the crash printed"
         return 1
     elif [[ $rc -ne 0 ]]; then
         RESULT="FAILED (pytest exit $rc)"
@@ -285,7 +295,7 @@ for i in "${!labels[@]}"; do
     t0=$SECONDS
     RESULT= TIMES=
     run_one "$label" "$py" || failed=$((failed + 1))
-    summary+=("$(printf '  %-6s CPython %-9s %-30s %s' "$label" "$version" "$RESULT" \
+    summary+=("$(printf '  %-6s CPython %-9s %-36s %s' "$label" "$version" "$RESULT" \
                  "$(elapsed $((SECONDS - t0)))${TIMES:+ ($TIMES)}")")
     [[ -z "$INTERRUPTED" ]] || break
 done
