@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYLIB  := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))")
 
-.PHONY: all venv ensure-redis build demo test test-rust test-loom test-python test-matrix typecheck bench \
+.PHONY: all venv ensure-redis build demo test lint test-rust test-loom test-python test-matrix typecheck bench \
 	compare clean
 
 all: test
@@ -51,7 +51,12 @@ test-loom: venv
 typecheck: venv
 	$(PY) -m mypy --strict python/nova
 
-test: ensure-redis build test-rust test-loom typecheck test-matrix
+# Rust formatting (rustfmt.toml) and clippy with warnings as errors.
+lint: venv
+	cargo fmt --check
+	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --release -q --features test-hooks -- -D warnings
+
+test: ensure-redis build lint test-rust test-loom typecheck test-matrix
 
 bench: build
 	$(PY) -m pytest benches/bench_*.py -q --benchmark-only -p no:cacheprovider

@@ -4,7 +4,10 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::{Acquire, Relaxed, Release, SeqCst}};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
@@ -19,10 +22,12 @@ use crate::component::{
     bounded, check_event, deadline, pick_loop, positive, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE,
     MAX_PARTITIONS, MAX_TOPIC_SLOTS,
 };
-use crate::ffi::context::run_in_copy as run_in_context;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Delivery, Dispatch, DispatchCounters, PendingAfter};
-use crate::errors::{buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, type_name, validation_error};
+use crate::errors::{
+    buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, type_name, validation_error,
+};
 use crate::event::as_event;
+use crate::ffi::context::run_in_copy as run_in_context;
 use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
 use crate::metrics::{component_snapshot, pairs, Counter, GilCounter, TypeCounters};
 use crate::partition::partition_of;
@@ -31,6 +36,7 @@ use crate::queue::{Item, Lane, Pushed, Sink};
 use crate::retry::{FollowUp, Retries};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(clippy::enum_variant_names)] // the names of nova.DeliveryMode
 enum Mode {
     AtMostOnce,
     AtLeastOnce,
@@ -44,10 +50,7 @@ impl Mode {
             "at_most_once" => Ok(Mode::AtMostOnce),
             "at_least_once" => Ok(Mode::AtLeastOnce),
             "exactly_once" => Ok(Mode::ExactlyOnce),
-            _ => Err(validation_error(
-                py,
-                format!("{field} must be a nova.DeliveryMode, got {}", v.repr()?),
-            )),
+            _ => Err(validation_error(py, format!("{field} must be a nova.DeliveryMode, got {}", v.repr()?))),
         }
     }
 }
@@ -107,8 +110,7 @@ struct Topic {
 
 impl Topic {
     fn queued(&self) -> usize {
-        self.lanes.iter().map(|l| l.len()).sum::<usize>()
-            + self.sinks.iter().map(|s| s.held_len()).sum::<usize>()
+        self.lanes.iter().map(|l| l.len()).sum::<usize>() + self.sinks.iter().map(|s| s.held_len()).sum::<usize>()
     }
 
     /// Start loading what `partition_for` will read, so that other work can overlap it.
@@ -379,7 +381,11 @@ impl PartitionSink {
                     core.dropped_at_most_once.inc();
                 }
                 // A managed listener has dead-lettered or logged it already.
-                if sub.managed.is_none() { Delivery::Failed(e) } else { Delivery::Reported(e) }
+                if sub.managed.is_none() {
+                    Delivery::Failed(e)
+                } else {
+                    Delivery::Reported(e)
+                }
             }
             Attempt::Retry(delay) => {
                 self.held.start(py, sub.seq);
@@ -409,12 +415,7 @@ impl PartitionSink {
     }
 
     fn mark_seen(&self, topic: &Topic, sub: &Sub, id: String) {
-        topic
-            .dedup
-            .lock()
-            .entry(sub.seq)
-            .or_insert_with(|| Dedup::new(topic.dedup_window))
-            .mark(id);
+        topic.dedup.lock().entry(sub.seq).or_insert_with(|| Dedup::new(topic.dedup_window)).mark(id);
     }
 }
 
@@ -480,9 +481,12 @@ impl Sink for PartitionSink {
             let event = item.event.into_bound(py);
             let ctx = item.context;
             let run = || {
-                d.run(py, event, |_| resolved, |sub, ev, later| {
-                    self.deliver_to(py, &core, &topic, sub, ev, ctx.as_ref(), &|| later.defer())
-                })
+                d.run(
+                    py,
+                    event,
+                    |_| resolved,
+                    |sub, ev, later| self.deliver_to(py, &core, &topic, sub, ev, ctx.as_ref(), &|| later.defer()),
+                )
             };
             let result = match &ctx {
                 Some(c) => contexts.run(py, c, run).and_then(|r| r),
@@ -671,8 +675,10 @@ impl Bus {
                 ),
             ));
         }
-        let partitions = bounded(py, "TopicConfig.partitions", config.getattr("partitions")?.extract()?, MAX_PARTITIONS)?;
-        let buffer_size = bounded(py, "TopicConfig.buffer_size", config.getattr("buffer_size")?.extract()?, MAX_BUFFER_SIZE)?;
+        let partitions =
+            bounded(py, "TopicConfig.partitions", config.getattr("partitions")?.extract()?, MAX_PARTITIONS)?;
+        let buffer_size =
+            bounded(py, "TopicConfig.buffer_size", config.getattr("buffer_size")?.extract()?, MAX_BUFFER_SIZE)?;
         if partitions * buffer_size > MAX_TOPIC_SLOTS {
             return Err(validation_error(
                 py,
@@ -706,14 +712,8 @@ impl Bus {
             lanes.push(Lane::new(buffer_size, 1, sink.clone(), self.core.pool.clone()));
             sinks.push(sink);
         }
-        let subs: Vec<Arc<Sub>> = self
-            .core
-            .patterns
-            .read()
-            .iter()
-            .filter(|(re, _)| re.is_match(name))
-            .map(|(_, s)| s.clone())
-            .collect();
+        let subs: Vec<Arc<Sub>> =
+            self.core.patterns.read().iter().filter(|(re, _)| re.is_match(name)).map(|(_, s)| s.clone()).collect();
         let topic = Arc::new(Topic {
             name: name.to_string(),
             name_obj: PyString::new(py, name).unbind(),
@@ -724,7 +724,11 @@ impl Bus {
             dedup_window,
             lanes,
             sinks,
-            subs: RwLock::new(Arc::new(Resolved { subs, counters: Arc::new(TypeCounters::default()), all_plain_async: false })),
+            subs: RwLock::new(Arc::new(Resolved {
+                subs,
+                counters: Arc::new(TypeCounters::default()),
+                all_plain_async: false,
+            })),
             subs_version: AtomicU64::new(0),
             dedup: Mutex::new(HashMap::new()),
             deleted: AtomicBool::new(false),
@@ -912,10 +916,9 @@ impl Bus {
 
     fn idle(&self) -> bool {
         self.core.retries.pending() == 0
-            && self
-                .all_topics()
-                .iter()
-                .all(|t| t.lanes.iter().all(|l| l.len() == 0 && l.in_flight() == 0) && t.sinks.iter().all(|s| s.held_len() == 0))
+            && self.all_topics().iter().all(|t| {
+                t.lanes.iter().all(|l| l.len() == 0 && l.in_flight() == 0) && t.sinks.iter().all(|s| s.held_len() == 0)
+            })
     }
 
     /// Wait until every event queued before the call has been processed, with the retries
@@ -1026,7 +1029,8 @@ impl Bus {
         let pool_inner = pool.borrow(py).inner.clone();
         let counters = Arc::new(DispatchCounters::default());
         let event_loop = pick_loop(py, r#loop)?;
-        let retries = Retries::new(name, pool_inner.clone(), counters.clone(), event_loop.as_ref().map(|l| l.clone_ref(py)));
+        let retries =
+            Retries::new(name, pool_inner.clone(), counters.clone(), event_loop.as_ref().map(|l| l.clone_ref(py)));
         let core = Arc::new(BusCore {
             name: name.to_string(),
             topics: RwLock::new(HashMap::default()),
@@ -1235,7 +1239,13 @@ impl Bus {
     /// Wait (without the GIL, up to `timeout` seconds) until `event`'s partition of `topic`
     /// has room; for `apublish`, from a thread of the loop's executor.
     #[pyo3(signature = (topic, event, timeout=None))]
-    fn _wait_room(&self, py: Python<'_>, topic: &str, event: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
+    fn _wait_room(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        event: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
         let until = deadline(py, "timeout", timeout)?;
         let Some(t) = self.topic(topic) else { return Ok(true) };
         let lane = t.lanes[t.partition_for(py, event)?].clone();
@@ -1263,10 +1273,8 @@ impl Bus {
         let c = &self.core;
         let topics = self.all_topics();
         let queued: usize = topics.iter().map(|t| t.queued()).sum::<usize>() + c.retries.pending();
-        let subscribers: usize = topics
-            .iter()
-            .map(|t| t.subs.read().subs.iter().filter(|s| s.is_active()).count())
-            .sum();
+        let subscribers: usize =
+            topics.iter().map(|t| t.subs.read().subs.iter().filter(|s| s.is_active()).count()).sum();
         py.import("nova._types")?.getattr("BusStats")?.call1((
             c.published.get(),
             c.counters.processed.get(),
@@ -1330,7 +1338,13 @@ impl Bus {
         slf
     }
 
-    fn __exit__(&self, py: Python<'_>, _t: Option<Py<PyAny>>, _v: Option<Py<PyAny>>, _tb: Option<Py<PyAny>>) -> PyResult<bool> {
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: Option<Py<PyAny>>,
+        _v: Option<Py<PyAny>>,
+        _tb: Option<Py<PyAny>>,
+    ) -> PyResult<bool> {
         self.shutdown(py, Some(30.0))?;
         Ok(false)
     }
@@ -1346,11 +1360,14 @@ impl Bus {
         )?;
         d.set_item(
             "dropped",
-            pairs(py, vec![
-                ("buffer_full".into(), c.dropped_full.get()),
-                ("at_most_once".into(), c.dropped_at_most_once.get()),
-                ("shutdown".into(), c.dropped_shutdown.get()),
-            ])?,
+            pairs(
+                py,
+                vec![
+                    ("buffer_full".into(), c.dropped_full.get()),
+                    ("at_most_once".into(), c.dropped_at_most_once.get()),
+                    ("shutdown".into(), c.dropped_shutdown.get()),
+                ],
+            )?,
         )?;
         Ok(d)
     }
@@ -1451,7 +1468,11 @@ impl crate::ffi::method::FastCall for FastPublish {
         &ORIGINAL
     }
 
-    unsafe fn fast(py: Python<'_>, slf: *mut pyo3::ffi::PyObject, args: &[*mut pyo3::ffi::PyObject]) -> Option<PyResult<Py<PyAny>>> {
+    unsafe fn fast(
+        py: Python<'_>,
+        slf: *mut pyo3::ffi::PyObject,
+        args: &[*mut pyo3::ffi::PyObject],
+    ) -> Option<PyResult<Py<PyAny>>> {
         let [topic, event] = args else { return None };
         // SAFETY: see `FastCall::fast`.
         unsafe {

@@ -57,16 +57,10 @@ fn deref_weak<'py>(py: Python<'py>, r: &Py<PyAny>) -> Option<Bound<'py, PyAny>> 
 }
 
 /// `weakref.ref(obj, callback)`; `TypeError` when `obj` cannot be weakly referenced.
-fn new_weakref(
-    py: Python<'_>,
-    obj: &Bound<'_, PyAny>,
-    callback: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Py<PyAny>> {
+fn new_weakref(py: Python<'_>, obj: &Bound<'_, PyAny>, callback: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
     let cb = callback.map_or(std::ptr::null_mut(), |c| c.as_ptr());
     // SAFETY: GIL held; returns a new reference or NULL with an exception set.
-    unsafe {
-        Ok(Bound::from_owned_ptr_or_err(py, ffi::PyWeakref_NewRef(obj.as_ptr(), cb))?.unbind())
-    }
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyWeakref_NewRef(obj.as_ptr(), cb))?.unbind()) }
 }
 
 static METHOD_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
@@ -128,11 +122,7 @@ fn with_upsert<T>(old: &[T], found: Option<usize>, new: T, clone: impl Fn(&T) ->
 
 /// The new list without the item at `index`.
 fn without<T>(old: &[T], index: usize, clone: impl Fn(&T) -> T) -> Vec<T> {
-    old.iter()
-        .enumerate()
-        .filter(|(i, _)| *i != index)
-        .map(|(_, item)| clone(item))
-        .collect()
+    old.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, item)| clone(item)).collect()
 }
 
 /// The handlers of one event name. Lives in the table's index dict, keyed by the event name, so
@@ -144,9 +134,7 @@ pub struct PyeeSlot {
 
 impl PyeeSlot {
     fn empty() -> Self {
-        PyeeSlot {
-            handlers: RwLock::new(Arc::new(Vec::new())),
-        }
+        PyeeSlot { handlers: RwLock::new(Arc::new(Vec::new())) }
     }
     fn snapshot(&self) -> Arc<Vec<Entry>> {
         self.handlers.read().clone()
@@ -228,10 +216,7 @@ pub struct PyeeTable {
 }
 
 fn native_tag(cls: &Bound<'_, PyType>, name: &str) -> Option<String> {
-    cls.getattr(name)
-        .and_then(|f| f.getattr("_nova_native"))
-        .and_then(|t| t.extract::<String>())
-        .ok()
+    cls.getattr(name).and_then(|f| f.getattr("_nova_native")).and_then(|t| t.extract::<String>()).ok()
 }
 
 impl PyeeTable {
@@ -245,11 +230,7 @@ impl PyeeTable {
         }
     }
 
-    fn slot<'py>(
-        &self,
-        py: Python<'py>,
-        event: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyeeSlot>>> {
+    fn slot<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyeeSlot>>> {
         // SAFETY: GIL held; the result is borrowed and turned into an owned reference at once.
         let item = unsafe { ffi::PyDict_GetItemWithError(self.index.as_ptr(), event.as_ptr()) };
         if item.is_null() {
@@ -259,20 +240,12 @@ impl PyeeTable {
             };
         }
         // SAFETY: the index is private to this table and only ever holds PyeeSlot objects.
-        Ok(Some(unsafe {
-            Bound::from_borrowed_ptr(py, item).downcast_into_unchecked::<PyeeSlot>()
-        }))
+        Ok(Some(unsafe { Bound::from_borrowed_ptr(py, item).downcast_into_unchecked::<PyeeSlot>() }))
     }
 
     /// Remove the entry `id` from `slot` (a `once` handler about to run). True if this call
     /// removed it, false if something else did first.
-    fn take(
-        &self,
-        py: Python<'_>,
-        event: &Bound<'_, PyAny>,
-        slot: &Bound<'_, PyeeSlot>,
-        id: u64,
-    ) -> PyResult<bool> {
+    fn take(&self, py: Python<'_>, event: &Bound<'_, PyAny>, slot: &Bound<'_, PyeeSlot>, id: u64) -> PyResult<bool> {
         let _g = self.lock(py);
         let (old, empty) = {
             let mut h = slot.get().handlers.write();
@@ -291,12 +264,7 @@ impl PyeeTable {
     }
 
     /// `del index[event]` if it still maps to `slot` (caller holds `write`).
-    fn forget_if_current(
-        &self,
-        py: Python<'_>,
-        event: &Bound<'_, PyAny>,
-        slot: &Bound<'_, PyeeSlot>,
-    ) -> PyResult<()> {
+    fn forget_if_current(&self, py: Python<'_>, event: &Bound<'_, PyAny>, slot: &Bound<'_, PyeeSlot>) -> PyResult<()> {
         if let Some(cur) = self.slot(py, event)? {
             if cur.is(slot) {
                 self.index.bind(py).del_item(event)?;
@@ -336,10 +304,7 @@ impl PyeeTable {
                         }
                     }
                     Err(err) if err.is_instance_of::<PyException>(py) => {
-                        slf.call_method1(
-                            intern!(py, "emit"),
-                            (intern!(py, "error"), err.value(py)),
-                        )?;
+                        slf.call_method1(intern!(py, "emit"), (intern!(py, "error"), err.value(py)))?;
                     }
                     Err(err) => return Err(err),
                 },
@@ -406,12 +371,7 @@ impl PyeeTable {
         }
     }
 
-    fn remove(
-        &self,
-        py: Python<'_>,
-        event: &Bound<'_, PyAny>,
-        key: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+    fn remove(&self, py: Python<'_>, event: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let _g = self.lock(py);
         let Some(slot) = self.slot(py, event)? else {
             return Ok(());
@@ -451,11 +411,7 @@ impl PyeeTable {
     #[new]
     #[classmethod]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(
-        cls: &Bound<'_, PyType>,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> Self {
+    fn new(cls: &Bound<'_, PyType>, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         let mut mode = match native_tag(cls, "_emit_run").as_deref() {
             Some("sync") => RUN_SYNC,
             Some("asyncio") => RUN_ASYNCIO,
@@ -495,8 +451,7 @@ impl PyeeTable {
                 Some(k) => k.copy()?,
                 None => PyDict::new(py),
             };
-            slf.call_method1(intern!(py, "_call_handlers"), (event, args, kw))?
-                .is_truthy()?
+            slf.call_method1(intern!(py, "_call_handlers"), (event, args, kw))?.is_truthy()?
         } else {
             this.run_handlers(slf, event, args, kwargs, mode)?
         };
@@ -532,12 +487,7 @@ impl PyeeTable {
         self.upsert(py, event, key, value)
     }
 
-    fn _nova_remove(
-        &self,
-        py: Python<'_>,
-        event: &Bound<'_, PyAny>,
-        key: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+    fn _nova_remove(&self, py: Python<'_>, event: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<()> {
         self.remove(py, event, key)
     }
 
@@ -553,11 +503,7 @@ impl PyeeTable {
         Ok(())
     }
 
-    fn _nova_listeners<'py>(
-        &self,
-        py: Python<'py>,
-        event: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn _nova_listeners<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         match self.slot(py, event)? {
             None => Ok(PyList::empty(py)),
             Some(s) => PyList::new(py, s.get().snapshot().iter().map(|e| e.key.bind(py))),
@@ -705,14 +651,8 @@ impl<R> Book<R> {
             }
             old
         } else {
-            self.by_sender
-                .entry(sid.clone())
-                .or_default()
-                .retain(|x| x != rid);
-            self.by_receiver
-                .entry(rid.clone())
-                .or_default()
-                .retain(|x| x != sid);
+            self.by_sender.entry(sid.clone()).or_default().retain(|x| x != rid);
+            self.by_receiver.entry(rid.clone()).or_default().retain(|x| x != sid);
             None
         }
     }
@@ -731,10 +671,7 @@ impl<R> Book<R> {
     /// The receivers for `sid` (ANY's first, then the sender's own, each once), in order.
     pub fn ids_for(&self, sid: Option<&Ident>) -> Vec<Ident> {
         let mut out: Vec<Ident> = self.by_sender.get(&Ident::Any).cloned().unwrap_or_default();
-        if let Some(bucket) = sid
-            .filter(|s| **s != Ident::Any)
-            .and_then(|s| self.by_sender.get(s))
-        {
+        if let Some(bucket) = sid.filter(|s| **s != Ident::Any).and_then(|s| self.by_sender.get(s)) {
             let n = out.len();
             for rid in bucket {
                 if !out[..n].contains(rid) {
@@ -749,11 +686,7 @@ impl<R> Book<R> {
         if self.receivers.is_empty() {
             return false;
         }
-        if self
-            .by_sender
-            .get(&Ident::Any)
-            .is_some_and(|b| !b.is_empty())
-        {
+        if self.by_sender.get(&Ident::Any).is_some_and(|b| !b.is_empty()) {
             return true;
         }
         match sid {
@@ -764,9 +697,7 @@ impl<R> Book<R> {
 
     /// Whether some sender other than ANY has a non-empty bucket.
     pub fn has_specific(&self) -> bool {
-        self.by_sender
-            .iter()
-            .any(|(s, b)| *s != Ident::Any && !b.is_empty())
+        self.by_sender.iter().any(|(s, b)| *s != Ident::Any && !b.is_empty())
     }
 
     pub fn cleanup(&mut self) {
@@ -775,9 +706,7 @@ impl<R> Book<R> {
     }
 
     pub fn ordered(&self) -> impl Iterator<Item = (&Ident, &R)> {
-        self.order
-            .iter()
-            .filter_map(|id| self.receivers.get_key_value(id))
+        self.order.iter().filter_map(|id| self.receivers.get_key_value(id))
     }
 }
 
@@ -881,10 +810,8 @@ impl SignalCleanup {
     fn __call__(&self, py: Python<'_>, _ref: &Bound<'_, PyAny>) -> PyResult<()> {
         // During interpreter shutdown, do nothing (as blinker does); if even asking fails, the
         // interpreter is going away too.
-        let finalizing = py
-            .import("sys")
-            .and_then(|m| m.getattr("is_finalizing")?.call0()?.is_truthy())
-            .unwrap_or(true);
+        let finalizing =
+            py.import("sys").and_then(|m| m.getattr("is_finalizing")?.call0()?.is_truthy()).unwrap_or(true);
         if finalizing {
             return Ok(());
         }
@@ -928,22 +855,14 @@ impl SignalTable {
         drop(old);
     }
 
-    fn cleanup_callback<'py>(
-        slf: &Bound<'py, Self>,
-        id: Ident,
-        sender: bool,
-    ) -> PyResult<Bound<'py, SignalCleanup>> {
+    fn cleanup_callback<'py>(slf: &Bound<'py, Self>, id: Ident, sender: bool) -> PyResult<Bound<'py, SignalCleanup>> {
         let py = slf.py();
         let signal = new_weakref(py, slf.as_any(), None)?;
         Bound::new(py, SignalCleanup { signal, id, sender })
     }
 
     /// Live receivers for `sender` (None: ANY's only); collected ones are disconnected.
-    fn live<'py>(
-        &self,
-        py: Python<'py>,
-        sid: Option<&Ident>,
-    ) -> PyResult<Vec<(Bound<'py, PyAny>, bool)>> {
+    fn live<'py>(&self, py: Python<'py>, sid: Option<&Ident>) -> PyResult<Vec<(Bound<'py, PyAny>, bool)>> {
         let list: Vec<(Ident, Arc<Receiver>)> = {
             let g = self.inner.read();
             g.book
@@ -970,12 +889,7 @@ impl SignalTable {
             !g.book.receivers.is_empty() && !g.book.by_sender.contains_key(&Ident::Any)
         };
         if needed {
-            self.inner
-                .write()
-                .book
-                .by_sender
-                .entry(Ident::Any)
-                .or_default();
+            self.inner.write().book.by_sender.entry(Ident::Any).or_default();
         }
     }
 }
@@ -1031,16 +945,11 @@ impl SignalTable {
             this.touch_any();
             let g = this.inner.read();
             let ids = g.book.ids_for(Some(&sid));
-            Arc::new(
-                ids.into_iter()
-                    .filter_map(|rid| g.book.receivers.get(&rid).map(|r| (rid, r.clone())))
-                    .collect(),
-            )
+            Arc::new(ids.into_iter().filter_map(|rid| g.book.receivers.get(&rid).map(|r| (rid, r.clone()))).collect())
         } else {
             let g = this.inner.read();
             if g.any.is_empty() {
-                let touch =
-                    !g.book.receivers.is_empty() && !g.book.by_sender.contains_key(&Ident::Any);
+                let touch = !g.book.receivers.is_empty() && !g.book.by_sender.contains_key(&Ident::Any);
                 drop(g);
                 if touch {
                     this.touch_any();
@@ -1056,9 +965,7 @@ impl SignalTable {
             };
             let result = if r.is_coro {
                 let Some(wrap) = async_wrapper else {
-                    return Err(PyRuntimeError::new_err(
-                        "Cannot send to a coroutine function.",
-                    ));
+                    return Err(PyRuntimeError::new_err("Cannot send to a coroutine function."));
                 };
                 let wrapped = wrap.call1((&receiver,))?.unbind();
                 call(py, &wrapped, &args, kwargs)?
@@ -1084,22 +991,13 @@ impl SignalTable {
         let py = slf.py();
         let this = slf.get();
         let rid = Ident::of(py, receiver)?;
-        let sid = if sender_is_any {
-            Ident::Any
-        } else {
-            Ident::of(py, sender)?
-        };
+        let sid = if sender_is_any { Ident::Any } else { Ident::of(py, sender)? };
         let target = if weak {
             let cb = Self::cleanup_callback(slf, rid.clone(), false)?;
             if is_method(py, receiver)? {
-                let wm = WEAK_METHOD
-                    .import(py, "weakref", "WeakMethod")?
-                    .call1((receiver, &cb))?;
+                let wm = WEAK_METHOD.import(py, "weakref", "WeakMethod")?.call1((receiver, &cb))?;
                 let func = new_weakref(py, &receiver.getattr(intern!(py, "__func__"))?, None)?;
-                Target::Method {
-                    wm: wm.unbind(),
-                    func,
-                }
+                Target::Method { wm: wm.unbind(), func }
             } else {
                 Target::Weak(new_weakref(py, receiver, Some(cb.as_any()))?)
             }
@@ -1111,10 +1009,7 @@ impl SignalTable {
         if sid != Ident::Any && !this.inner.read().weak_senders.contains_key(&sid) {
             let cb = Self::cleanup_callback(slf, sid.clone(), true)?;
             let made = if is_method(py, sender)? {
-                WEAK_METHOD
-                    .import(py, "weakref", "WeakMethod")?
-                    .call1((sender, &cb))
-                    .map(Bound::unbind)
+                WEAK_METHOD.import(py, "weakref", "WeakMethod")?.call1((sender, &cb)).map(Bound::unbind)
             } else {
                 new_weakref(py, sender, Some(cb.as_any()))
             };
@@ -1146,11 +1041,7 @@ impl SignalTable {
         sender_is_any: bool,
     ) -> PyResult<()> {
         let rid = Ident::of(py, receiver)?;
-        let sid = if sender_is_any {
-            Ident::Any
-        } else {
-            Ident::of(py, sender)?
-        };
+        let sid = if sender_is_any { Ident::Any } else { Ident::of(py, sender)? };
         self.drop_receiver(&rid, &sid);
         Ok(())
     }
@@ -1177,11 +1068,7 @@ impl SignalTable {
         sender_is_any: bool,
     ) -> PyResult<bool> {
         self.touch_any();
-        let sid = if sender_is_any {
-            None
-        } else {
-            Some(Ident::of(py, sender)?)
-        };
+        let sid = if sender_is_any { None } else { Some(Ident::of(py, sender)?) };
         Ok(self.inner.read().book.has_receivers_for(sid.as_ref()))
     }
 
@@ -1190,10 +1077,7 @@ impl SignalTable {
     fn receivers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let pairs: Vec<(Ident, Arc<Receiver>)> = {
             let g = self.inner.read();
-            g.book
-                .ordered()
-                .map(|(k, r)| (k.clone(), r.clone()))
-                .collect()
+            g.book.ordered().map(|(k, r)| (k.clone(), r.clone())).collect()
         };
         let out = PyDict::new(py);
         for (k, r) in pairs {
@@ -1203,32 +1087,18 @@ impl SignalTable {
     }
 
     /// `(by_sender, by_receiver)` as `{id: [id, ...]}` dicts.
-    fn _nova_buckets<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+    fn _nova_buckets<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
         let (s, r): (Buckets, Buckets) = {
             let g = self.inner.read();
             (
-                g.book
-                    .by_sender
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                g.book
-                    .by_receiver
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                g.book.by_sender.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                g.book.by_receiver.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             )
         };
         let conv = |m: Buckets| -> PyResult<Bound<'py, PyDict>> {
             let d = PyDict::new(py);
             for (k, v) in m {
-                let items = v
-                    .iter()
-                    .map(|x| x.to_py(py))
-                    .collect::<PyResult<Vec<_>>>()?;
+                let items = v.iter().map(|x| x.to_py(py)).collect::<PyResult<Vec<_>>>()?;
                 d.set_item(k.to_py(py)?, PyList::new(py, items)?)?;
             }
             Ok(d)
@@ -1239,10 +1109,7 @@ impl SignalTable {
     fn _nova_weak_senders<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let pairs: Vec<(Ident, Py<PyAny>)> = {
             let g = self.inner.read();
-            g.weak_senders
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone_ref(py)))
-                .collect()
+            g.weak_senders.iter().map(|(k, v)| (k.clone(), v.clone_ref(py))).collect()
         };
         let out = PyDict::new(py);
         for (k, v) in pairs {
@@ -1256,12 +1123,7 @@ impl SignalTable {
     }
 
     fn _clear_state(&self) {
-        let old = self.change(|i| {
-            (
-                std::mem::take(&mut i.book),
-                std::mem::take(&mut i.weak_senders),
-            )
-        });
+        let old = self.change(|i| (std::mem::take(&mut i.book), std::mem::take(&mut i.weak_senders)));
         drop(old);
     }
 

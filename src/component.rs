@@ -4,8 +4,8 @@
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::ffi::context::{copy_current, same_entries};
 use crate::errors::{describe_event, type_name, validation_error};
+use crate::ffi::context::{copy_current, same_entries};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum OnFull {
@@ -42,10 +42,7 @@ impl OnFull {
 /// A positive integer argument, with an error naming the field.
 pub fn positive(py: Python<'_>, field: &str, value: i64) -> PyResult<usize> {
     if value < 1 {
-        Err(validation_error(
-            py,
-            format!("{field} must be a positive integer, got {value}"),
-        ))
+        Err(validation_error(py, format!("{field} must be a positive integer, got {value}")))
     } else {
         Ok(value as usize)
     }
@@ -89,11 +86,7 @@ pub fn check_event(
         if let Err(cause) = v.bind(py).call1((obj,)) {
             let err = validation_error(
                 py,
-                format!(
-                    "{component}: validator rejected {}: {}",
-                    describe_event(obj),
-                    cause.value(py)
-                ),
+                format!("{component}: validator rejected {}: {}", describe_event(obj), cause.value(py)),
             );
             err.set_cause(py, Some(cause));
             return Err(err);
@@ -154,9 +147,7 @@ pub fn shutdown_report<'py>(
     in_flight: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let list = PyList::new(py, undelivered)?;
-    py.import("nova._types")?
-        .getattr("ShutdownReport")?
-        .call1((drained, list, in_flight))
+    py.import("nova._types")?.getattr("ShutdownReport")?.call1((drained, list, in_flight))
 }
 
 /// A timeout in seconds to a deadline: `None` and `inf` mean no deadline (wait for ever), zero

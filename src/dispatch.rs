@@ -1,7 +1,10 @@
 //! Running one event through a component: middleware `before` hooks in order, every matching
 //! listener in subscription order, then `after` hooks in reverse with the outcome.
 
-use std::sync::atomic::{AtomicBool, Ordering::{Acquire, Release}};
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Acquire, Release},
+};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -34,10 +37,7 @@ fn hook(py: Python<'_>, obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<P
     match obj.getattr(name) {
         Ok(f) if f.is_none() => Ok(None),
         Ok(f) if f.is_callable() => Ok(Some(f.unbind())),
-        Ok(f) => Err(validation_error(
-            py,
-            format!("middleware.{name} must be callable, got {}", type_name(&f)),
-        )),
+        Ok(f) => Err(validation_error(py, format!("middleware.{name} must be callable, got {}", type_name(&f)))),
         Err(_) => Ok(None),
     }
 }
@@ -102,11 +102,7 @@ pub fn log_failure(py: Python<'_>, component: &str, err: &PyErr) {
     if let Ok(logger) = logger {
         let kwargs = pyo3::types::PyDict::new(py);
         let _ = kwargs.set_item("exc_info", err.value(py));
-        let _ = logger.bind(py).call_method(
-            "error",
-            ("%s: %s", component, err.value(py).to_string()),
-            Some(&kwargs),
-        );
+        let _ = logger.bind(py).call_method("error", ("%s: %s", component, err.value(py).to_string()), Some(&kwargs));
     }
 }
 
@@ -217,7 +213,9 @@ fn attempt_unguarded(
             sub.metrics.duration.observe_nanos(py, elapsed);
             match result {
                 Ok(None) => Ok(py.None().into_bound(py)),
-                Ok(Some(error)) => managed.bind(py).call_method1("_after_failed_attempt", (event, n, topic, error, last)),
+                Ok(Some(error)) => {
+                    managed.bind(py).call_method1("_after_failed_attempt", (event, n, topic, error, last))
+                }
                 Err(e) => Err(e),
             }
         }
@@ -229,9 +227,7 @@ fn attempt_unguarded(
             } else {
                 managed.bind(py).call_method1("attempt", (event, n, topic))
             };
-            sub.metrics
-                .duration
-                .observe_nanos(py, crate::metrics::stopwatch::elapsed_nanos(start));
+            sub.metrics.duration.observe_nanos(py, crate::metrics::stopwatch::elapsed_nanos(start));
             r
         }
     };

@@ -12,16 +12,16 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::component::{
     bounded, check_event, deadline, pick_loop, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE, MAX_WORKERS,
 };
-use crate::ffi::method::{install_fast_method, FastCall};
 use crate::context::ContextRunner;
-use crate::dispatch::{Delivery, attempt, log_failure, Attempt, Chain, Dispatch, DispatchCounters};
-use crate::retry::Retries;
+use crate::dispatch::{attempt, log_failure, Attempt, Chain, Delivery, Dispatch, DispatchCounters};
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
 use crate::event::as_event;
+use crate::ffi::method::{install_fast_method, FastCall};
 use crate::listener::{LastResolved, Listener, Registry, Resolved, ResolvedRef, Sub, Subscription, Unsubscribe};
 use crate::metrics::{component_snapshot, pairs, Counter, TypeCounters};
 use crate::pool::WorkerPool;
 use crate::queue::{Item, Lane, Pushed, Sink};
+use crate::retry::Retries;
 
 pub struct EmitterCore {
     name: String,
@@ -105,7 +105,11 @@ impl EmitterCore {
                     self.counters.processed.inc(py);
                     self.counters.failed.inc();
                     // A managed listener has dead-lettered or logged it already.
-                    if sub.managed.is_none() { Delivery::Failed(e) } else { Delivery::Reported(e) }
+                    if sub.managed.is_none() {
+                        Delivery::Failed(e)
+                    } else {
+                        Delivery::Reported(e)
+                    }
                 }
                 Attempt::Retry(delay) => {
                     self.retries.schedule(py, sub.clone(), ev, context, 2, None, delay, None, later.defer());
@@ -190,6 +194,9 @@ impl Sink for EmitterSink {
     }
 }
 
+/// A listener's coroutine for `aemit` and what settles it.
+type AsyncCall = (PyObject, Py<crate::tasks::TaskDone>);
+
 #[pyclass(module = "nova", name = "Emitter", subclass, frozen)]
 pub struct Emitter {
     core: Arc<EmitterCore>,
@@ -246,11 +253,7 @@ impl Emitter {
     fn item(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Item> {
         Ok(Item {
             event: event.clone().unbind(),
-            context: if self.propagate_context {
-                Some(self.context.capture(py)?)
-            } else {
-                None
-            },
+            context: if self.propagate_context { Some(self.context.capture(py)?) } else { None },
         })
     }
 
@@ -374,15 +377,13 @@ impl Emitter {
         }
         let (pool, owns_pool) = match pool.filter(|p| !p.is_none(py)) {
             Some(p) => (p, false),
-            None => (
-                Py::new(py, WorkerPool::create(py, None, 1000, &format!("{name}-pool"))?)?,
-                true,
-            ),
+            None => (Py::new(py, WorkerPool::create(py, None, 1000, &format!("{name}-pool"))?)?, true),
         };
         let pool_inner = pool.borrow(py).inner.clone();
         let counters = Arc::new(DispatchCounters::default());
         let event_loop = pick_loop(py, r#loop)?;
-        let retries = Retries::new(name, pool_inner.clone(), counters.clone(), event_loop.as_ref().map(|l| l.clone_ref(py)));
+        let retries =
+            Retries::new(name, pool_inner.clone(), counters.clone(), event_loop.as_ref().map(|l| l.clone_ref(py)));
         let core = Arc::new(EmitterCore {
             name: name.to_string(),
             registry: Registry::default(),
@@ -426,20 +427,12 @@ impl Emitter {
 
     /// Subscribe `listener` to an event type or a `*`/`#` pattern.
     /// (The Python layer turns `config=` into a managed listener before calling this.)
-    fn _subscribe(
-        &self,
-        py: Python<'_>,
-        event_type: &str,
-        listener: &Bound<'_, PyAny>,
-    ) -> PyResult<Subscription> {
+    fn _subscribe(&self, py: Python<'_>, event_type: &str, listener: &Bound<'_, PyAny>) -> PyResult<Subscription> {
         if event_type.is_empty() {
             return Err(validation_error(py, "subscribe: event_type must be a non-empty str"));
         }
         if self.closed.load(SeqCst) {
-            return Err(emitter_closed(
-                py,
-                format!("emitter '{}' is shut down; cannot subscribe", self.core.name),
-            ));
+            return Err(emitter_closed(py, format!("emitter '{}' is shut down; cannot subscribe", self.core.name)));
         }
         let (listener, managed) = Listener::for_subscription(py, listener)?;
         let metrics = self.core.registry.metrics_for(listener.get().name());
@@ -470,7 +463,7 @@ impl Emitter {
     /// `async def` listener and no middleware is set: admits and counts the event and returns
     /// each listener's (coroutine, TaskDone) for the caller to await here; else None (the
     /// caller takes the general route).
-    fn _aemit_here(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Option<Vec<(PyObject, Py<crate::tasks::TaskDone>)>>> {
+    fn _aemit_here(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Option<Vec<AsyncCall>>> {
         let Some(event_loop) = &self.core.event_loop else { return Ok(None) };
         if self.core.chain.snapshot().is_some() || !crate::tasks::runs_here(py, event_loop) {
             return Ok(None);
@@ -538,9 +531,7 @@ impl Emitter {
             }
         }
         if asynchronous {
-            if self.on_full == OnFull::Raise
-                && self.lane.len() + events.len() > self.lane.capacity()
-            {
+            if self.on_full == OnFull::Raise && self.lane.len() + events.len() > self.lane.capacity() {
                 return Err(buffer_full(
                     py,
                     format!(
@@ -658,16 +649,21 @@ impl Emitter {
         d.set_item("active_listeners", c.registry.len())?;
         d.set_item(
             "dropped",
-            pairs(py, vec![
-                ("buffer_full".into(), c.dropped_full.get()),
-                ("shutdown".into(), c.dropped_shutdown.get()),
-            ])?,
+            pairs(
+                py,
+                vec![("buffer_full".into(), c.dropped_full.get()), ("shutdown".into(), c.dropped_shutdown.get())],
+            )?,
         )?;
         Ok(d)
     }
 
     fn __repr__(&self) -> String {
-        format!("Emitter(name={:?}, listeners={}, queued={})", self.core.name, self.core.registry.len(), self.lane.len())
+        format!(
+            "Emitter(name={:?}, listeners={}, queued={})",
+            self.core.name,
+            self.core.registry.len(),
+            self.lane.len()
+        )
     }
 }
 
@@ -680,10 +676,18 @@ impl<const QUEUED: bool> FastCall for FastEmit<QUEUED> {
     fn original() -> &'static GILOnceCell<Py<PyAny>> {
         static EMIT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
         static EMIT_ASYNC: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-        if QUEUED { &EMIT_ASYNC } else { &EMIT }
+        if QUEUED {
+            &EMIT_ASYNC
+        } else {
+            &EMIT
+        }
     }
 
-    unsafe fn fast(py: Python<'_>, slf: *mut pyo3::ffi::PyObject, args: &[*mut pyo3::ffi::PyObject]) -> Option<PyResult<Py<PyAny>>> {
+    unsafe fn fast(
+        py: Python<'_>,
+        slf: *mut pyo3::ffi::PyObject,
+        args: &[*mut pyo3::ffi::PyObject],
+    ) -> Option<PyResult<Py<PyAny>>> {
         let [event] = args else { return None };
         // SAFETY: see `FastCall::fast`.
         let (slf, event) = unsafe { (Borrowed::from_ptr(py, slf), Borrowed::from_ptr(py, *event)) };

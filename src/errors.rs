@@ -8,13 +8,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 static ERRORS: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
 
 fn errors_module(py: Python<'_>) -> &Bound<'_, PyModule> {
-    ERRORS
-        .get_or_init(py, || {
-            py.import("nova.errors")
-                .expect("nova.errors must be importable")
-                .unbind()
-        })
-        .bind(py)
+    ERRORS.get_or_init(py, || py.import("nova.errors").expect("nova.errors must be importable").unbind()).bind(py)
 }
 
 /// An error of class `nova.errors.<class>` with `msg`.
@@ -60,12 +54,7 @@ pub fn internal_error(py: Python<'_>, place: &str, panic: &str) -> PyErr {
 }
 
 /// `ListenerError(msg, listener=name, event=event)` with `cause` as `__cause__`.
-pub fn listener_error(
-    py: Python<'_>,
-    listener: &str,
-    event: &Bound<'_, PyAny>,
-    cause: PyErr,
-) -> PyErr {
+pub fn listener_error(py: Python<'_>, listener: &str, event: &Bound<'_, PyAny>, cause: PyErr) -> PyErr {
     listener_error_in(py, None, listener, event, cause)
 }
 
@@ -82,20 +71,14 @@ pub fn listener_error_in(
     let place = component.map(|c| format!("{c}: ")).unwrap_or_default();
     let msg = format!(
         "{place}listener '{listener}' failed on {describe}: {}: {}",
-        cause
-            .get_type(py)
-            .qualname()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|_| "Exception".into()),
+        cause.get_type(py).qualname().map(|s| s.to_string()).unwrap_or_else(|_| "Exception".into()),
         cause.value(py)
     );
     let build = || -> PyResult<PyErr> {
         let kwargs = PyDict::new(py);
         kwargs.set_item("listener", listener)?;
         kwargs.set_item("event", event)?;
-        let value = errors_module(py)
-            .getattr("ListenerError")?
-            .call((msg.as_str(),), Some(&kwargs))?;
+        let value = errors_module(py).getattr("ListenerError")?.call((msg.as_str(),), Some(&kwargs))?;
         let err = PyErr::from_value(value);
         err.set_cause(py, Some(cause));
         Ok(err)
@@ -114,10 +97,7 @@ pub fn group_errors(py: Python<'_>, what: &str, mut errors: Vec<PyErr>) -> PyErr
             list.append(e.value(py))?;
         }
         let msg = format!("{} listeners failed on {what}", errors.len());
-        let group = py
-            .import("builtins")?
-            .getattr("ExceptionGroup")?
-            .call1((msg, list))?;
+        let group = py.import("builtins")?.getattr("ExceptionGroup")?.call1((msg, list))?;
         Ok(PyErr::from_value(group))
     };
     build().unwrap_or_else(|e| e)
@@ -127,11 +107,7 @@ pub fn group_errors(py: Python<'_>, what: &str, mut errors: Vec<PyErr>) -> PyErr
 pub fn describe_event(event: &Bound<'_, PyAny>) -> String {
     if let Ok(ev) = event.downcast::<crate::event::Event>() {
         let ev = ev.get();
-        return format!(
-            "event {} ({})",
-            ev.id_str(event.py()),
-            ev.type_str(event.py())
-        );
+        return format!("event {} ({})", ev.id_str(event.py()), ev.type_str(event.py()));
     }
     match event.repr() {
         Ok(r) => r.to_string(),
@@ -141,8 +117,5 @@ pub fn describe_event(event: &Bound<'_, PyAny>) -> String {
 
 /// Short type name of a Python object for error messages.
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map(|n: Bound<'_, PyString>| n.to_string())
-        .unwrap_or_else(|_| "object".into())
+    obj.get_type().name().map(|n: Bound<'_, PyString>| n.to_string()).unwrap_or_else(|_| "object".into())
 }

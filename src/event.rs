@@ -185,33 +185,17 @@ pub fn as_event<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, Ev
     }
 }
 
-fn non_empty_str<'py>(
-    py: Python<'py>,
-    field: &str,
-    value: &Bound<'py, PyAny>,
-) -> PyResult<Py<PyString>> {
+fn non_empty_str<'py>(py: Python<'py>, field: &str, value: &Bound<'py, PyAny>) -> PyResult<Py<PyString>> {
     match value.downcast::<PyString>() {
         // SAFETY: `s` is a str, for which PyUnicode_GetLength cannot fail.
         Ok(s) if unsafe { pyo3::ffi::PyUnicode_GetLength(s.as_ptr()) } > 0 => Ok(s.clone().unbind()),
-        Ok(_) => Err(validation_error(
-            py,
-            format!("Event.{field} must be a non-empty str, got ''"),
-        )),
-        Err(_) => Err(validation_error(
-            py,
-            format!(
-                "Event.{field} must be a non-empty str, got {}",
-                type_name(value)
-            ),
-        )),
+        Ok(_) => Err(validation_error(py, format!("Event.{field} must be a non-empty str, got ''"))),
+        Err(_) => Err(validation_error(py, format!("Event.{field} must be a non-empty str, got {}", type_name(value)))),
     }
 }
 
 /// Copy a `Mapping[str, str]` into a fresh dict, checking every key and value.
-fn copy_metadata<'py>(
-    py: Python<'py>,
-    value: &Bound<'py, PyAny>,
-) -> PyResult<Option<Py<PyDict>>> {
+fn copy_metadata<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Option<Py<PyDict>>> {
     if value.is_none() {
         return Ok(None);
     }
@@ -228,19 +212,13 @@ fn copy_metadata<'py>(
 }
 
 /// Any mapping, with an error naming the first bad key or value.
-fn copy_metadata_slow<'py>(
-    py: Python<'py>,
-    value: &Bound<'py, PyAny>,
-) -> PyResult<Option<Py<PyDict>>> {
+fn copy_metadata_slow<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Option<Py<PyDict>>> {
     let items = match value.call_method0("items") {
         Ok(items) => items,
         Err(_) => {
             return Err(validation_error(
                 py,
-                format!(
-                    "Event.metadata must be a mapping of str to str, got {}",
-                    type_name(value)
-                ),
+                format!("Event.metadata must be a mapping of str to str, got {}", type_name(value)),
             ))
         }
     };
@@ -250,21 +228,13 @@ fn copy_metadata_slow<'py>(
         if !k.is_instance_of::<PyString>() {
             return Err(validation_error(
                 py,
-                format!(
-                    "Event.metadata keys must be str, got {} ({})",
-                    type_name(&k),
-                    k.repr()?
-                ),
+                format!("Event.metadata keys must be str, got {} ({})", type_name(&k), k.repr()?),
             ));
         }
         if !v.is_instance_of::<PyString>() {
             return Err(validation_error(
                 py,
-                format!(
-                    "Event.metadata['{}'] must be a str, got {}; convert it with str()",
-                    k.str()?,
-                    type_name(&v)
-                ),
+                format!("Event.metadata['{}'] must be a str, got {}; convert it with str()", k.str()?, type_name(&v)),
             ));
         }
         out.set_item(k, v)?;
@@ -278,19 +248,10 @@ fn copy_metadata_slow<'py>(
 
 /// Microseconds since the epoch of an aware (or naive, meaning UTC) datetime, and the aware
 /// datetime to show as `timestamp`.
-fn timestamp_micros<'py>(
-    py: Python<'py>,
-    value: &Bound<'py, PyAny>,
-) -> PyResult<(i64, Bound<'py, PyAny>)> {
+fn timestamp_micros<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<(i64, Bound<'py, PyAny>)> {
     let h = helpers(py)?;
     if !value.is_instance(h.datetime.bind(py))? {
-        return Err(validation_error(
-            py,
-            format!(
-                "Event.timestamp must be a datetime, got {}",
-                type_name(value)
-            ),
-        ));
+        return Err(validation_error(py, format!("Event.timestamp must be a datetime, got {}", type_name(value))));
     }
     let aware = if value.getattr("tzinfo")?.is_none() {
         let kwargs = PyDict::new(py);
@@ -372,9 +333,7 @@ impl Event {
 
     /// A metadata value, read without calling Python code.
     pub fn metadata_get<'py>(&self, py: Python<'py>, key: &str) -> Option<Bound<'py, PyAny>> {
-        self.metadata
-            .as_ref()
-            .and_then(|m| m.bind(py).get_item(key).ok().flatten())
+        self.metadata.as_ref().and_then(|m| m.bind(py).get_item(key).ok().flatten())
     }
 
     fn timestamp_obj<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
@@ -452,9 +411,7 @@ impl Event {
         kwargs.set_item("id", id)?;
         kwargs.set_item("metadata", metadata)?;
         kwargs.set_item("timestamp", timestamp)?;
-        py.get_type::<Event>()
-            .getattr("__new__")?
-            .call((cls, type_, data), Some(&kwargs))
+        py.get_type::<Event>().getattr("__new__")?.call((cls, type_, data), Some(&kwargs))
     }
 }
 
@@ -506,10 +463,7 @@ impl Event {
 
     /// A new event whose metadata is this one's merged with `pairs` (new values win).
     #[pyo3(signature = (**pairs))]
-    fn with_metadata<'py>(
-        slf: &Bound<'py, Self>,
-        pairs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn with_metadata<'py>(slf: &Bound<'py, Self>, pairs: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
         let merged = this.metadata_dict(py)?;
@@ -619,57 +573,34 @@ impl Event {
         d.set_item("metadata", self.metadata_dict(py)?)?;
         let kwargs = PyDict::new(py);
         kwargs.set_item("timespec", "microseconds")?;
-        let ts = self
-            .timestamp_obj(py)?
-            .call_method("isoformat", (), Some(&kwargs))?;
+        let ts = self.timestamp_obj(py)?.call_method("isoformat", (), Some(&kwargs))?;
         d.set_item("timestamp", ts)?;
         Ok(d)
     }
 
     #[classmethod]
-    fn from_dict<'py>(
-        cls: &Bound<'py, PyType>,
-        d: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn from_dict<'py>(cls: &Bound<'py, PyType>, d: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
-        let d = d.downcast::<PyDict>().map_err(|_| {
-            validation_error(
-                py,
-                format!("Event.from_dict expects a dict, got {}", type_name(d)),
-            )
-        })?;
+        let d = d
+            .downcast::<PyDict>()
+            .map_err(|_| validation_error(py, format!("Event.from_dict expects a dict, got {}", type_name(d))))?;
         let get = |key: &str| -> PyResult<Bound<'py, PyAny>> {
             Ok(d.get_item(key)?.unwrap_or_else(|| py.None().into_bound(py)))
         };
-        let type_ = d.get_item("type")?.ok_or_else(|| {
-            validation_error(py, "Event.from_dict: the key 'type' is missing")
-        })?;
+        let type_ =
+            d.get_item("type")?.ok_or_else(|| validation_error(py, "Event.from_dict: the key 'type' is missing"))?;
         let ts = get("timestamp")?;
         let ts = if ts.is_instance_of::<PyString>() {
             let h = helpers(py)?;
-            h.datetime
-                .bind(py)
-                .call_method1("fromisoformat", (ts.clone(),))
-                .map_err(|e| {
-                    let err = validation_error(
-                        py,
-                        format!("Event.timestamp: {} is not an RFC 3339 timestamp", ts),
-                    );
-                    err.set_cause(py, Some(e));
-                    err
-                })?
+            h.datetime.bind(py).call_method1("fromisoformat", (ts.clone(),)).map_err(|e| {
+                let err = validation_error(py, format!("Event.timestamp: {} is not an RFC 3339 timestamp", ts));
+                err.set_cause(py, Some(e));
+                err
+            })?
         } else {
             ts
         };
-        Event::build(
-            py,
-            cls,
-            &type_,
-            &get("data")?,
-            &get("id")?,
-            &get("metadata")?,
-            &ts,
-        )
+        Event::build(py, cls, &type_, &get("data")?, &get("id")?, &get("metadata")?, &ts)
     }
 
     fn to_json(&self, py: Python<'_>) -> PyResult<String> {

@@ -78,7 +78,8 @@ impl Listener {
             Ok(_) => Outcome::Ok,
             Err(err) => match &self.on_error {
                 None => Outcome::Failed(err),
-                Some(on_error) => match crate::ffi::call::call2(on_error.bind(py), event, Some(err.value(py).as_any())) {
+                Some(on_error) => match crate::ffi::call::call2(on_error.bind(py), event, Some(err.value(py).as_any()))
+                {
                     Ok(_) => Outcome::Handled,
                     Err(e2) => Outcome::Failed(e2),
                 },
@@ -90,9 +91,10 @@ impl Listener {
     /// (an object with `attempt` and `abandon`, from `ListenerManager.register`).
     pub fn for_subscription(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<(Py<Listener>, Option<Py<PyAny>>)> {
         if obj.hasattr("attempt")? && obj.hasattr("abandon")? && obj.is_callable() {
-            let name = obj.getattr("name")?.downcast_into::<PyString>().map_err(|_| {
-                validation_error(py, "a managed listener's name must be a str")
-            })?;
+            let name = obj
+                .getattr("name")?
+                .downcast_into::<PyString>()
+                .map_err(|_| validation_error(py, "a managed listener's name must be a str"))?;
             let listener = Listener::build(py, name.unbind(), obj.clone().unbind(), None)?;
             return Ok((Py::new(py, listener)?, Some(obj.clone().unbind())));
         }
@@ -108,10 +110,7 @@ impl Listener {
         if !obj.is_callable() {
             return Err(validation_error(
                 py,
-                format!(
-                    "listener must be callable or a nova.Listener, got {}",
-                    type_name(obj)
-                ),
+                format!("listener must be callable or a nova.Listener, got {}", type_name(obj)),
             ));
         }
         let name = match obj.getattr("__qualname__") {
@@ -130,13 +129,7 @@ impl Listener {
     ) -> PyResult<Listener> {
         let is_async = aio(py)?.0.bind(py).call1((handler.bind(py),))?.is_truthy()?;
         let name_str = name.bind(py).to_string();
-        Ok(Listener {
-            name,
-            name_str,
-            handler,
-            on_error,
-            is_async,
-        })
+        Ok(Listener { name, name_str, handler, on_error, is_async })
     }
 }
 
@@ -160,10 +153,7 @@ impl Listener {
             }
         };
         if !handler.is_callable() {
-            return Err(validation_error(
-                py,
-                format!("Listener.handler must be callable, got {}", type_name(handler)),
-            ));
+            return Err(validation_error(py, format!("Listener.handler must be callable, got {}", type_name(handler))));
         }
         let on_error = match on_error {
             Some(f) if !f.is_none() => {
@@ -322,10 +312,9 @@ impl Sub {
         self.metrics.duration.observe_nanos(py, elapsed);
         let outcome = match result {
             Ok(None) => Ok(()),
-            Ok(Some(error)) => managed
-                .bind(py)
-                .call_method1("_after_first_failure", (event, error, py.None()))
-                .map(|_| ()),
+            Ok(Some(error)) => {
+                managed.bind(py).call_method1("_after_first_failure", (event, error, py.None())).map(|_| ())
+            }
             Err(e) => Err(e),
         };
         match &outcome {
@@ -481,27 +470,17 @@ impl Registry {
         Some(sub)
     }
 
-
     pub fn len(&self) -> usize {
         self.subs.read().len()
     }
 
     /// The shared metrics of a listener name (kept after it unsubscribes, for scrapes).
     pub fn metrics_for(&self, name: &str) -> Arc<ListenerMetrics> {
-        self.listener_metrics
-            .lock()
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        self.listener_metrics.lock().entry(name.to_string()).or_default().clone()
     }
 
     pub fn listener_metrics(&self) -> Vec<(String, Arc<ListenerMetrics>)> {
-        let mut v: Vec<_> = self
-            .listener_metrics
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut v: Vec<_> = self.listener_metrics.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -512,12 +491,7 @@ impl Registry {
     }
 
     pub fn type_counters(&self) -> Vec<(String, Arc<TypeCounters>)> {
-        let mut v: Vec<_> = self
-            .type_counters
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut v: Vec<_> = self.type_counters.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -588,13 +562,7 @@ impl Registry {
             return r.clone();
         }
         let generation = self.generation.load(SeqCst);
-        let subs: Vec<Arc<Sub>> = self
-            .subs
-            .read()
-            .iter()
-            .filter(|s| s.matches(event_type))
-            .cloned()
-            .collect();
+        let subs: Vec<Arc<Sub>> = self.subs.read().iter().filter(|s| s.matches(event_type)).cloned().collect();
         let counters = {
             let mut tc = self.type_counters.lock();
             if tc.len() >= CACHE_LIMIT && !tc.contains_key(event_type) {

@@ -7,7 +7,10 @@
 //! first attempt straight through [`AttemptCore::run`] when [`AttemptCore::takes_first_attempt`]
 //! says nothing else has to be checked first.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::{Relaxed, Release, SeqCst}};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize,
+    Ordering::{Relaxed, Release, SeqCst},
+};
 
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::PyException;
@@ -174,14 +177,18 @@ impl AttemptCore {
     /// One attempt: `Ok(None)` on success, `Ok(Some(error))` when the handler failed with an
     /// `Exception` (or timed out); `Err` for what must propagate (`KeyboardInterrupt`, an
     /// enclosing attempt's timeout). Also returns how long the handler ran, in nanoseconds.
-    pub fn run<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> (PyResult<Option<Bound<'py, PyAny>>>, u64) {
+    pub fn run<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+        attempt: u32,
+    ) -> (PyResult<Option<Bound<'py, PyAny>>>, u64) {
         self.slots.acquire(py);
         let started = stopwatch::now();
         let result = match &self.hand_over {
-            Some(hand_over) => hand_over
-                .bind(py)
-                .call1((event, attempt))
-                .map(|r| if r.is_none() { None } else { Some(r) }),
+            Some(hand_over) => {
+                hand_over.bind(py).call1((event, attempt)).map(|r| if r.is_none() { None } else { Some(r) })
+            }
             None => self.invoke(py, event, attempt, started),
         };
         let elapsed = stopwatch::elapsed_nanos(started);
@@ -201,7 +208,13 @@ impl AttemptCore {
 
     /// Call the synchronous handler once, under the timeout if there is one.
     /// `started`: now, by `stopwatch::now()`.
-    fn invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32, started: u64) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn invoke<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+        attempt: u32,
+        started: u64,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let handler = self.handler.bind(py);
         let Some(timeout) = self.timeout_ticks else {
             return caught(py, crate::ffi::call::call1(handler, event));
@@ -245,12 +258,9 @@ impl AttemptCore {
     fn second_at(&self, py: Python<'_>, ticks: u64) -> i64 {
         match &self.clock {
             None => (stopwatch::ticks_to_nanos(ticks) / 1_000_000_000) as i64,
-            Some(clock) => clock
-                .bind(py)
-                .call0()
-                .and_then(|t| t.extract::<f64>())
-                .map(|t| t.floor() as i64)
-                .unwrap_or(0),
+            Some(clock) => {
+                clock.bind(py).call0().and_then(|t| t.extract::<f64>()).map(|t| t.floor() as i64).unwrap_or(0)
+            }
         }
     }
 }
@@ -318,14 +328,24 @@ impl AttemptCore {
 
     /// Run attempt `attempt` of `event`: None on success, else the attempt's error.
     #[pyo3(name = "run")]
-    fn py_run<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn py_run<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+        attempt: u32,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.run(py, event, attempt).0
     }
 
     /// Call the handler once under the timeout, outside the slot and accounting (for a
     /// Python hand-over that adds `on_error`).
     #[pyo3(name = "invoke")]
-    fn py_invoke<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, attempt: u32) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn py_invoke<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+        attempt: u32,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.invoke(py, event, attempt, stopwatch::now())
     }
 

@@ -109,7 +109,9 @@ pub mod stopwatch {
 
     pub fn nanos_to_ticks(nanos: u64) -> u64 {
         match scale() {
-            Some(scale) => ((nanos as u128) << 32).checked_div(scale as u128).map_or(u64::MAX, |t| t.min(u64::MAX as u128) as u64),
+            Some(scale) => {
+                ((nanos as u128) << 32).checked_div(scale as u128).map_or(u64::MAX, |t| t.min(u64::MAX as u128) as u64)
+            }
             None => nanos,
         }
     }
@@ -133,14 +135,24 @@ pub fn epoch_micros() -> i64 {
 }
 
 /// Upper bounds, in seconds, of the listener-duration histogram buckets.
-pub const DURATION_BOUNDS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
-    1.0, 5.0,
-];
+pub const DURATION_BOUNDS: [f64; 14] =
+    [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
 
 const DURATION_BOUNDS_NANOS: [u64; 14] = [
-    50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000,
-    50_000_000, 100_000_000, 500_000_000, 1_000_000_000, 5_000_000_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    500_000_000,
+    1_000_000_000,
+    5_000_000_000,
 ];
 
 #[derive(Default)]
@@ -200,10 +212,7 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
-        }
+        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_nanos: AtomicU64::new(0) }
     }
 }
 
@@ -216,10 +225,7 @@ impl Histogram {
     /// Record one observation; written only with the GIL held (see `add_under_gil`).
     #[inline]
     pub fn observe_nanos(&self, py: Python<'_>, nanos: u64) {
-        let idx = DURATION_BOUNDS_NANOS
-            .iter()
-            .position(|b| nanos <= *b)
-            .unwrap_or(DURATION_BOUNDS_NANOS.len());
+        let idx = DURATION_BOUNDS_NANOS.iter().position(|b| nanos <= *b).unwrap_or(DURATION_BOUNDS_NANOS.len());
         add_under_gil(&self.buckets[idx], 1, py);
         add_under_gil(&self.sum_nanos, nanos, py);
     }
@@ -270,7 +276,9 @@ pub fn component_snapshot<'py>(
     d.set_item("component", component)?;
     let emitted = PyList::empty(py);
     for (t, tc) in types.type_counters() {
-        for (result, n) in [("accepted", tc.accepted.get()), ("rejected", tc.rejected.get()), ("dropped", tc.dropped.get())] {
+        for (result, n) in
+            [("accepted", tc.accepted.get()), ("rejected", tc.rejected.get()), ("dropped", tc.dropped.get())]
+        {
             if n > 0 {
                 emitted.append((t.as_str(), result, n))?;
             }

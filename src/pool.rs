@@ -3,8 +3,8 @@
 //! Workers block on a channel without the GIL. Each keeps one Python thread state for its
 //! whole life (so taking the GIL per batch is a plain re-acquire, not a thread-state setup).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -137,9 +137,7 @@ impl PoolInner {
     }
 
     fn is_idle(&self) -> bool {
-        self.queued_calls.load(SeqCst) == 0
-            && self.queued_jobs.load(SeqCst) == 0
-            && self.busy.load(SeqCst) == 0
+        self.queued_calls.load(SeqCst) == 0 && self.queued_jobs.load(SeqCst) == 0 && self.busy.load(SeqCst) == 0
     }
 
     /// Stop accepting work, let queued and running work finish until `deadline`, then stop
@@ -275,12 +273,8 @@ fn run_call(py: Python<'_>, call: CallTask, completed: &AtomicU64) {
     let args = PyTuple::new(py, [call.func.bind(py).clone()])
         .and_then(|head| head.as_sequence().concat(call.args.bind(py).as_sequence()))
         .and_then(|seq| seq.to_tuple());
-    let result = args.and_then(|args| {
-        call.context
-            .bind(py)
-            .getattr("run")?
-            .call(args, call.kwargs.as_ref().map(|k| k.bind(py)))
-    });
+    let result = args
+        .and_then(|args| call.context.bind(py).getattr("run")?.call(args, call.kwargs.as_ref().map(|k| k.bind(py))));
     // Count it before the future resolves, so a caller that saw the result sees the count.
     completed.fetch_add(1, SeqCst);
     let _ = match result {
@@ -299,15 +293,10 @@ impl WorkerPool {
     pub fn create(py: Python<'_>, workers: Option<usize>, queue_size: usize, name: &str) -> PyResult<WorkerPool> {
         let workers = match workers {
             Some(0) => {
-                return Err(validation_error(
-                    py,
-                    "WorkerPool.workers must be at least 1 (or None for the CPU count)",
-                ))
+                return Err(validation_error(py, "WorkerPool.workers must be at least 1 (or None for the CPU count)"))
             }
             Some(n) => n,
-            None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         };
         if queue_size == 0 {
             return Err(validation_error(py, "WorkerPool.queue_size must be at least 1"));
@@ -333,10 +322,7 @@ impl WorkerPool {
             }
         }
         if queue_size < 1 {
-            return Err(validation_error(
-                py,
-                format!("WorkerPool.queue_size must be at least 1, got {queue_size}"),
-            ));
+            return Err(validation_error(py, format!("WorkerPool.queue_size must be at least 1, got {queue_size}")));
         }
         WorkerPool::create(py, workers.map(|w| w as usize), queue_size as usize, name)
     }
@@ -367,10 +353,7 @@ impl WorkerPool {
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = &self.inner;
         if inner.is_closed() {
-            return Err(pool_closed(
-                py,
-                format!("worker pool '{}' is closed; create a new WorkerPool", inner.name),
-            ));
+            return Err(pool_closed(py, format!("worker pool '{}' is closed; create a new WorkerPool", inner.name)));
         }
         if inner.queued_calls.load(SeqCst) >= inner.queue_size {
             return Err(buffer_full(
@@ -381,19 +364,11 @@ impl WorkerPool {
                 ),
             ));
         }
-        let future = py
-            .import("concurrent.futures")?
-            .getattr("Future")?
-            .call0()?;
+        let future = py.import("concurrent.futures")?.getattr("Future")?.call0()?;
         let context = py.import("contextvars")?.getattr("copy_context")?.call0()?;
         inner.queued_calls.fetch_add(1, SeqCst);
-        let task = Task::Call(CallTask {
-            func,
-            args,
-            kwargs,
-            future: future.clone().unbind(),
-            context: context.unbind(),
-        });
+        let task =
+            Task::Call(CallTask { func, args, kwargs, future: future.clone().unbind(), context: context.unbind() });
         if inner.tx.send(task).is_err() {
             inner.queued_calls.fetch_sub(1, SeqCst);
             return Err(pool_closed(py, format!("worker pool '{}' is closed", inner.name)));
@@ -423,13 +398,7 @@ impl WorkerPool {
         slf
     }
 
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _t: Option<Py<PyAny>>,
-        _v: Option<Py<PyAny>>,
-        _tb: Option<Py<PyAny>>,
-    ) -> bool {
+    fn __exit__(&self, py: Python<'_>, _t: Option<Py<PyAny>>, _v: Option<Py<PyAny>>, _tb: Option<Py<PyAny>>) -> bool {
         let _ = self.close(py, None);
         false
     }
@@ -500,9 +469,7 @@ impl Drop for WorkerPool {
     fn drop(&mut self) {
         if !self.inner.is_closed() {
             let inner = self.inner.clone();
-            let _ = std::thread::Builder::new()
-                .name("nova-pool-closer".into())
-                .spawn(move || inner.close(None));
+            let _ = std::thread::Builder::new().name("nova-pool-closer".into()).spawn(move || inner.close(None));
         }
     }
 }

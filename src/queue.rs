@@ -4,8 +4,11 @@
 //! An emitter has one lane; a bus topic has one lane per partition (limit 1, which is what
 //! keeps a partition's order).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::{Relaxed, Release, SeqCst}};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize,
+    Ordering::{Relaxed, Release, SeqCst},
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -302,7 +305,7 @@ impl<'a> Batch<'a> {
         if std::mem::take(&mut self.handed) {
             self.lane.retire(py);
             self.n += 1;
-            if self.n % 16 == 0 {
+            if self.n.is_multiple_of(16) {
                 self.lane.wake_waiters();
                 self.winding_down |= self.start.elapsed() >= TIME_SLICE;
             }
@@ -350,7 +353,8 @@ impl Lane {
                 self.sink.deliver_batch(py, &mut || batch.next(py), &mut contexts)
             }));
             let Err(payload) = delivered else { break };
-            let err = crate::errors::internal_error(py, "a worker delivering events", &crate::ffi::panic_message(&payload));
+            let err =
+                crate::errors::internal_error(py, "a worker delivering events", &crate::ffi::panic_message(&payload));
             self.sink.internal_failure(py, &err, batch.handed);
             if let Err(e) = contexts.leave(py) {
                 crate::dispatch::log_failure(py, "worker", &e);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
-use crate::ffi::context::run_in_copy as run_in_context;
 use crate::dispatch::{attempt, log_failure, Attempt, DispatchCounters, PendingAfter};
+use crate::ffi::context::run_in_copy as run_in_context;
 use crate::handoff::Handoff;
 use crate::listener::Sub;
 use crate::pool::{Job, PoolInner};

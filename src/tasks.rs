@@ -38,7 +38,12 @@ pub struct TaskEnd {
 impl TaskEnd {
     /// A plain listener's task for `event` (no retry plan, no pending `after`, nothing held
     /// back); set those fields where they apply.
-    pub fn new(sub: &Arc<Sub>, event: &Bound<'_, PyAny>, counters: &Arc<DispatchCounters>, retries: &Arc<Retries>) -> TaskEnd {
+    pub fn new(
+        sub: &Arc<Sub>,
+        event: &Bound<'_, PyAny>,
+        counters: &Arc<DispatchCounters>,
+        retries: &Arc<Retries>,
+    ) -> TaskEnd {
         TaskEnd {
             plan: None,
             sub: sub.clone(),
@@ -73,9 +78,9 @@ fn aio(py: Python<'_>) -> PyResult<&(Py<PyAny>, Py<PyAny>)> {
 /// Whether `event_loop` is the loop running on this thread (`asyncio._get_running_loop()`).
 pub fn runs_here(py: Python<'_>, event_loop: &Py<PyAny>) -> bool {
     static RUNNING: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-    let Ok(running) = RUNNING.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("asyncio")?.getattr("_get_running_loop")?.unbind())
-    }) else {
+    let Ok(running) =
+        RUNNING.get_or_try_init(py, || Ok::<_, PyErr>(py.import("asyncio")?.getattr("_get_running_loop")?.unbind()))
+    else {
         return false;
     };
     running.bind(py).call0().is_ok_and(|l| l.is(event_loop))

@@ -9,10 +9,8 @@ use crate::pool::{Job, PoolInner};
 fn runtime() -> &'static tokio::runtime::Handle {
     static RT: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     RT.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("build the Nova timer runtime");
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_time().build().expect("build the Nova timer runtime");
         let handle = rt.handle().clone();
         std::thread::Builder::new()
             .name("nova-timers".into())

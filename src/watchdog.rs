@@ -84,17 +84,13 @@ thread_local! {
 /// `nova.resilience._watchdog.AsyncTimeout`, the class raised inside a late handler.
 fn async_timeout_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CLS: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-    CLS.get_or_try_init(py, || {
-        Ok(py.import("nova.resilience._watchdog")?.getattr("AsyncTimeout")?.unbind())
-    })
-    .map(|c| c.bind(py))
+    CLS.get_or_try_init(py, || Ok(py.import("nova.resilience._watchdog")?.getattr("AsyncTimeout")?.unbind()))
+        .map(|c| c.bind(py))
 }
 
 /// Whether `err` is a timeout raised by this watchdog.
 pub fn is_async_timeout(py: Python<'_>, err: &PyErr) -> bool {
-    async_timeout_class(py)
-        .map(|cls| err.value(py).is_instance(cls).unwrap_or(false))
-        .unwrap_or(false)
+    async_timeout_class(py).map(|cls| err.value(py).is_instance(cls).unwrap_or(false)).unwrap_or(false)
 }
 
 /// A running watch of the calling thread; hand it back to [`finish`] on the same thread (the
@@ -109,10 +105,7 @@ pub struct Guard {
 pub fn start(timeout: u64, now: u64) -> Guard {
     let wd = watchdog();
     if !wd.started.load(SeqCst) && !wd.started.swap(true, SeqCst) {
-        std::thread::Builder::new()
-            .name("nova-watchdog".into())
-            .spawn(run)
-            .expect("spawn the Nova watchdog thread");
+        std::thread::Builder::new().name("nova-watchdog".into()).spawn(run).expect("spawn the Nova watchdog thread");
     }
     if wd.idle_horizon.load(SeqCst) < timeout {
         wd.idle_horizon.fetch_max(timeout, SeqCst);

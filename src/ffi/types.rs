@@ -8,8 +8,12 @@ use pyo3::ffi::{PyObject, PyTypeObject};
 use pyo3::prelude::*;
 
 /// The C signature of a vectorcall (PEP 590).
-pub type VectorcallFunc =
-    unsafe extern "C" fn(callable: *mut PyObject, args: *const *mut PyObject, nargsf: usize, kwnames: *mut PyObject) -> *mut PyObject;
+pub type VectorcallFunc = unsafe extern "C" fn(
+    callable: *mut PyObject,
+    args: *const *mut PyObject,
+    nargsf: usize,
+    kwnames: *mut PyObject,
+) -> *mut PyObject;
 
 /// Install `f` as the vectorcall of the type object `tp` itself, so that `tp(...)` calls `f`
 /// directly instead of `type.__call__` (an argument tuple and dict, `__new__`'s generic
