@@ -51,10 +51,13 @@ test-loom: venv
 typecheck: venv
 	$(PY) -m mypy --strict python/nova
 
-# Rust formatting (rustfmt.toml) and clippy with warnings as errors.
+# Formatting and lints: rustfmt (rustfmt.toml), clippy with warnings as errors, ruff
+# (pyproject.toml).
 lint: venv
 	cargo fmt --check
 	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --release -q --features test-hooks -- -D warnings
+	$(PY) -m ruff check python/nova tests benches
+	$(PY) -m ruff format --check python/nova tests benches
 
 test: ensure-redis build lint test-rust test-loom typecheck test-matrix
 

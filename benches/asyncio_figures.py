@@ -171,17 +171,28 @@ def main() -> None:
     rounds = [asyncio.run(one_round()) for _ in range(args.rounds)]
     best = {k: (min if k.endswith("(s)") else max)(r[k] for r in rounds) for k in rounds[0]}
     ratios = {
-        "nova emit_async / pyee emit, no-op async listener (target >= 2)":
-            best["noop-nova-emit_async (ev/s)"] / best["noop-pyee-emit (ev/s)"],
-        "nova await aemit / pyee emit, no-op async listener (target >= 1)":
-            best["noop-nova-await-aemit (ev/s)"] / best["noop-pyee-emit (ev/s)"],
-        "nova emit_async / asyncio.Queue consumer, no-op":
-            best["noop-nova-emit_async (ev/s)"] / best["noop-asyncio.Queue-consumer (ev/s)"],
+        "nova emit_async / pyee emit, no-op async listener (target >= 2)": best["noop-nova-emit_async (ev/s)"]
+        / best["noop-pyee-emit (ev/s)"],
+        "nova await aemit / pyee emit, no-op async listener (target >= 1)": best[
+            "noop-nova-await-aemit (ev/s)"
+        ]
+        / best["noop-pyee-emit (ev/s)"],
+        "nova emit_async / asyncio.Queue consumer, no-op": best["noop-nova-emit_async (ev/s)"]
+        / best["noop-asyncio.Queue-consumer (ev/s)"],
     }
     if args.json:
-        print(json.dumps({"python": sys.version.split()[0], "cores": os.cpu_count(), "best": best,
-                          "ratios": ratios, "median_io_nova": statistics.median(r["io-nova (s)"] for r in rounds)},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "python": sys.version.split()[0],
+                    "cores": os.cpu_count(),
+                    "best": best,
+                    "ratios": ratios,
+                    "median_io_nova": statistics.median(r["io-nova (s)"] for r in rounds),
+                },
+                indent=2,
+            )
+        )
         return
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, best of {args.rounds} rounds")
     for k, v in best.items():

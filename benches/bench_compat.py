@@ -1,6 +1,6 @@
 """pytest-benchmark: nova.compat beside pyee and blinker, one no-op handler each.
 
-    .venv/bin/python -m pytest benches/bench_compat.py --benchmark-only
+.venv/bin/python -m pytest benches/bench_compat.py --benchmark-only
 """
 
 from __future__ import annotations

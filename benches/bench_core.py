@@ -40,8 +40,14 @@ def test_emit_async_batch_of_1000_until_flushed(benchmark: Any) -> None:
 
 def test_bus_publish_16_partitions_keyed_until_flushed(benchmark: Any) -> None:
     bus = nova.Bus(pool=nova.WorkerPool(4), name="bench-bus")
-    bus.create_topic("orders", partitions=16, ordering_key="customer_id", on_full=nova.OnFull.BLOCK,
-                     delivery_mode=nova.DeliveryMode.AT_MOST_ONCE, buffer_size=10_000)
+    bus.create_topic(
+        "orders",
+        partitions=16,
+        ordering_key="customer_id",
+        on_full=nova.OnFull.BLOCK,
+        delivery_mode=nova.DeliveryMode.AT_MOST_ONCE,
+        buffer_size=10_000,
+    )
     bus.subscribe("orders", noop)
     events = [nova.Event("order.created", i, metadata={"customer_id": f"c{i % 100}"}) for i in range(1000)]
 

@@ -19,13 +19,15 @@ BATCH = 100
 
 
 def batch(n: int = BATCH) -> tuple[nova.Event, ...]:
-    return tuple(nova.Event("order.created", {"order_id": i, "amount": 12.5, "sku": "SKU-1"})
-                 for i in range(n))
+    return tuple(
+        nova.Event("order.created", {"order_id": i, "amount": 12.5, "sku": "SKU-1"}) for i in range(n)
+    )
 
 
 def append_args(stream: str) -> Any:
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (stream, *batch()), {}
+
     return setup
 
 
@@ -57,6 +59,7 @@ def test_sqlite_append_batch_100(benchmark: Any, sqlite: SqliteStore) -> None:
 def test_sqlite_append_one_event(benchmark: Any, sqlite: SqliteStore) -> None:
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         return ("orders", nova.Event("order.created", {"n": 1})), {}
+
     benchmark.pedantic(sqlite.append, setup=setup, rounds=500)
 
 

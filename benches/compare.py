@@ -39,6 +39,7 @@ def best_rates(workloads: list[tuple[str, Callable[[int], float], int]], rounds:
 
 # ---- synchronous dispatch -------------------------------------------------------------------
 
+
 def python_loop(n: int) -> float:
     handlers = [noop]
     t = time.perf_counter()
@@ -92,6 +93,7 @@ def nova_emit_new_event(n: int) -> float:
 
 # ---- asynchronous, end to end ---------------------------------------------------------------
 
+
 def queue_worker(n: int) -> float:
     q: queue.Queue[Any] = queue.Queue(maxsize=1000)
 
@@ -140,11 +142,16 @@ def nova_emit_async(n: int) -> float:
 
 # ---- bus: 16 partitions keyed by a metadata field, 4 workers ----------------------------------
 
+
 def _bus_run(n: int, key: Any) -> float:
     bus = nova.Bus(pool=nova.WorkerPool(4), name="bench-bus")
     bus.create_topic(
-        "orders", partitions=16, ordering_key=key, on_full=nova.OnFull.BLOCK,
-        delivery_mode=nova.DeliveryMode.AT_MOST_ONCE, buffer_size=10_000,
+        "orders",
+        partitions=16,
+        ordering_key=key,
+        on_full=nova.OnFull.BLOCK,
+        delivery_mode=nova.DeliveryMode.AT_MOST_ONCE,
+        buffer_size=10_000,
     )
     bus.subscribe("orders", noop)
     events = [nova.Event("order.created", i, metadata={"customer_id": f"c{i % 1000}"}) for i in range(n)]
@@ -169,6 +176,7 @@ def nova_bus_unkeyed(n: int) -> float:
 
 # ---- drop-in replacements ---------------------------------------------------------------------
 
+
 def compat_pyee_emit(n: int) -> float:
     return _emit_with("nova.compat.pyee", n)
 
@@ -184,27 +192,34 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     n = args.events
-    rates = best_rates([
-        ("python-loop", python_loop, n),
-        ("pyee-emit", pyee_emit, n),
-        ("blinker-send", blinker_send, n),
-        ("nova-emit(new Event)", nova_emit_new_event, n),
-        ("queue-worker", queue_worker, n // 4),
-        ("pyee-executor", pyee_executor, n // 20),
-        ("nova-emit_async+flush", nova_emit_async, n),
-        ("nova-bus-16(keyed)", nova_bus_keyed, n),
-        ("nova-bus-16(no key)", nova_bus_unkeyed, n),
-        ("compat-pyee-emit", compat_pyee_emit, n),
-        ("compat-blinker-send", compat_blinker_send, n),
-    ], args.rounds)
+    rates = best_rates(
+        [
+            ("python-loop", python_loop, n),
+            ("pyee-emit", pyee_emit, n),
+            ("blinker-send", blinker_send, n),
+            ("nova-emit(new Event)", nova_emit_new_event, n),
+            ("queue-worker", queue_worker, n // 4),
+            ("pyee-executor", pyee_executor, n // 20),
+            ("nova-emit_async+flush", nova_emit_async, n),
+            ("nova-bus-16(keyed)", nova_bus_keyed, n),
+            ("nova-bus-16(no key)", nova_bus_unkeyed, n),
+            ("compat-pyee-emit", compat_pyee_emit, n),
+            ("compat-blinker-send", compat_blinker_send, n),
+        ],
+        args.rounds,
+    )
     ratios = {
         "nova sync emit / pyee emit (target >= 3)": rates["nova-emit(new Event)"] / rates["pyee-emit"],
-        "nova async / queue.Queue worker (target >= 8)": rates["nova-emit_async+flush"] / rates["queue-worker"],
+        "nova async / queue.Queue worker (target >= 8)": rates["nova-emit_async+flush"]
+        / rates["queue-worker"],
         "nova async / pyee executor (target >= 25)": rates["nova-emit_async+flush"] / rates["pyee-executor"],
-        "nova bus-16 keyed / queue.Queue worker (target >= 6)": rates["nova-bus-16(keyed)"] / rates["queue-worker"],
-        "bus cost of a metadata key vs none (target <= 1.15)": rates["nova-bus-16(no key)"] / rates["nova-bus-16(keyed)"],
+        "nova bus-16 keyed / queue.Queue worker (target >= 6)": rates["nova-bus-16(keyed)"]
+        / rates["queue-worker"],
+        "bus cost of a metadata key vs none (target <= 1.15)": rates["nova-bus-16(no key)"]
+        / rates["nova-bus-16(keyed)"],
         "compat.pyee emit / pyee emit (target >= 2)": rates["compat-pyee-emit"] / rates["pyee-emit"],
-        "compat.blinker send / blinker send (target >= 2)": rates["compat-blinker-send"] / rates["blinker-send"],
+        "compat.blinker send / blinker send (target >= 2)": rates["compat-blinker-send"]
+        / rates["blinker-send"],
     }
     if args.json:
         print(json.dumps({"cores": os.cpu_count(), "rates": rates, "ratios": ratios}, indent=2))

@@ -94,9 +94,20 @@ def _instructions(name: str, n: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
         proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-             __file__, "--only", name, "--events", str(n)],
-            capture_output=True, text=True, check=True,
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--only",
+                name,
+                "--events",
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         m = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
         if not m:
@@ -106,9 +117,7 @@ def _instructions(name: str, n: int) -> int:
 
 def callgrind(n: int) -> dict[str, float]:
     """Instructions per event per workload (two sizes, so start-up cancels out)."""
-    return {
-        name: (_instructions(name, 2 * n) - _instructions(name, n)) / n for name in workloads()
-    }
+    return {name: (_instructions(name, 2 * n) - _instructions(name, n)) / n for name in workloads()}
 
 
 def main() -> None:
@@ -143,8 +152,17 @@ def main() -> None:
     rates = wall_clock(n, args.repeat)
     ratios = {new: rates[new] / rates[old] for old, new in PAIRS}
     if args.json:
-        print(json.dumps({"python": sys.version.split()[0], "cores": cores, "events": n,
-                          "events_per_s": rates, "ratios": ratios}))
+        print(
+            json.dumps(
+                {
+                    "python": sys.version.split()[0],
+                    "cores": cores,
+                    "events": n,
+                    "events_per_s": rates,
+                    "ratios": ratios,
+                }
+            )
+        )
         return
     print(f"Python {sys.version.split()[0]}, {cores} cores, {n} events, best of {args.repeat}")
     for name, r in rates.items():

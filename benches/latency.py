@@ -39,11 +39,13 @@ def main() -> None:
             em.emit_async(nova.Event("tick", clock()))
     em.flush()
     em.shutdown()
-    warm = sorted(delays[len(delays) // 10:])  # skip warm-up
+    warm = sorted(delays[len(delays) // 10 :])  # skip warm-up
     p50 = statistics.median(warm) * 1e6
     p99 = warm[int(len(warm) * 0.99)] * 1e6
-    print(f"{os.cpu_count()} cores, {args.rate} events/s for {args.seconds}s: "
-          f"p50 {p50:.0f} us, p99 {p99:.0f} us, max {warm[-1] * 1e6:.0f} us (target p99 <= 250 us)")
+    print(
+        f"{os.cpu_count()} cores, {args.rate} events/s for {args.seconds}s: "
+        f"p50 {p50:.0f} us, p99 {p99:.0f} us, max {warm[-1] * 1e6:.0f} us (target p99 <= 250 us)"
+    )
 
 
 if __name__ == "__main__":

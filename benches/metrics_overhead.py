@@ -86,12 +86,16 @@ def main() -> None:
     for _ in range(7):  # interleaved, best of seven each (the machine is noisy)
         for scrape in (False, True):
             rates[scrape] = max(rates[scrape], run(n, scrape, interval))
-    print(f"{os.cpu_count()} cores, {n} events: without metrics {rates[False]:,.0f} events/s, "
-          f"with a collector scraped every {interval:g} s {rates[True]:,.0f} events/s "
-          f"-> {1 - rates[True] / rates[False]:+.1%} (target <= 5% slower; within this machine's noise)")
+    print(
+        f"{os.cpu_count()} cores, {n} events: without metrics {rates[False]:,.0f} events/s, "
+        f"with a collector scraped every {interval:g} s {rates[True]:,.0f} events/s "
+        f"-> {1 - rates[True] / rates[False]:+.1%} (target <= 5% slower; within this machine's noise)"
+    )
     per = scrape_cost()
-    print(f"one scrape costs {per * 1e3:.2f} ms of the process's time: {per / interval:.2%} of one core "
-          f"at one scrape every {interval:g} s (the counters themselves are always on, in atomics)")
+    print(
+        f"one scrape costs {per * 1e3:.2f} ms of the process's time: {per / interval:.2%} of one core "
+        f"at one scrape every {interval:g} s (the counters themselves are always on, in atomics)"
+    )
 
 
 if __name__ == "__main__":

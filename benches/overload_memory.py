@@ -38,8 +38,10 @@ def main() -> None:
     stats = em.stats()
     em.shutdown(timeout=1)
     growth = max(samples[1:]) - samples[1] if len(samples) > 1 else 0.0
-    print(f"{os.cpu_count()} cores, {args.seconds:.0f}s overload: emitted {emitted}, "
-          f"processed {stats.events_processed}, dropped {stats.dropped_events}")
+    print(
+        f"{os.cpu_count()} cores, {args.seconds:.0f}s overload: emitted {emitted}, "
+        f"processed {stats.events_processed}, dropped {stats.dropped_events}"
+    )
     print("RSS MB per second: " + ", ".join(f"{s:.1f}" for s in samples))
     print(f"growth after the first second: {growth:.1f} MB (target: within 20 MB)")
 

@@ -48,8 +48,22 @@ def start_server(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
     if binary is None:
         sys.exit("redis-server is not installed (apt-get install -y redis-server)")
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     for _ in range(500):
@@ -63,8 +77,10 @@ def start_server(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def make_events(n: int) -> list[nova.Event]:
-    return [nova.Event("order.created", {"order": i, "amount": 12.5}, metadata={"customer": f"c{i % 1000}"})
-            for i in range(n)]
+    return [
+        nova.Event("order.created", {"order": i, "amount": 12.5}, metadata={"customer": f"c{i % 1000}"})
+        for i in range(n)
+    ]
 
 
 def new_bus(url: str, group: str) -> nova.Bus:
@@ -76,7 +92,7 @@ def new_bus(url: str, group: str) -> nova.Bus:
 def publish_pipelined(bus: nova.Bus, events: list[nova.Event], batch: int = 1000) -> float:
     t0 = time.perf_counter()
     for i in range(0, len(events), batch):
-        bus.publish_batch(TOPIC, events[i:i + batch])
+        bus.publish_batch(TOPIC, events[i : i + batch])
     return time.perf_counter() - t0
 
 
@@ -139,14 +155,18 @@ def main() -> int:
             for e in few:
                 bus.publish(TOPIC, e)
             dt = time.perf_counter() - t0
-            results.append({"name": "publish-single", "events": len(few), "seconds": dt,
-                            "events_per_s": len(few) / dt})
+            results.append(
+                {"name": "publish-single", "events": len(few), "seconds": dt, "events_per_s": len(few) / dt}
+            )
             bus.shutdown(5)
             client.flushall()
             # 3. End to end with one consumer process.
             ready = Path(tmp) / "consumer.ready"
-            proc = subprocess.Popen([sys.executable, __file__, "--consumer", url, "--ready", str(ready)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--consumer", url, "--ready", str(ready)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
             while not ready.exists():
                 if proc.poll() is not None:
                     sys.exit("the consumer process failed to start")
@@ -166,8 +186,16 @@ def main() -> int:
             consumed = int(proc.stdout.read().strip() or 0)
             proc.wait(30)
             bus.shutdown(5)
-            results.append({"name": "end-to-end-1-consumer", "events": n, "seconds": dt,
-                            "events_per_s": n / dt, "publish_seconds": t_pub, "consumed": consumed})
+            results.append(
+                {
+                    "name": "end-to-end-1-consumer",
+                    "events": n,
+                    "seconds": dt,
+                    "events_per_s": n / dt,
+                    "publish_seconds": t_pub,
+                    "consumed": consumed,
+                }
+            )
             client.close()
         finally:
             server.terminate()
@@ -176,11 +204,15 @@ def main() -> int:
     if args.json:
         print(json.dumps({"python": sys.version.split()[0], "cores": cores, "results": results}))
     else:
-        print(f"Redis backend on loopback, {cores} cores, Python {sys.version.split()[0]}, "
-              f"redis-py {redis.__version__}")
+        print(
+            f"Redis backend on loopback, {cores} cores, Python {sys.version.split()[0]}, "
+            f"redis-py {redis.__version__}"
+        )
         for r in results:
-            print(f"  {r['name']:<24} {r['events_per_s']:>10,.0f} events/s  ({r['events']:,} events "
-                  f"in {r['seconds']:.2f} s)")
+            print(
+                f"  {r['name']:<24} {r['events_per_s']:>10,.0f} events/s  ({r['events']:,} events "
+                f"in {r['seconds']:.2f} s)"
+            )
     return 0
 
 

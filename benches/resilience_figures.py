@@ -27,8 +27,9 @@ def noop(_e: Any) -> None:
 
 def run(n: int, *, failing: bool, managed: bool, timeout: float | None = 30.0) -> float:
     bus = nova.Bus(pool=nova.WorkerPool(4), name="bench")
-    bus.create_topic("t", partitions=4, delivery_mode=DeliveryMode.AT_MOST_ONCE,
-                     on_full=OnFull.BLOCK, buffer_size=10_000)
+    bus.create_topic(
+        "t", partitions=4, delivery_mode=DeliveryMode.AT_MOST_ONCE, on_full=OnFull.BLOCK, buffer_size=10_000
+    )
     done = [0]
 
     def healthy(_e: Any) -> None:
@@ -39,11 +40,17 @@ def run(n: int, *, failing: bool, managed: bool, timeout: float | None = 30.0) -
     else:
         bus.subscribe("t", healthy)
     if failing:
+
         def always_fails(_e: Any) -> None:
             raise nova.RetryableError("down")
 
-        bus.subscribe("t", always_fails, config=ListenerConfig(
-            timeout=None, retry=RetryPolicy(max_attempts=3, initial_delay=1.0, backoff=Backoff.FIXED)))
+        bus.subscribe(
+            "t",
+            always_fails,
+            config=ListenerConfig(
+                timeout=None, retry=RetryPolicy(max_attempts=3, initial_delay=1.0, backoff=Backoff.FIXED)
+            ),
+        )
     events = [nova.Event("a.b", i) for i in range(n)]
     t = time.perf_counter()
     for ev in events:
@@ -71,22 +78,29 @@ def main() -> None:
         "plain": dict(failing=False, managed=False),
         "untimed": dict(failing=False, managed=True, timeout=None),
     }
-    rounds = [{name: run(n, **kwargs) for name, kwargs in workloads.items()}
-              for _ in range(args.rounds)]
+    rounds = [{name: run(n, **kwargs) for name, kwargs in workloads.items()} for _ in range(args.rounds)]
     best = {name: max(r[name] for r in rounds) for name in workloads}
     kept = statistics.median(r["beside"] / r["alone"] for r in rounds)
     added = statistics.median(r["plain"] / r["alone"] - 1 for r in rounds)
     added_untimed = statistics.median(r["plain"] / r["untimed"] - 1 for r in rounds)
-    print(f"{os.cpu_count()} cores, {n} events, no-op handler, {args.rounds} rounds "
-          "(best rates; ratios: median over rounds)")
+    print(
+        f"{os.cpu_count()} cores, {n} events, no-op handler, {args.rounds} rounds "
+        "(best rates; ratios: median over rounds)"
+    )
     print(f"  healthy subscriber alone:                      {best['alone']:12,.0f} events/s")
-    print(f"  beside one failing every event (1 s retries):  {best['beside']:12,.0f} events/s"
-          f"  -> {kept:.0%} kept (target >= 90%)")
+    print(
+        f"  beside one failing every event (1 s retries):  {best['beside']:12,.0f} events/s"
+        f"  -> {kept:.0%} kept (target >= 90%)"
+    )
     print(f"  plain subscription:                            {best['plain']:12,.0f} events/s")
-    print(f"  managed, ListenerConfig(), nothing failing:    {best['alone']:12,.0f} events/s"
-          f"  -> {added:+.0%} time per event (target <= +25%)")
-    print(f"  managed, ListenerConfig(timeout=None):         {best['untimed']:12,.0f} events/s"
-          f"  -> {added_untimed:+.0%} time per event")
+    print(
+        f"  managed, ListenerConfig(), nothing failing:    {best['alone']:12,.0f} events/s"
+        f"  -> {added:+.0%} time per event (target <= +25%)"
+    )
+    print(
+        f"  managed, ListenerConfig(timeout=None):         {best['untimed']:12,.0f} events/s"
+        f"  -> {added_untimed:+.0%} time per event"
+    )
 
 
 if __name__ == "__main__":

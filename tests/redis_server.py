@@ -35,12 +35,21 @@ class RedisServer:
     """One redis-server process. ``persistent=True`` turns on the append-only file with an
     fsync per write, so a restart keeps every acknowledged write."""
 
-    def __init__(self, directory: Path, *, password: str | None = None, persistent: bool = False,
-                 port: int | None = None, tls: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        password: str | None = None,
+        persistent: bool = False,
+        port: int | None = None,
+        tls: bool = False,
+    ) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
-            pytest.fail("redis-server is not installed: the Redis backend tests need a real server "
-                        "(apt-get install -y redis-server); they are never skipped")
+            pytest.fail(
+                "redis-server is not installed: the Redis backend tests need a real server "
+                "(apt-get install -y redis-server); they are never skipped"
+            )
         self.directory = directory
         self.password = password
         self.persistent = persistent
@@ -59,10 +68,26 @@ class RedisServer:
         if openssl is None:
             pytest.fail("openssl is not installed: the TLS test needs it to make a certificate")
         subprocess.run(
-            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
-             "-out", str(self.cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1"],
-            check=True, capture_output=True,
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
         )
 
     @property
@@ -74,9 +99,23 @@ class RedisServer:
 
     def _args(self) -> list[str]:
         assert self.binary is not None
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.directory), "--logfile", str(self.log), "--daemonize", "no",
-                "--protected-mode", "yes"]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.directory),
+            "--logfile",
+            str(self.log),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
         if self.persistent:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
@@ -85,9 +124,18 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.tls:
             args[2] = "0"  # no plain port
-            args += ["--tls-port", str(self.port), "--tls-cert-file", str(self.cert),
-                     "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.cert),
-                     "--tls-auth-clients", "no"]
+            args += [
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.cert),
+                "--tls-key-file",
+                str(self.key),
+                "--tls-ca-cert-file",
+                str(self.cert),
+                "--tls-auth-clients",
+                "no",
+            ]
         return args
 
     def start(self, timeout: float = 10.0) -> None:

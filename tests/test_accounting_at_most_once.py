@@ -20,13 +20,15 @@ def test_a_retry_policy_does_not_retry_on_an_at_most_once_topic() -> None:
         calls.append(event.data)
         raise RuntimeError("boom")
 
-    config = nova.ListenerConfig(retry=nova.RetryPolicy(max_attempts=5, backoff=nova.Backoff.FIXED,
-                                                        initial_delay=0.01))
+    config = nova.ListenerConfig(
+        retry=nova.RetryPolicy(max_attempts=5, backoff=nova.Backoff.FIXED, initial_delay=0.01)
+    )
     with pytest.warns(UserWarning, match="AT_MOST_ONCE.*5 attempts"):
         bus.subscribe("t", fails, config=config)
     bus.publish("t", nova.Event("x", 1))
     assert bus.flush(5)
     import time
+
     time.sleep(0.2)  # a retry would be due by now
     assert calls == [1]
     stats = bus.stats()
@@ -42,8 +44,12 @@ def test_a_registered_managed_listener_gets_one_attempt_too() -> None:
         calls.append(event.data)
         raise RuntimeError("boom")
 
-    managed = manager.register(fails, config=nova.ListenerConfig(
-        retry=nova.RetryPolicy(max_attempts=3, backoff=nova.Backoff.FIXED, initial_delay=0.01)))
+    managed = manager.register(
+        fails,
+        config=nova.ListenerConfig(
+            retry=nova.RetryPolicy(max_attempts=3, backoff=nova.Backoff.FIXED, initial_delay=0.01)
+        ),
+    )
     bus = nova.Bus()
     bus.create_topic("t", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
     with pytest.warns(UserWarning, match="AT_MOST_ONCE"):
@@ -51,6 +57,7 @@ def test_a_registered_managed_listener_gets_one_attempt_too() -> None:
     bus.publish("t", nova.Event("x", 1))
     assert bus.flush(5)
     import time
+
     time.sleep(0.2)
     assert calls == [1]
     report = manager.stop(1)
@@ -68,8 +75,13 @@ def test_at_least_once_still_retries() -> None:
         if len(calls) < 3:
             raise RuntimeError("boom")
 
-    bus.subscribe("t", fails_twice, config=nova.ListenerConfig(
-        retry=nova.RetryPolicy(max_attempts=5, backoff=nova.Backoff.FIXED, initial_delay=0.01)))
+    bus.subscribe(
+        "t",
+        fails_twice,
+        config=nova.ListenerConfig(
+            retry=nova.RetryPolicy(max_attempts=5, backoff=nova.Backoff.FIXED, initial_delay=0.01)
+        ),
+    )
     bus.publish("t", nova.Event("x", 1))
     assert bus.flush(5)
     assert calls == [1, 1, 1]

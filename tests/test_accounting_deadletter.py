@@ -29,12 +29,14 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 
 def _fail_once_config(queue: DeadLetterQueue) -> nova.ListenerConfig:
-    return nova.ListenerConfig(retry=nova.RetryPolicy(max_attempts=1),
-                               dead_letter=DeadLetterConfig(queue=queue))
+    return nova.ListenerConfig(
+        retry=nova.RetryPolicy(max_attempts=1), dead_letter=DeadLetterConfig(queue=queue)
+    )
 
 
 def test_a_lone_surrogate_in_the_error_message_is_dead_lettered(
-        queue: DeadLetterQueue, caplog: pytest.LogCaptureFixture) -> None:
+    queue: DeadLetterQueue, caplog: pytest.LogCaptureFixture
+) -> None:
     manager = nova.ListenerManager()
 
     def handler(event: nova.Event) -> None:
@@ -58,13 +60,15 @@ def test_a_lone_surrogate_in_the_error_message_is_dead_lettered(
 @pytest.mark.parametrize("field", ["error_type", "error_message", "listener", "topic"])
 def test_every_text_field_round_trips_through_sqlite(tmp_path: Path, field: str) -> None:
     path = tmp_path / "dlq.db"
-    values: dict[str, Any] = {"error_type": "E", "error_message": "m", "listener": "l",
-                              "topic": "t"}
+    values: dict[str, Any] = {"error_type": "E", "error_message": "m", "listener": "l", "topic": "t"}
     values[field] = "odd \udcff text \ud800 with \\ud800 literal"
     event = nova.Event("x.y", "data \ud800")
-    entry = DeadLetter(event=event, attempts=2,
-                       failed_at=DeadLetter.from_error(event, ValueError(), attempts=1,
-                                                       listener="l").failed_at, **values)
+    entry = DeadLetter(
+        event=event,
+        attempts=2,
+        failed_at=DeadLetter.from_error(event, ValueError(), attempts=1, listener="l").failed_at,
+        **values,
+    )
     with DeadLetterQueue(path) as q:
         q.add(entry)
         assert q.list() == [entry]
@@ -82,8 +86,7 @@ def test_surrogate_text_reads_back_distinct_from_its_escaped_spelling(tmp_path: 
     with DeadLetterQueue(tmp_path / "dlq.db") as q:
         q.add(DeadLetter.from_error(event, RuntimeError("a \ud800"), attempts=1, listener="l"))
         q.add(DeadLetter.from_error(event, RuntimeError("a \\ud800"), attempts=1, listener="l"))
-        q.add(DeadLetter.from_error(event, RuntimeError("a \\xed\\xa0\\x80"), attempts=1,
-                                    listener="l"))
+        q.add(DeadLetter.from_error(event, RuntimeError("a \\xed\\xa0\\x80"), attempts=1, listener="l"))
         messages = [e.error_message for e in q.list()]
     assert messages == ["a \ud800", "a \\ud800", "a \\xed\\xa0\\x80"]
 
@@ -91,8 +94,9 @@ def test_surrogate_text_reads_back_distinct_from_its_escaped_spelling(tmp_path: 
 def test_a_dead_letter_redrives_after_a_surrogate_error(tmp_path: Path) -> None:
     with DeadLetterQueue(tmp_path / "dlq.db") as q:
         event = nova.Event("x.y", 1)
-        q.add(DeadLetter.from_error(event, RuntimeError("\udc80"), attempts=1,
-                                    listener="l\ud800", topic=None))
+        q.add(
+            DeadLetter.from_error(event, RuntimeError("\udc80"), attempts=1, listener="l\ud800", topic=None)
+        )
         em = nova.Emitter()
         seen: list[nova.Event] = []
         em.subscribe("x.y", seen.append)
@@ -133,8 +137,7 @@ def _read_only(q: DeadLetterQueue) -> None:
 def test_adding_to_a_read_only_file_raises_store_error(tmp_path: Path) -> None:
     with DeadLetterQueue(tmp_path / "dlq.db", name="billing-dlq") as q:
         _read_only(q)
-        entry = DeadLetter.from_error(nova.Event("x.y"), ValueError("v"), attempts=1,
-                                      listener="l")
+        entry = DeadLetter.from_error(nova.Event("x.y"), ValueError("v"), attempts=1, listener="l")
         with pytest.raises(nova.StoreError) as info:
             q.add(entry)
         assert isinstance(info.value.__cause__, sqlite3.OperationalError)
@@ -147,8 +150,7 @@ def test_adding_to_a_read_only_file_raises_store_error(tmp_path: Path) -> None:
 
 def test_purge_and_redrive_on_a_read_only_file_raise_store_error(tmp_path: Path) -> None:
     with DeadLetterQueue(tmp_path / "dlq.db") as q:
-        q.add(DeadLetter.from_error(nova.Event("x.y"), ValueError("v"), attempts=1,
-                                    listener="l"))
+        q.add(DeadLetter.from_error(nova.Event("x.y"), ValueError("v"), attempts=1, listener="l"))
         _read_only(q)
         with pytest.raises(nova.StoreError) as info:
             q.purge()
@@ -163,8 +165,7 @@ def test_purge_and_redrive_on_a_read_only_file_raise_store_error(tmp_path: Path)
 
 def test_any_sqlite_error_while_reading_is_a_store_error(tmp_path: Path) -> None:
     with DeadLetterQueue(tmp_path / "dlq.db") as q:
-        q.add(DeadLetter.from_error(nova.Event("x.y"), ValueError("v"), attempts=1,
-                                    listener="l"))
+        q.add(DeadLetter.from_error(nova.Event("x.y"), ValueError("v"), attempts=1, listener="l"))
         real = q._backend._db  # type: ignore[union-attr]
         broken = mock.Mock(wraps=real)
         broken.execute.side_effect = sqlite3.OperationalError("disk I/O error")
@@ -195,8 +196,7 @@ def test_opening_a_file_that_cannot_be_written_raises_store_error(tmp_path: Path
     assert "writ" in str(info.value)
 
 
-def test_the_manager_logs_a_failed_queue_honestly(tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_the_manager_logs_a_failed_queue_honestly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """When the queue refuses the entry the log says so (not 'no dead letter is configured')."""
     with DeadLetterQueue(tmp_path / "dlq.db") as q:
         _read_only(q)

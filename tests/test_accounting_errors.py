@@ -23,8 +23,7 @@ def test_export_list_has_the_user_bases() -> None:
 
 @pytest.mark.parametrize("cls", _exported_exceptions(), ids=lambda c: c.__name__)
 def test_every_exported_exception_is_a_nova_error(cls: type[BaseException]) -> None:
-    assert issubclass(cls, nova.NovaError), (
-        f"nova.{cls.__name__} does not derive from nova.NovaError")
+    assert issubclass(cls, nova.NovaError), f"nova.{cls.__name__} does not derive from nova.NovaError"
 
 
 def test_user_bases_keep_their_behaviour() -> None:
@@ -54,8 +53,10 @@ def test_permanent_error_still_not_retried_by_default() -> None:
 
     manager = nova.ListenerManager()
     try:
-        manager.register(nova.Listener("perm", handler), nova.ListenerConfig(
-            retry=nova.RetryPolicy(max_attempts=3, initial_delay=0.01)))
+        manager.register(
+            nova.Listener("perm", handler),
+            nova.ListenerConfig(retry=nova.RetryPolicy(max_attempts=3, initial_delay=0.01)),
+        )
         with pytest.raises(nova.RetryLimitExceeded):
             manager.process("perm", nova.Event("x.y"))
         assert len(calls) == 1
@@ -72,8 +73,10 @@ def test_retryable_error_is_retried() -> None:
 
     manager = nova.ListenerManager()
     try:
-        manager.register(nova.Listener("retry", handler), nova.ListenerConfig(
-            retry=nova.RetryPolicy(max_attempts=3, initial_delay=0.01)))
+        manager.register(
+            nova.Listener("retry", handler),
+            nova.ListenerConfig(retry=nova.RetryPolicy(max_attempts=3, initial_delay=0.01)),
+        )
         with pytest.raises(nova.RetryLimitExceeded):
             manager.process("retry", nova.Event("x.y"))
         assert len(calls) == 3

@@ -35,11 +35,13 @@ def test_nan_timeouts_are_validation_errors() -> None:
     bus = nova.Bus()
     pool = nova.WorkerPool(workers=1)
     try:
-        for call, field in [(lambda: em.flush(math.nan), "Emitter.flush timeout"),
-                            (lambda: em.shutdown(math.nan), "Emitter.shutdown timeout"),
-                            (lambda: bus.flush(math.nan), "Bus.flush timeout"),
-                            (lambda: bus.shutdown(math.nan), "Bus.shutdown timeout"),
-                            (lambda: pool.close(math.nan), "WorkerPool.close timeout")]:
+        for call, field in [
+            (lambda: em.flush(math.nan), "Emitter.flush timeout"),
+            (lambda: em.shutdown(math.nan), "Emitter.shutdown timeout"),
+            (lambda: bus.flush(math.nan), "Bus.flush timeout"),
+            (lambda: bus.shutdown(math.nan), "Bus.shutdown timeout"),
+            (lambda: pool.close(math.nan), "WorkerPool.close timeout"),
+        ]:
             with pytest.raises(nova.ValidationError, match=field):
                 call()
         em.emit_async(nova.Event("x"))  # a refused shutdown leaves the emitter open
@@ -58,13 +60,16 @@ def test_nan_retention_is_refused() -> None:
         bus.shutdown(5)
 
 
-@pytest.mark.parametrize("make, field", [
-    (lambda: nova.Emitter(buffer_size=10_000_000_000), "Emitter.buffer_size must be at most"),
-    (lambda: nova.Bus(default_buffer_size=4_000_000_000), "Bus.default_buffer_size must be at most"),
-    (lambda: nova.Bus(default_partitions=10**6), "Bus.default_partitions must be at most"),
-    (lambda: nova.WorkerPool(workers=100_000), "WorkerPool.workers must be between 1 and"),
-    (lambda: nova.Emitter(max_concurrency=10**6), "Emitter.max_concurrency must be at most"),
-])
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: nova.Emitter(buffer_size=10_000_000_000), "Emitter.buffer_size must be at most"),
+        (lambda: nova.Bus(default_buffer_size=4_000_000_000), "Bus.default_buffer_size must be at most"),
+        (lambda: nova.Bus(default_partitions=10**6), "Bus.default_partitions must be at most"),
+        (lambda: nova.WorkerPool(workers=100_000), "WorkerPool.workers must be between 1 and"),
+        (lambda: nova.Emitter(max_concurrency=10**6), "Emitter.max_concurrency must be at most"),
+    ],
+)
 def test_sizes_past_the_documented_limits_are_refused(make: object, field: str) -> None:
     with pytest.raises(nova.ValidationError, match=field):
         make()  # type: ignore[operator]

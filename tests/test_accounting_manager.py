@@ -35,10 +35,10 @@ class Flaky:
             raise ConnectionError(f"attempt {n} fails")
 
 
-def _config(delay: float, *, attempts: int = 3,
-            queue: nova.DeadLetterQueue | None = None) -> nova.ListenerConfig:
-    retry = nova.RetryPolicy(max_attempts=attempts, initial_delay=delay,
-                             backoff=nova.Backoff.FIXED)
+def _config(
+    delay: float, *, attempts: int = 3, queue: nova.DeadLetterQueue | None = None
+) -> nova.ListenerConfig:
+    retry = nova.RetryPolicy(max_attempts=attempts, initial_delay=delay, backoff=nova.Backoff.FIXED)
     if queue is None:
         return nova.ListenerConfig(retry=retry)
     return nova.ListenerConfig(retry=retry, dead_letter=nova.DeadLetterConfig(queue=queue))
@@ -51,8 +51,7 @@ def emitter() -> Iterator[nova.Emitter]:
     em.shutdown(timeout=0)
 
 
-def _emit_and_wait_first_failure(em: nova.Emitter, managed: ManagedListener,
-                                 handler: Flaky) -> nova.Event:
+def _emit_and_wait_first_failure(em: nova.Emitter, managed: ManagedListener, handler: Flaky) -> nova.Event:
     em.subscribe("x.y", managed)
     event = nova.Event("x.y", {"n": 1})
     em.emit_async(event)
@@ -80,8 +79,7 @@ def test_stop_mid_retry_reports_the_event_as_undelivered(emitter: nova.Emitter) 
     assert handler.calls == [event.id]
 
 
-def test_a_retry_firing_after_the_stop_is_not_run_nor_reported_twice(
-        emitter: nova.Emitter) -> None:
+def test_a_retry_firing_after_the_stop_is_not_run_nor_reported_twice(emitter: nova.Emitter) -> None:
     manager = nova.ListenerManager()
     handler = Flaky(failures=1)
     managed = manager.register(nova.Listener("flaky", handler), _config(0.6))
@@ -98,8 +96,7 @@ def test_a_retry_firing_after_the_stop_is_not_run_nor_reported_twice(
     assert manager.stats().events_processed == 0
 
 
-def test_stop_with_a_dead_letter_queue_still_reports_a_pending_retry(
-        emitter: nova.Emitter) -> None:
+def test_stop_with_a_dead_letter_queue_still_reports_a_pending_retry(emitter: nova.Emitter) -> None:
     """A retry pending at the deadline is undelivered, not dead-lettered: its attempts were
     not used up (see ``ListenerManager.stop``)."""
     queue = nova.DeadLetterQueue()
@@ -131,8 +128,7 @@ def test_stop_waits_for_a_last_attempt_that_dead_letters(emitter: nova.Emitter) 
     queue = nova.DeadLetterQueue()
     manager = nova.ListenerManager()
     handler = Flaky(failures=10)
-    managed = manager.register(nova.Listener("flaky", handler),
-                               _config(0.3, attempts=2, queue=queue))
+    managed = manager.register(nova.Listener("flaky", handler), _config(0.3, attempts=2, queue=queue))
     event = _emit_and_wait_first_failure(emitter, managed, handler)
     report = manager.stop(timeout=5.0)
     assert report.undelivered == []
@@ -168,10 +164,12 @@ def test_every_event_of_a_burst_is_accounted_for(emitter: nova.Emitter) -> None:
 
     config = nova.ListenerConfig(
         retry=nova.RetryPolicy(max_attempts=2, initial_delay=0.1, backoff=nova.Backoff.FIXED),
-        dead_letter=nova.DeadLetterConfig(queue=queue))
+        dead_letter=nova.DeadLetterConfig(queue=queue),
+    )
     slow = nova.ListenerConfig(
         retry=nova.RetryPolicy(max_attempts=2, initial_delay=5.0, backoff=nova.Backoff.FIXED),
-        dead_letter=nova.DeadLetterConfig(queue=queue))
+        dead_letter=nova.DeadLetterConfig(queue=queue),
+    )
     fast_managed = manager.register(nova.Listener("fast", handler), config)
     slow_managed = manager.register(nova.Listener("slow", handler), slow)
     emitter.subscribe("fast", fast_managed)

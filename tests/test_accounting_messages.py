@@ -44,6 +44,15 @@ def test_closed_errors_name_the_event_that_was_refused() -> None:
 
 
 def test_every_error_class_is_a_nova_error() -> None:
-    for name in ("RetryableError", "PermanentError", "ListenerError", "BusClosed", "EmitterClosed",
-                 "BufferFull", "ValidationError", "StoreError", "ListenerTimeout"):
+    for name in (
+        "RetryableError",
+        "PermanentError",
+        "ListenerError",
+        "BusClosed",
+        "EmitterClosed",
+        "BufferFull",
+        "ValidationError",
+        "StoreError",
+        "ListenerTimeout",
+    ):
         assert issubclass(getattr(nova, name), nova.NovaError), name

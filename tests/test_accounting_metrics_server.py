@@ -83,7 +83,8 @@ def test_a_half_sent_request_does_not_keep_its_thread(capsys: pytest.CaptureFixt
         assert _get(server.url + "/healthz")[0] == 200
         # Each stalled connection is dropped after the timeout, and its thread ends.
         assert _wait_for(lambda: _connection_threads() <= before, 3.0), (
-            f"{_connection_threads() - before} connection threads still alive")
+            f"{_connection_threads() - before} connection threads still alive"
+        )
         for sock in clients:
             sock.close()
         assert _get(server.url + "/healthz")[0] == 200
@@ -112,7 +113,8 @@ def _hang_up_abruptly(sock: socket.socket) -> None:
 
 
 def test_a_client_hanging_up_before_the_answer_prints_no_traceback(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     slow = SlowHealth(0.2)
     with metrics.serve(0, slow) as server:
         for _ in range(3):
@@ -129,23 +131,24 @@ def test_a_client_hanging_up_before_the_answer_prints_no_traceback(
     assert "BrokenPipeError" not in err and "ConnectionResetError" not in err, err
 
 
-def test_a_client_hanging_up_mid_request_prints_no_traceback(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_client_hanging_up_mid_request_prints_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     with metrics.serve(0, timeout=2.0) as server:
         for _ in range(5):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: ")
             _hang_up_abruptly(sock)
         before = _connection_threads()
-        assert _wait_for(lambda: _connection_threads() <= max(before - 5, 0) or
-                         _connection_threads() == 0, 3.0)
+        assert _wait_for(
+            lambda: _connection_threads() <= max(before - 5, 0) or _connection_threads() == 0, 3.0
+        )
         assert _get(server.url + "/metrics")[0] == 200
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
 
 
 def test_other_handler_errors_are_logged_not_printed(
-        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """A real bug in a request still leaves a trace, in the 'nova.metrics' logger."""
     server = metrics.serve(0)
     caplog.set_level(logging.DEBUG, logger="nova.metrics")

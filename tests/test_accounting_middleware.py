@@ -38,8 +38,9 @@ def recorder() -> tuple[Recorder, Any]:
 
 
 def retry(attempts: int = 3, delay: float = 0.01, **kw: Any) -> nova.ListenerConfig:
-    return nova.ListenerConfig(retry=nova.RetryPolicy(max_attempts=attempts, initial_delay=delay,
-                                                      backoff=nova.Backoff.FIXED), **kw)
+    return nova.ListenerConfig(
+        retry=nova.RetryPolicy(max_attempts=attempts, initial_delay=delay, backoff=nova.Backoff.FIXED), **kw
+    )
 
 
 def failing(times: int) -> Any:
@@ -49,6 +50,7 @@ def failing(times: int) -> Any:
         seen[event.data] = seen.get(event.data, 0) + 1
         if seen[event.data] <= times:
             raise RuntimeError(f"attempt {seen[event.data]} fails")
+
     return listener
 
 
@@ -92,9 +94,14 @@ def test_circuit_open_is_a_failure_for_after() -> None:
     r, mw = recorder()
     em = nova.Emitter()
     em.use(mw)
-    em.subscribe("x", failing(100), config=nova.ListenerConfig(
-        retry=nova.RetryPolicy(max_attempts=1),
-        circuit=nova.CircuitConfig(failure_threshold=1, timeout=60)))
+    em.subscribe(
+        "x",
+        failing(100),
+        config=nova.ListenerConfig(
+            retry=nova.RetryPolicy(max_attempts=1),
+            circuit=nova.CircuitConfig(failure_threshold=1, timeout=60),
+        ),
+    )
     for i in range(3):
         em.emit_async(nova.Event("x", i))
     assert em.flush(5)

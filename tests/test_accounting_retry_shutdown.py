@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
@@ -33,9 +32,13 @@ def run_once(n: int, delay: float, settle: float, slow: float, deadline: float) 
 
     dlq = nova.DeadLetterQueue()
     manager = nova.ListenerManager()
-    managed = manager.register(flaky, config=nova.ListenerConfig(
-        retry=nova.RetryPolicy(max_attempts=3, initial_delay=delay, backoff=nova.Backoff.FIXED),
-        dead_letter=nova.DeadLetterConfig(queue=dlq)))
+    managed = manager.register(
+        flaky,
+        config=nova.ListenerConfig(
+            retry=nova.RetryPolicy(max_attempts=3, initial_delay=delay, backoff=nova.Backoff.FIXED),
+            dead_letter=nova.DeadLetterConfig(queue=dlq),
+        ),
+    )
     em = nova.Emitter(pool=nova.WorkerPool(workers=2))
     em.subscribe("x", managed)
     events = [nova.Event("x", i) for i in range(n)]
@@ -57,16 +60,22 @@ def run_once(n: int, delay: float, settle: float, slow: float, deadline: float) 
     assert everything == set(range(n)), f"lost: {set(range(n)) - everything}"
     assert sum(len(s) for s in ends) == n, (
         f"an event ended twice: delivered={sorted(delivered)} emitter={sorted(em_undelivered)} "
-        f"manager={sorted(mgr_undelivered)} dead={sorted(dead)}")
+        f"manager={sorted(mgr_undelivered)} dead={sorted(dead)}"
+    )
     assert len(delivered) == len(set(delivered)), "delivered twice"
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 40), delay=st.sampled_from([0.0, 0.002, 0.01, 0.03]),
-       settle=st.sampled_from([0.0, 0.005, 0.02]), slow=st.sampled_from([0.0, 0.001, 0.004]),
-       deadline=st.sampled_from([0.0, 0.005, 0.02]))
-def test_each_event_ends_exactly_once_when_shutdown_meets_retries(n: int, delay: float, settle: float,
-                                                                 slow: float, deadline: float) -> None:
+@given(
+    n=st.integers(1, 40),
+    delay=st.sampled_from([0.0, 0.002, 0.01, 0.03]),
+    settle=st.sampled_from([0.0, 0.005, 0.02]),
+    slow=st.sampled_from([0.0, 0.001, 0.004]),
+    deadline=st.sampled_from([0.0, 0.005, 0.02]),
+)
+def test_each_event_ends_exactly_once_when_shutdown_meets_retries(
+    n: int, delay: float, settle: float, slow: float, deadline: float
+) -> None:
     run_once(n, delay, settle, slow, deadline)
 
 

@@ -77,7 +77,8 @@ def _all_reads(s: nova.SqliteStore) -> dict[str, Callable[[], list[nova.Event]]]
 @pytest.mark.parametrize("depth", [990, 600, LIMIT + 1, 5000])
 @pytest.mark.parametrize("kind", ["list", "dict"])
 def test_append_refuses_data_nested_deeper_than_the_limit(
-        store: nova.SqliteStore, depth: int, kind: str) -> None:
+    store: nova.SqliteStore, depth: int, kind: str
+) -> None:
     event = nova.Event("x.y", nested(depth, kind=kind))
     with pytest.raises(nova.ValidationError) as info:
         store.append("a", event)
@@ -98,8 +99,7 @@ def test_a_refused_event_in_a_batch_appends_nothing(store: nova.SqliteStore) -> 
 
 
 @pytest.mark.parametrize("frames", [0, 300, 700])
-def test_data_at_the_limit_is_read_back_from_any_stack_depth(
-        store: nova.SqliteStore, frames: int) -> None:
+def test_data_at_the_limit_is_read_back_from_any_stack_depth(store: nova.SqliteStore, frames: int) -> None:
     data = {"deep": nested(LIMIT - 1, "leaf")}
     event = nova.Event("x.y", data)
     at_stack_depth(frames, lambda: store.append("a", event))
@@ -111,8 +111,7 @@ def test_data_at_the_limit_is_read_back_from_any_stack_depth(
 
 
 def test_wide_data_with_many_brackets_is_still_accepted(store: nova.SqliteStore) -> None:
-    data = {"rows": [{"i": i, "tags": [str(i)]} for i in range(3000)],
-            "text": "[" * 5000 + "{" * 5000}
+    data = {"rows": [{"i": i, "tags": [str(i)]} for i in range(3000)], "text": "[" * 5000 + "{" * 5000}
     event = nova.Event("x.y", data)
     store.append("a", event)
     [got] = store.read("a")[0]
@@ -131,18 +130,20 @@ def test_a_reference_cycle_is_refused_as_not_serialisable(store: nova.SqliteStor
 def _plant(path: Path, event_id: str, data_json: str) -> None:
     """Write a row the way an older release did, without the depth check."""
     conn = sqlite3.connect(str(path), isolation_level=None)
-    body = ('{"id":"%s","type":"x.y","data":%s,"metadata":{},'
-            '"timestamp":"2024-01-01T00:00:00.000000+00:00"}' % (event_id, data_json))
+    body = (
+        '{"id":"%s","type":"x.y","data":%s,"metadata":{},'
+        '"timestamp":"2024-01-01T00:00:00.000000+00:00"}' % (event_id, data_json)
+    )
     conn.execute("BEGIN")
-    conn.execute("INSERT INTO nova_events (stream, pos, ts, body) VALUES ('a', 0, ?, ?)",
-                 (1_704_067_200_000_000, body))
+    conn.execute(
+        "INSERT INTO nova_events (stream, pos, ts, body) VALUES ('a', 0, ?, ?)", (1_704_067_200_000_000, body)
+    )
     conn.execute("INSERT INTO nova_streams (name, version, event_count) VALUES ('a', 1, 1)")
     conn.execute("COMMIT")
     conn.close()
 
 
-def test_reads_of_an_undecodable_stored_event_raise_store_error_naming_it(
-        tmp_path: Path) -> None:
+def test_reads_of_an_undecodable_stored_event_raise_store_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     nova.SqliteStore(str(path)).close()
     event_id = "0190a000-0000-7000-8000-00000000dead"

@@ -99,6 +99,7 @@ def test_a_failing_async_listener_is_counted_logged_and_told_to_middleware() -> 
 def test_shutdown_counts_running_tasks_in_flight_and_loses_none() -> None:
     em = nova.Emitter()
     p = Peak()
+
     async def slow(event: nova.Event) -> None:
         await p.io(event, 0.3)
 
@@ -135,8 +136,7 @@ def test_flush_on_the_listeners_own_loop_does_not_hang() -> None:
 @given(st.lists(st.tuples(st.integers(0, 7), st.floats(0, 0.003)), min_size=1, max_size=120))
 def test_per_key_order_with_async_listeners_on_a_16_partition_bus(events: list[tuple[int, float]]) -> None:
     bus = nova.Bus(pool=nova.WorkerPool(workers=4))
-    bus.create_topic("orders", partitions=16, ordering_key="k",
-                     delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
+    bus.create_topic("orders", partitions=16, ordering_key="k", delivery_mode=nova.DeliveryMode.AT_MOST_ONCE)
     seen: dict[str, list[int]] = {}
     lock = threading.Lock()
 
@@ -227,8 +227,13 @@ def test_managed_async_listeners_retry_time_out_and_keep_their_concurrency_as_ta
                 raise RuntimeError("first attempt fails")
             seen.setdefault(event.metadata["k"], []).append(event.data)
 
-        bus.subscribe("t", flaky, config=nova.ListenerConfig(
-            retry=nova.RetryPolicy(max_attempts=3, initial_delay=0.005, backoff=nova.Backoff.FIXED)))
+        bus.subscribe(
+            "t",
+            flaky,
+            config=nova.ListenerConfig(
+                retry=nova.RetryPolicy(max_attempts=3, initial_delay=0.005, backoff=nova.Backoff.FIXED)
+            ),
+        )
         for i in range(60):
             bus.publish("t", nova.Event("x", i, metadata={"k": str(i % 7)}))
         await until(lambda: sum(len(v) for v in seen.values()) == 60)
@@ -245,7 +250,9 @@ def test_managed_async_listeners_retry_time_out_and_keep_their_concurrency_as_ta
                 cancelled.append(1)
                 raise
 
-        em.subscribe("s", slow, config=nova.ListenerConfig(timeout=0.05, retry=nova.RetryPolicy(max_attempts=1)))
+        em.subscribe(
+            "s", slow, config=nova.ListenerConfig(timeout=0.05, retry=nova.RetryPolicy(max_attempts=1))
+        )
         em.emit_async(nova.Event("s"))
         await until(lambda: em.stats().failed_events == 1)
         assert cancelled == [1]

@@ -337,7 +337,9 @@ def test_subscribe_and_unsubscribe_while_workers_are_mid_batch() -> None:
     # every event published after subscribe() returns reaches the new subscriber, and none
     # published after unsubscribe() returns reaches the old one, while a publisher runs on.
     bus = Bus(pool=nova.WorkerPool(4), default_delivery_mode=AMO)
-    bus.create_topic("t", partitions=4, ordering_key="k", on_full=OnFull.BLOCK, buffer_size=100_000, delivery_mode=AMO)
+    bus.create_topic(
+        "t", partitions=4, ordering_key="k", on_full=OnFull.BLOCK, buffer_size=100_000, delivery_mode=AMO
+    )
     started = [0]  # seq of the last publish that has started
     stop = threading.Event()
 

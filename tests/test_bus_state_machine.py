@@ -20,7 +20,10 @@ class BusMachine(RuleBasedStateMachine):
         super().__init__()
         self.bus = Bus(pool=nova.WorkerPool(4), default_delivery_mode=DeliveryMode.AT_MOST_ONCE)
         self.bus.create_topic(
-            "orders", partitions=16, ordering_key="key", on_full=OnFull.BLOCK,
+            "orders",
+            partitions=16,
+            ordering_key="key",
+            on_full=OnFull.BLOCK,
             delivery_mode=DeliveryMode.AT_MOST_ONCE,
         )
         self.lock = threading.Lock()
@@ -55,8 +58,10 @@ class BusMachine(RuleBasedStateMachine):
         self.subs[n].unsubscribe()
         self.active.discard(n)
 
-    @rule(keys=st.lists(st.sampled_from([f"k{i}" for i in range(40)]), min_size=1, max_size=80),
-          threads=st.integers(1, 3))
+    @rule(
+        keys=st.lists(st.sampled_from([f"k{i}" for i in range(40)]), min_size=1, max_size=80),
+        threads=st.integers(1, 3),
+    )
     def publish(self, keys: list[str], threads: int) -> None:
         # Each key is published by one thread, so its order is that thread's order.
         by_thread: dict[int, list[tuple[int, str]]] = defaultdict(list)

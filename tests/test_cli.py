@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import nova.cli
 from nova.cli import BENCH_NAMES, TuneCell, main, recommend
 from redis_server import _redis_module_server, free_port, redis_server, redis_url  # noqa: F401
 
@@ -35,8 +34,14 @@ DEMO_COUNTS = {
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nova", *args], capture_output=True, text=True,
-                          env=ENV, cwd=cwd or TESTS, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "nova", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd or TESTS,
+        timeout=timeout,
+    )
 
 
 def demo_counts(stdout: str) -> dict[str, int]:
@@ -110,10 +115,11 @@ def test_without_rich_and_matplotlib(tmp_path: Path) -> None:
         print("plot status", status)
         assert "rich" not in sys.modules and "matplotlib" not in sys.modules
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
-                          cwd=TESTS, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=TESTS, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "nova bench: [1/9] emitter-sync ..." in proc.stderr      # plain progress lines
+    assert "nova bench: [1/9] emitter-sync ..." in proc.stderr  # plain progress lines
     assert "nova tune: [1/1] workers=1 buffer=10 ..." in proc.stderr
     assert "workload" in proc.stdout and "emitter-sync" in proc.stdout and "┃" not in proc.stdout
     assert "Recommended:" in proc.stdout
@@ -148,10 +154,15 @@ def check_bench_doc(doc: dict[str, object]) -> None:
 def test_bench_json_through_the_console_script() -> None:
     script = Path(sys.executable).parent / "nova"
     assert script.exists(), "the `nova` console script is not installed (pyproject [project.scripts])"
-    proc = subprocess.run([str(script), "bench", "--json", "--events", "300"], capture_output=True,
-                          text=True, env=ENV, timeout=120)
+    proc = subprocess.run(
+        [str(script), "bench", "--json", "--events", "300"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
-    check_bench_doc(json.loads(proc.stdout))      # stdout is exactly the object
+    check_bench_doc(json.loads(proc.stdout))  # stdout is exactly the object
 
 
 def test_bench_json_through_main(capsys: pytest.CaptureFixture[str]) -> None:
@@ -166,17 +177,30 @@ def test_bench_table_through_main(capsys: pytest.CaptureFixture[str]) -> None:
     for name in BENCH_NAMES:
         assert name in captured.out
     assert "events/s" in captured.out and "p99" in captured.out
-    assert "nova bench: [9/9] blinker ..." in captured.err       # stderr is not a terminal here
+    assert "nova bench: [9/9] blinker ..." in captured.err  # stderr is not a terminal here
 
 
 # -- nova tune ------------------------------------------------------------------------------------
 
 
 def test_tune_recommends_a_grid_cell_and_draws_a_heat_map(
-        tmp_path: Path, handlers_on_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, handlers_on_path: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     png = tmp_path / "tune.png"
-    status = main(["tune", "tune_handlers:io_bound", "--workers", "1,2", "--buffer", "10,100",
-                   "--seconds", "0.15", "--plot", str(png)])
+    status = main(
+        [
+            "tune",
+            "tune_handlers:io_bound",
+            "--workers",
+            "1,2",
+            "--buffer",
+            "10,100",
+            "--seconds",
+            "0.15",
+            "--plot",
+            str(png),
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0, out
     assert "events/s" in out and "p99 ms" in out and "peak MiB" in out
@@ -186,15 +210,25 @@ def test_tune_recommends_a_grid_cell_and_draws_a_heat_map(
     assert b, out
     assert int(m.group(1)) in (1, 2) and int(b.group(1)) in (10, 100)
     assert "Reason: " in out
-    assert "Note: " in out                   # on the edge of the grid, or inside it: said either way
+    assert "Note: " in out  # on the edge of the grid, or inside it: said either way
     width, height = png_size(png)
     assert width > 300 and height > 100
 
 
 def test_tune_through_a_subprocess(tmp_path: Path) -> None:
     png = tmp_path / "heat.png"
-    proc = run_cli("tune", "tune_handlers:io_bound", "--workers", "1,4", "--buffer", "50",
-                   "--seconds", "0.1", "--plot", str(png))
+    proc = run_cli(
+        "tune",
+        "tune_handlers:io_bound",
+        "--workers",
+        "1,4",
+        "--buffer",
+        "50",
+        "--seconds",
+        "0.1",
+        "--plot",
+        str(png),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Recommended:" in proc.stdout and "buffer_size=50" in proc.stdout
     # A one-value buffer grid has no edge to speak of; the worker grid does.
@@ -202,11 +236,14 @@ def test_tune_through_a_subprocess(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == PNG_SIGNATURE
 
 
-@pytest.mark.parametrize("target", [
-    "tune_handlers:io_bound_async",      # async def
-    "tune_handlers:as_listener",         # a nova.Listener
-    "tune_handlers:Nested.handler",      # a dotted attribute
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "tune_handlers:io_bound_async",  # async def
+        "tune_handlers:as_listener",  # a nova.Listener
+        "tune_handlers:Nested.handler",  # a dotted attribute
+    ],
+)
 def test_tune_handler_shapes(target: str, handlers_on_path: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tune", target, "--workers", "1", "--buffer", "10", "--seconds", "0.05"]) == 0
     out = capsys.readouterr().out
@@ -214,8 +251,12 @@ def test_tune_handler_shapes(target: str, handlers_on_path: None, capsys: pytest
 
 
 def test_tune_counts_handler_errors(handlers_on_path: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tune", "tune_handlers:sometimes_fails", "--workers", "2", "--buffer", "100",
-                 "--seconds", "0.1"]) == 0
+    assert (
+        main(
+            ["tune", "tune_handlers:sometimes_fails", "--workers", "2", "--buffer", "100", "--seconds", "0.1"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "warning: the handler raised in" in out and "ValueError: every fourth event is bad" in out
 
@@ -226,9 +267,12 @@ def cell(w: int, b: int, rate: float, p99: float | None, mem: float = 1.0, done:
 
 def test_recommend_prefers_throughput_then_latency_then_fewer_resources() -> None:
     cells = [
-        cell(1, 10, 1000, 5.0), cell(1, 100, 1000, 50.0),
-        cell(2, 10, 1990, 2.6), cell(2, 100, 2000, 20.0),
-        cell(4, 10, 2010, 2.5), cell(4, 100, 1500, 30.0),
+        cell(1, 10, 1000, 5.0),
+        cell(1, 100, 1000, 50.0),
+        cell(2, 10, 1990, 2.6),
+        cell(2, 100, 2000, 20.0),
+        cell(4, 10, 2010, 2.5),
+        cell(4, 100, 1500, 30.0),
     ]
     rec = recommend(cells, [1, 2, 4], [10, 100])
     # 2x10 and 4x10 are within 5% of the best rate and within 10% of the lowest p99:
@@ -236,7 +280,7 @@ def test_recommend_prefers_throughput_then_latency_then_fewer_resources() -> Non
     assert (rec.cell.workers, rec.cell.buffer) == (2, 10)
     assert "within 5% of the best" in rec.reason and "fewest workers" in rec.reason
     assert any("smallest tried (10)" in n for n in rec.edge_notes)
-    assert not any("worker count" in n for n in rec.edge_notes)       # 2 is inside 1..4
+    assert not any("worker count" in n for n in rec.edge_notes)  # 2 is inside 1..4
 
 
 def test_recommend_says_when_the_best_is_on_the_edge() -> None:
@@ -273,8 +317,10 @@ BAD_ARGUMENTS = [
     (["tune", "tune_handlers:io_bound", "--buffer", "2.5"], ["--buffer", "'2.5'"]),
     (["tune", "tune_handlers:io_bound", "--seconds", "0"], ["--seconds", "'0'"]),
     (["tune", "tune_handlers:io_bound", "--seconds", "soon"], ["--seconds", "'soon'"]),
-    (["tune", "tune_handlers:io_bound", "--plot", "/nonexistent-dir-xyz/heat.png"],
-     ["--plot", "/nonexistent-dir-xyz/heat.png"]),
+    (
+        ["tune", "tune_handlers:io_bound", "--plot", "/nonexistent-dir-xyz/heat.png"],
+        ["--plot", "/nonexistent-dir-xyz/heat.png"],
+    ),
     (["tune"], ["MODULE:HANDLER"]),
     (["bench", "--events", "0"], ["--events", "'0'"]),
     (["bench", "--events", "many"], ["--events", "'many'"]),
@@ -287,21 +333,30 @@ BAD_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "needles"), BAD_ARGUMENTS, ids=[" ".join(a) or "(none)" for a, _ in BAD_ARGUMENTS])
-def test_bad_arguments_through_main(argv: list[str], needles: list[str], handlers_on_path: None,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "needles"), BAD_ARGUMENTS, ids=[" ".join(a) or "(none)" for a, _ in BAD_ARGUMENTS]
+)
+def test_bad_arguments_through_main(
+    argv: list[str], needles: list[str], handlers_on_path: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert_one_error_line(captured.err, *needles)
 
 
-@pytest.mark.parametrize(("argv", "needles"), [
-    (["tune", "no_such_module_xyz:handle"], ["no_such_module_xyz"]),
-    (["tune", "tune_handlers:io_bound", "--workers", "2,-1"], ["'-1'"]),
-    (["tune", "tune_handlers:io_bound", "--plot", "/nonexistent-dir-xyz/heat.png"], ["/nonexistent-dir-xyz/heat.png"]),
-    (["demo", "--redis", "ftp://example"], ["ftp://example"]),
-])
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["tune", "no_such_module_xyz:handle"], ["no_such_module_xyz"]),
+        (["tune", "tune_handlers:io_bound", "--workers", "2,-1"], ["'-1'"]),
+        (
+            ["tune", "tune_handlers:io_bound", "--plot", "/nonexistent-dir-xyz/heat.png"],
+            ["/nonexistent-dir-xyz/heat.png"],
+        ),
+        (["demo", "--redis", "ftp://example"], ["ftp://example"]),
+    ],
+)
 def test_bad_arguments_through_a_subprocess(argv: list[str], needles: list[str]) -> None:
     proc = run_cli(*argv)
     assert proc.returncode == 2
@@ -309,8 +364,9 @@ def test_bad_arguments_through_a_subprocess(argv: list[str], needles: list[str])
     assert_one_error_line(proc.stderr, *needles)
 
 
-def test_a_module_that_fails_to_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_module_that_fails_to_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "broken_handlers.py").write_text("raise RuntimeError('config missing\\nsecond line')\n")
     (tmp_path / "syntax_handlers.py").write_text("def handler(event:\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -320,14 +376,15 @@ def test_a_module_that_fails_to_import(tmp_path: Path, monkeypatch: pytest.Monke
     assert_one_error_line(capsys.readouterr().err, "syntax_handlers", "SyntaxError")
 
 
-def test_a_plot_path_that_is_a_directory(tmp_path: Path, handlers_on_path: None,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_plot_path_that_is_a_directory(
+    tmp_path: Path, handlers_on_path: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["tune", "tune_handlers:io_bound", "--plot", str(tmp_path)]) == 2
     assert_one_error_line(capsys.readouterr().err, "--plot", str(tmp_path), "directory")
 
 
 def test_an_unreachable_redis_server(capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"       # nothing listens there
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     assert main(["demo", "--redis", url]) == 2
     assert_one_error_line(capsys.readouterr().err, "--redis", url)
 
@@ -349,7 +406,7 @@ def test_demo_through_main(capsys: pytest.CaptureFixture[str]) -> None:
     assert demo_counts(out) == DEMO_COUNTS
     assert "16 partitions keyed by customer_id" in out
     assert "rejected 'OrderCreated'" in out
-    assert "metrics: nova_events_processed_total" in out       # prometheus_client is installed
+    assert "metrics: nova_events_processed_total" in out  # prometheus_client is installed
     assert "undelivered 0" in out and "4 dead letters kept on disk" in out
 
 

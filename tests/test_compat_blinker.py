@@ -29,7 +29,14 @@ def collect() -> None:
 
 
 def test_import_surface_and_rust_dispatch() -> None:
-    assert set(blinker.__all__) >= {"ANY", "NamedSignal", "Namespace", "Signal", "signal", "default_namespace"}
+    assert set(blinker.__all__) >= {
+        "ANY",
+        "NamedSignal",
+        "Namespace",
+        "Signal",
+        "signal",
+        "default_namespace",
+    }
     assert isinstance(Signal(), SignalTable)
     assert Signal.send is SignalTable.send
     assert Signal.ANY is ANY

@@ -11,8 +11,18 @@ from typing import Any
 import pytest
 
 import nova
-from nova import (Backoff, Bus, DeadLetterConfig, DeadLetterQueue, DeliveryMode, Emitter, Event,
-                  ListenerConfig, OnFull, RetryPolicy)
+from nova import (
+    Backoff,
+    Bus,
+    DeadLetterConfig,
+    DeadLetterQueue,
+    DeliveryMode,
+    Emitter,
+    Event,
+    ListenerConfig,
+    OnFull,
+    RetryPolicy,
+)
 
 
 def fast_retry(attempts: int = 3, delay: float = 0.01) -> RetryPolicy:
@@ -64,7 +74,12 @@ def test_retry_recovers_and_dead_letters_when_exhausted() -> None:
     assert attempts == {0: 2, 1: 3}
     [entry] = dlq.list()
     assert (entry.event.data, entry.error_type, entry.attempts, entry.listener, entry.topic) == (
-        1, "ValueError", 3, "h", "orders")
+        1,
+        "ValueError",
+        3,
+        "h",
+        "orders",
+    )
     # redrive hands it back to the bus topic
     calls_before = attempts[1]
     assert dlq.redrive(bus) == 1 and dlq.count() == 0
@@ -165,7 +180,13 @@ def test_emitter_async_managed_listener_retries_on_timers() -> None:
         if len(calls) < 3:
             raise nova.RetryableError("again")
 
-    em.subscribe("x.y", flaky, config=ListenerConfig(retry=RetryPolicy(max_attempts=3, initial_delay=0.05, backoff=Backoff.EXPONENTIAL)))
+    em.subscribe(
+        "x.y",
+        flaky,
+        config=ListenerConfig(
+            retry=RetryPolicy(max_attempts=3, initial_delay=0.05, backoff=Backoff.EXPONENTIAL)
+        ),
+    )
     em.emit_async(Event("x.y"))
     assert em.flush(5)
     assert len(calls) == 3
@@ -178,8 +199,11 @@ def test_emitter_async_managed_listener_retries_on_timers() -> None:
 def test_emitter_sync_emit_runs_the_whole_policy() -> None:
     dlq = DeadLetterQueue()
     em = Emitter()
-    em.subscribe("x.y", nova.Listener("bad", lambda e: 1 / 0),
-                 config=ListenerConfig(retry=fast_retry(2), dead_letter=DeadLetterConfig(queue=dlq)))
+    em.subscribe(
+        "x.y",
+        nova.Listener("bad", lambda e: 1 / 0),
+        config=ListenerConfig(retry=fast_retry(2), dead_letter=DeadLetterConfig(queue=dlq)),
+    )
     with pytest.raises(nova.ListenerError) as info:
         em.emit(Event("x.y"))
     assert isinstance(info.value.__cause__, nova.RetryLimitExceeded)
@@ -207,7 +231,9 @@ def test_bus_store_and_replay(tmp_path: Any) -> None:
     events = [Event("order.created", i, timestamp=t0 + timedelta(seconds=i)) for i in range(5)]
     for ev in events:
         bus.publish("orders", ev)
-    bus.publish_batch("orders", [Event("order.created", i, timestamp=t0 + timedelta(seconds=i)) for i in (5, 6)])
+    bus.publish_batch(
+        "orders", [Event("order.created", i, timestamp=t0 + timedelta(seconds=i)) for i in (5, 6)]
+    )
     bus.publish("other", Event("x.y"))
     assert bus.flush(5)
     seen: list[int] = []

@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 MKDOCS = ROOT / "mkdocs.yml"
 
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
-                    re.M | re.S)
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S
+)
 _MARK = re.compile(r"<!--\s*(?P<kind>not-run|pytest)\s*(?::\s*(?P<reason>.*?))?\s*-->")
 
 #: Pages whose examples talk to Redis at localhost:6379: run against a private server.
@@ -84,7 +85,7 @@ def blocks_of(path: Path) -> list[Block]:
     out: list[Block] = []
     previous_end = 0
     for i, m in enumerate(fences):
-        before = text[previous_end:m.start()]
+        before = text[previous_end : m.start()]
         previous_end = m.end()
         if m.group("lang") != "python":
             continue
@@ -97,13 +98,19 @@ def blocks_of(path: Path) -> list[Block]:
         expected = None
         if i + 1 < len(fences):
             nxt = fences[i + 1]
-            between = text[m.end():nxt.start()].strip()
+            between = text[m.end() : nxt.start()].strip()
             if between in ("prints", "prints:") and nxt.group("lang") in ("", "text"):
                 expected = textwrap.dedent(nxt.group("body"))
         line = text.count("\n", 0, m.start()) + 1
         block = Block(path.name, line, code, kind, reason, expected)
-        external = next((v for (page, needle), v in EXTERNAL_NOT_RUN.items()
-                         if page == path.name and needle in code.splitlines()), None)
+        external = next(
+            (
+                v
+                for (page, needle), v in EXTERNAL_NOT_RUN.items()
+                if page == path.name and needle in code.splitlines()
+            ),
+            None,
+        )
         if external is not None and kind == "run":
             reason, module = external
             if module is None or importlib.util.find_spec(module) is None:
@@ -122,8 +129,10 @@ def check_output(block: Block, got: str) -> None:
         re.fullmatch(".*".join(re.escape(part) for part in w.split("...")), h) is not None
         for w, h in zip(want, have)
     )
-    assert ok, (f"docs/{block.page}, example at line {block.line} printed:\n{got}\n"
-                f"but the page says it prints:\n{block.expected}")
+    assert ok, (
+        f"docs/{block.page}, example at line {block.line} printed:\n{got}\n"
+        f"but the page says it prints:\n{block.expected}"
+    )
 
 
 PAGES = sorted(p.name for p in DOCS.glob("*.md"))
@@ -217,8 +226,9 @@ def isolated_logging() -> Iterator[None]:
 @pytest.mark.timeout(180)
 @pytest.mark.usefixtures("isolated_logging")
 @pytest.mark.parametrize("page", PAGES)
-def test_page_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                           request: pytest.FixtureRequest) -> None:
+def test_page_examples_run(
+    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     blocks = blocks_of(DOCS / page)
     work = tmp_path / "work"
     work.mkdir()
@@ -252,7 +262,8 @@ def test_page_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.Monkey
 def test_the_harness_itself(tmp_path: Path, pytester: pytest.Pytester) -> None:
     """Markers are read, a wrong ``prints`` fence and a failing pytest block are caught."""
     page = tmp_path / "sample.md"
-    page.write_text(textwrap.dedent('''
+    page.write_text(
+        textwrap.dedent("""
         ```python
         print("a", 1)
         print("b")
@@ -275,9 +286,16 @@ def test_the_harness_itself(tmp_path: Path, pytester: pytest.Pytester) -> None:
         def test_fails():
             assert 1 == 2
         ```
-    '''), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     first, skipped, pytest_block = blocks_of(page)
-    assert (first.kind, skipped.kind, skipped.reason, pytest_block.kind) == ("run", "not-run", "needs a server", "pytest")
+    assert (first.kind, skipped.kind, skipped.reason, pytest_block.kind) == (
+        "run",
+        "not-run",
+        "needs a server",
+        "pytest",
+    )
     check_output(first, "a 1\nb\n")
     with pytest.raises(AssertionError, match="but the page says it prints"):
         check_output(first, "a 1\nc\n")

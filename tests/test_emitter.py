@@ -87,7 +87,9 @@ def test_several_failures_raise_an_exception_group(em: Emitter) -> None:
 
 def test_on_error_handles_or_propagates(em: Emitter) -> None:
     handled: list[str] = []
-    em.subscribe("x.y", nova.Listener("h", lambda e: 1 / 0, on_error=lambda e, exc: handled.append(type(exc).__name__)))
+    em.subscribe(
+        "x.y", nova.Listener("h", lambda e: 1 / 0, on_error=lambda e, exc: handled.append(type(exc).__name__))
+    )
     em.emit(Event("x.y"))
     assert handled == ["ZeroDivisionError"]
     assert em.stats().failed_events == 0
@@ -141,7 +143,12 @@ def test_middleware_order_replacement_and_outcome(em: Emitter) -> None:
     got: list[Event] = []
     em.subscribe("x.y", got.append)
     em.emit(Event("x.y"))
-    assert log == [("before", "a"), ("before", "b"), ("after", "b", ["a", "b"], None), ("after", "a", ["a", "b"], None)]
+    assert log == [
+        ("before", "a"),
+        ("before", "b"),
+        ("after", "b", ["a", "b"], None),
+        ("after", "a", ["a", "b"], None),
+    ]
     assert sorted(got[0].metadata) == ["a", "b"]
 
 
@@ -538,7 +545,7 @@ def test_a_queued_event_goes_to_the_listeners_subscribed_at_delivery() -> None:
     early: list[Any] = []
     late: list[Any] = []
     leaving = em.subscribe("x", early.append)
-    em.emit_async(nova.Event("x", 1))   # queued behind the held event
+    em.emit_async(nova.Event("x", 1))  # queued behind the held event
     leaving.unsubscribe()
     em.subscribe("x", late.append)
     gate.set()

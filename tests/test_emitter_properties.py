@@ -60,7 +60,9 @@ def test_each_event_reaches_each_matching_subscriber_exactly_once(script: list[l
             else:
                 ev = Event(op[1])
                 with lock:
-                    present = [i for i, (t, _) in enumerate(subs) if t in matches[op[1]] and i not in unsubscribed]
+                    present = [
+                        i for i, (t, _) in enumerate(subs) if t in matches[op[1]] and i not in unsubscribed
+                    ]
                     if op[2]:
                         em.emit_async(ev)
                     else:

@@ -100,7 +100,12 @@ def test_pickle_and_copy_round_trip() -> None:
     back = pickle.loads(pickle.dumps(ev))
     assert type(back) is OrderCreated
     assert (back.id, back.type, back.data, dict(back.metadata), back.timestamp) == (
-        ev.id, ev.type, ev.data, dict(ev.metadata), ev.timestamp)
+        ev.id,
+        ev.type,
+        ev.data,
+        dict(ev.metadata),
+        ev.timestamp,
+    )
     assert copy.copy(ev) is ev and copy.deepcopy(ev) is ev
 
 
@@ -111,7 +116,12 @@ def test_dict_and_json_round_trip_exactly() -> None:
     assert d["timestamp"].endswith("+00:00") and "." in d["timestamp"]
     for back in (Event.from_dict(d), Event.from_json(ev.to_json())):
         assert (back.id, back.type, back.data, dict(back.metadata), back.timestamp) == (
-            ev.id, ev.type, ev.data, dict(ev.metadata), ev.timestamp)
+            ev.id,
+            ev.type,
+            ev.data,
+            dict(ev.metadata),
+            ev.timestamp,
+        )
     assert type(OrderCreated.from_json(ev.to_json())) is OrderCreated
 
 
@@ -164,7 +174,9 @@ def test_strict_type_names_accepts_domain_action(name: str) -> None:
     nova.strict_type_names(Event(name))
 
 
-@pytest.mark.parametrize("name", ["CreateUser", "order_completed", "PAYMENT-FAILED", "order", "order..x", "1a.b", "a.B"])
+@pytest.mark.parametrize(
+    "name", ["CreateUser", "order_completed", "PAYMENT-FAILED", "order", "order..x", "1a.b", "a.B"]
+)
 def test_strict_type_names_rejects_others(name: str) -> None:
     with pytest.raises(ValidationError):
         nova.strict_type_names(Event(name))
@@ -173,7 +185,10 @@ def test_strict_type_names_rejects_others(name: str) -> None:
 def test_every_call_form_checks_the_same_way() -> None:
     # Event(type) and Event(type, data) have a fast route; keywords take the ordinary one.
     makers: list[Callable[[Any], Event]] = [
-        lambda t: Event(t), lambda t: Event(t, 1), lambda t: Event(type=t), lambda t: Event(t, data=1),
+        lambda t: Event(t),
+        lambda t: Event(t, 1),
+        lambda t: Event(type=t),
+        lambda t: Event(t, data=1),
     ]
     for make in makers:
         with pytest.raises(ValidationError, match=r"Event.type must be a non-empty str, got ''"):

@@ -56,7 +56,9 @@ def test_two_records_with_structured_fields(caplog: pytest.LogCaptureFixture) ->
     first, second = records(caplog)
     assert first.levelno == second.levelno == logging.INFO
     assert fields(first) == {
-        "event_id": event.id, "event_type": "order.created", "metadata": {"tenant": "acme"},
+        "event_id": event.id,
+        "event_type": "order.created",
+        "metadata": {"tenant": "acme"},
     }
     assert type(first.metadata) is dict  # a plain dict, not a read-only mapping
     assert not hasattr(first, "duration_ms") and not hasattr(first, "error")
@@ -208,9 +210,7 @@ def test_extra_fields_work_with_a_formatter() -> None:
 # -- integration with the real Emitter --------------------------------------------------------
 
 
-def test_sync_emit_through_a_real_emitter(
-    emitter: nova.Emitter, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_sync_emit_through_a_real_emitter(emitter: nova.Emitter, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="nova")
     emitter.use(LoggingMiddleware())
     emitter.subscribe("order.created", lambda e: time.sleep(0.005))
@@ -218,7 +218,9 @@ def test_sync_emit_through_a_real_emitter(
     emitter.emit(event)
     first, second = records(caplog)
     assert fields(first) == {
-        "event_id": event.id, "event_type": "order.created", "metadata": {"tenant": "acme"},
+        "event_id": event.id,
+        "event_type": "order.created",
+        "metadata": {"tenant": "acme"},
     }
     assert second.levelno == logging.INFO and second.error is None
     assert second.duration_ms >= 5.0

@@ -49,8 +49,11 @@ class FakeManager(FakeComponent):
 
 FULL = {
     "component": "orders",
-    "emitted": [("order.created", "accepted", 7), ("order.created", "rejected", 1),
-                ("order.created", "dropped", 2)],
+    "emitted": [
+        ("order.created", "accepted", 7),
+        ("order.created", "rejected", 1),
+        ("order.created", "dropped", 2),
+    ],
     "processed": [("bill", "success", 5), ("bill", "failure", 2)],
     "durations": [("bill", BOUNDS, [1, 2, 3, 0, 1], 2.5, 7)],
     "queue_size": 3,
@@ -109,10 +112,7 @@ def server_factory() -> Iterator[Any]:
 
 def test_exposition_names_types_and_labels_are_exactly_the_contracts() -> None:
     text = scrape(FakeComponent("ignored", FULL))
-    types = {
-        line.split()[2]: line.split()[3]
-        for line in text.splitlines() if line.startswith("# TYPE ")
-    }
+    types = {line.split()[2]: line.split()[3] for line in text.splitlines() if line.startswith("# TYPE ")}
     assert types == {
         "nova_events_emitted_total": "counter",
         "nova_events_processed_total": "counter",
@@ -149,16 +149,11 @@ def test_counter_and_gauge_values() -> None:
     def v(name: str, **labels: str) -> float:
         return value(text, name, **labels)
 
-    assert v("nova_events_emitted_total", component="orders", type="order.created",
-             result="accepted") == 7
-    assert v("nova_events_emitted_total", component="orders", type="order.created",
-             result="rejected") == 1
-    assert v("nova_events_emitted_total", component="orders", type="order.created",
-             result="dropped") == 2
-    assert v("nova_events_processed_total", component="orders", listener="bill",
-             result="success") == 5
-    assert v("nova_events_processed_total", component="orders", listener="bill",
-             result="failure") == 2
+    assert v("nova_events_emitted_total", component="orders", type="order.created", result="accepted") == 7
+    assert v("nova_events_emitted_total", component="orders", type="order.created", result="rejected") == 1
+    assert v("nova_events_emitted_total", component="orders", type="order.created", result="dropped") == 2
+    assert v("nova_events_processed_total", component="orders", listener="bill", result="success") == 5
+    assert v("nova_events_processed_total", component="orders", listener="bill", result="failure") == 2
     assert v("nova_queue_size", component="orders") == 3
     assert v("nova_active_listeners", component="orders") == 4
     assert v("nova_retries_total", listener="bill") == 6
@@ -173,7 +168,8 @@ def test_histogram_buckets_are_made_cumulative() -> None:
     text = scrape(FakeComponent("orders", FULL))
     labels = {"component": "orders", "listener": "bill"}
     buckets = {
-        dict(key)["le"]: val for (name, key), val in samples(text).items()
+        dict(key)["le"]: val
+        for (name, key), val in samples(text).items()
         if name == "nova_listener_duration_seconds_bucket"
     }
     # non-cumulative [1, 2, 3, 0, 1] over bounds [0.001, 0.01, 0.1, 1.0] and +Inf
@@ -189,11 +185,18 @@ def test_component_name_falls_back_to_the_objects_name() -> None:
 
 
 def test_several_components_and_absent_keys() -> None:
-    a = FakeComponent("a", {"component": "a", "queue_size": 1, "retries": [("shared", 2)],
-                            "circuit_state": [("shared", 1)]})
-    b = FakeComponent("b", {"component": "b", "active_listeners": 5,
-                            "retries": [("shared", 3), ("only_b", 1)],
-                            "circuit_state": [("shared", 2)]})
+    a = FakeComponent(
+        "a", {"component": "a", "queue_size": 1, "retries": [("shared", 2)], "circuit_state": [("shared", 1)]}
+    )
+    b = FakeComponent(
+        "b",
+        {
+            "component": "b",
+            "active_listeners": 5,
+            "retries": [("shared", 3), ("only_b", 1)],
+            "circuit_state": [("shared", 2)],
+        },
+    )
     empty = FakeComponent("empty", {})
     text = scrape(a, b, empty)
     got = samples(text)
@@ -284,8 +287,10 @@ def test_metrics_endpoint(server_factory: Any) -> None:
     status, content_type, body = get(server.url + "/metrics")
     assert status == 200
     assert content_type.startswith("text/plain")
-    assert value(body, "nova_events_emitted_total", component="orders",
-                 type="order.created", result="accepted") == 7
+    assert (
+        value(body, "nova_events_emitted_total", component="orders", type="order.created", result="accepted")
+        == 7
+    )
     status, _, body = get(server.url + "/metrics?name[]=nova_queue_size")
     assert status == 200 and "nova_queue_size" in body
 
@@ -324,7 +329,8 @@ def test_healthz_status_codes(
     got_code, _, body = get(server.url + "/healthz")
     assert got_code == code
     assert json.loads(body) == {
-        "status": status, "listeners": {name: str(h) for name, h in healths.items()},
+        "status": status,
+        "listeners": {name: str(h) for name, h in healths.items()},
     }
 
 
@@ -334,8 +340,7 @@ def test_healthz_takes_the_worst_of_several_managers(server_factory: Any) -> Non
     server = server_factory(first, second)
     code, _, body = get(server.url + "/healthz")
     assert code == 503
-    assert json.loads(body) == {"status": "unhealthy",
-                                "listeners": {"a": "healthy", "b": "unhealthy"}}
+    assert json.loads(body) == {"status": "unhealthy", "listeners": {"a": "healthy", "b": "unhealthy"}}
     second.healths["b"] = Health.DEGRADED  # health is computed per request
     code, _, body = get(server.url + "/healthz")
     assert code == 200 and json.loads(body)["status"] == "degraded"
@@ -421,6 +426,7 @@ def test_serve_on_ipv6_loopback_when_available() -> None:
 def test_real_emitter_scraped_over_http() -> None:
     em = nova.Emitter(name="shop", validator=nova.strict_type_names)
     try:
+
         def created(event: nova.Event) -> None:
             pass
 
@@ -447,22 +453,33 @@ def test_real_emitter_scraped_over_http() -> None:
         def v(name: str, **labels: str) -> float:
             return value(text, name, **labels)
 
-        assert v("nova_events_emitted_total", component="shop", type="order.created",
-                 result="accepted") == 5
-        assert v("nova_events_emitted_total", component="shop", type="order.broken",
-                 result="accepted") == 1
-        assert v("nova_events_emitted_total", component="shop", type="NotDotted",
-                 result="rejected") == 1
-        assert v("nova_events_processed_total", component="shop", listener=created.__qualname__,
-                 result="success") == 5
-        assert v("nova_events_processed_total", component="shop", listener=broken.__qualname__,
-                 result="failure") == 1
-        assert v("nova_listener_duration_seconds_count", component="shop",
-                 listener=created.__qualname__) == 5
-        assert v("nova_listener_duration_seconds_bucket", component="shop",
-                 listener=created.__qualname__, le="+Inf") == 5
-        assert v("nova_listener_duration_seconds_sum", component="shop",
-                 listener=created.__qualname__) >= 0.0
+        assert v("nova_events_emitted_total", component="shop", type="order.created", result="accepted") == 5
+        assert v("nova_events_emitted_total", component="shop", type="order.broken", result="accepted") == 1
+        assert v("nova_events_emitted_total", component="shop", type="NotDotted", result="rejected") == 1
+        assert (
+            v(
+                "nova_events_processed_total",
+                component="shop",
+                listener=created.__qualname__,
+                result="success",
+            )
+            == 5
+        )
+        assert (
+            v("nova_events_processed_total", component="shop", listener=broken.__qualname__, result="failure")
+            == 1
+        )
+        assert v("nova_listener_duration_seconds_count", component="shop", listener=created.__qualname__) == 5
+        assert (
+            v(
+                "nova_listener_duration_seconds_bucket",
+                component="shop",
+                listener=created.__qualname__,
+                le="+Inf",
+            )
+            == 5
+        )
+        assert v("nova_listener_duration_seconds_sum", component="shop", listener=created.__qualname__) >= 0.0
         assert v("nova_queue_size", component="shop") == 0
         assert v("nova_active_listeners", component="shop") == 2
         stats = em.stats()
@@ -485,12 +502,16 @@ def test_real_emitter_drops_are_exposed() -> None:
         text = generate_latest(registry).decode()
         dropped = em.stats().dropped_events
         assert dropped >= 7  # at most one in flight and two buffered
-        assert value(text, "nova_events_dropped_total", component="lossy",
-                     reason="buffer_full") == dropped
-        assert value(text, "nova_events_emitted_total", component="lossy", type="a.b",
-                     result="dropped") == dropped
-        assert value(text, "nova_events_emitted_total", component="lossy", type="a.b",
-                     result="accepted") == 10 - dropped == em.stats().events_emitted
+        assert value(text, "nova_events_dropped_total", component="lossy", reason="buffer_full") == dropped
+        assert (
+            value(text, "nova_events_emitted_total", component="lossy", type="a.b", result="dropped")
+            == dropped
+        )
+        assert (
+            value(text, "nova_events_emitted_total", component="lossy", type="a.b", result="accepted")
+            == 10 - dropped
+            == em.stats().events_emitted
+        )
     finally:
         gate.set()
         em.shutdown(timeout=5)
@@ -522,8 +543,7 @@ def test_real_manager_health_and_resilience_metrics() -> None:
     quick_retry = r.RetryPolicy(max_attempts=3, initial_delay=0.001, backoff=r.Backoff.FIXED)
     manager.register(
         nova.Listener("charge", _fail),
-        r.ListenerConfig(retry=quick_retry,
-                         dead_letter=r.DeadLetterConfig(enabled=True, queue=dead_letters)),
+        r.ListenerConfig(retry=quick_retry, dead_letter=r.DeadLetterConfig(enabled=True, queue=dead_letters)),
     )
     manager.register(nova.Listener("receipt", _ok), r.ListenerConfig())
     manager.start()
@@ -537,7 +557,8 @@ def test_real_manager_health_and_resilience_metrics() -> None:
             code, _, body = get(server.url + "/healthz")
             assert code == 503
             assert json.loads(body) == {
-                "status": "unhealthy", "listeners": {"charge": "unhealthy", "receipt": "healthy"},
+                "status": "unhealthy",
+                "listeners": {"charge": "unhealthy", "receipt": "healthy"},
             }
             code, _, text = get(server.url + "/metrics")
         assert code == 200
@@ -546,13 +567,20 @@ def test_real_manager_health_and_resilience_metrics() -> None:
         assert value(text, "nova_dead_letters_total", listener="charge") == 2
         assert dead_letters.count() == 2
         assert value(text, "nova_circuit_state", listener="charge") == 0
-        assert value(text, "nova_events_processed_total", component="billing",
-                     listener="charge", result="failure") == 2
-        assert value(text, "nova_events_processed_total", component="billing",
-                     listener="receipt", result="success") == 1
+        assert (
+            value(
+                text, "nova_events_processed_total", component="billing", listener="charge", result="failure"
+            )
+            == 2
+        )
+        assert (
+            value(
+                text, "nova_events_processed_total", component="billing", listener="receipt", result="success"
+            )
+            == 1
+        )
         assert value(text, "nova_active_listeners", component="billing") == 2
-        attempts = value(text, "nova_listener_duration_seconds_count", component="billing",
-                         listener="charge")
+        attempts = value(text, "nova_listener_duration_seconds_count", component="billing", listener="charge")
         assert attempts == 6  # every attempt is timed
     finally:
         manager.stop(5)
@@ -563,8 +591,10 @@ def test_real_manager_with_an_open_circuit_is_not_unhealthy() -> None:
     manager = r.ListenerManager(name="shipping")
     manager.register(
         nova.Listener("label", _fail),
-        r.ListenerConfig(retry=r.RetryPolicy(max_attempts=1),
-                         circuit=r.CircuitConfig(enabled=True, failure_threshold=2, timeout=60.0)),
+        r.ListenerConfig(
+            retry=r.RetryPolicy(max_attempts=1),
+            circuit=r.CircuitConfig(enabled=True, failure_threshold=2, timeout=60.0),
+        ),
     )
     manager.start()
     try:
@@ -574,8 +604,7 @@ def test_real_manager_with_an_open_circuit_is_not_unhealthy() -> None:
         with serve(0, manager) as server:
             code, _, body = get(server.url + "/healthz")
             assert code == 200
-            assert json.loads(body) == {"status": "circuit_open",
-                                        "listeners": {"label": "circuit_open"}}
+            assert json.loads(body) == {"status": "circuit_open", "listeners": {"label": "circuit_open"}}
             _, _, text = get(server.url + "/metrics")
         assert value(text, "nova_circuit_state", listener="label") == 2
     finally:
@@ -599,10 +628,22 @@ def test_emitter_and_manager_served_together() -> None:
             _, _, text = get(server.url + "/metrics")
         assert value(text, "nova_active_listeners", component="frontend") == 1
         assert value(text, "nova_active_listeners", component="listeners") == 1
-        assert value(text, "nova_events_processed_total", component="frontend",
-                     listener=_ok.__qualname__, result="success") == 1
-        assert value(text, "nova_events_processed_total", component="listeners",
-                     listener="audit", result="success") == 1
+        assert (
+            value(
+                text,
+                "nova_events_processed_total",
+                component="frontend",
+                listener=_ok.__qualname__,
+                result="success",
+            )
+            == 1
+        )
+        assert (
+            value(
+                text, "nova_events_processed_total", component="listeners", listener="audit", result="success"
+            )
+            == 1
+        )
     finally:
         em.shutdown(timeout=5)
         manager.stop(5)
@@ -628,10 +669,8 @@ def test_real_bus_at_most_once_failures_are_counted_as_drops() -> None:
             return value(text, name, component="events-bus", **labels)
 
         assert v("nova_events_emitted_total", type="order.created", result="accepted") == 3
-        assert v("nova_events_processed_total", listener=_fail.__qualname__,
-                 result="failure") == 3
-        assert v("nova_events_processed_total", listener=_ok.__qualname__,
-                 result="success") == 3
+        assert v("nova_events_processed_total", listener=_fail.__qualname__, result="failure") == 3
+        assert v("nova_events_processed_total", listener=_ok.__qualname__, result="success") == 3
         assert v("nova_events_dropped_total", reason="at_most_once") == 3
         assert v("nova_active_listeners") == 2
         assert v("nova_queue_size") == 0

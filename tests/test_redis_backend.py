@@ -63,14 +63,14 @@ class Recorder:
             return len(self.events)
 
 
-def test_round_trip_keeps_per_key_order_over_16_partitions(make_bus: Callable[..., nova.Bus],
-                                                           client: redis.Redis) -> None:
+def test_round_trip_keeps_per_key_order_over_16_partitions(
+    make_bus: Callable[..., nova.Bus], client: redis.Redis
+) -> None:
     bus = make_bus()
     bus.create_topic("orders", partitions=16, ordering_key="customer")
     rec = Recorder()
     sub = bus.subscribe("orders", nova.Listener("billing", rec))
-    events = [Event("order.created", {"n": i}, metadata={"customer": f"c{i % 40}"})
-              for i in range(3000)]
+    events = [Event("order.created", {"n": i}, metadata={"customer": f"c{i % 40}"}) for i in range(3000)]
     bus.publish_batch("orders", events[:2500])
     for e in events[2500:]:
         bus.publish("orders", e)
@@ -105,11 +105,15 @@ def test_events_keep_their_fields(make_bus: Callable[..., nova.Bus]) -> None:
     assert bus.flush(10)
     got = rec.events[0]
     assert (got.id, got.type, got.data, dict(got.metadata), got.timestamp) == (
-        ev.id, ev.type, ev.data, dict(ev.metadata), ev.timestamp)
+        ev.id,
+        ev.type,
+        ev.data,
+        dict(ev.metadata),
+        ev.timestamp,
+    )
 
 
-def test_topic_configs_are_shared_and_checked(make_bus: Callable[..., nova.Bus],
-                                              client: redis.Redis) -> None:
+def test_topic_configs_are_shared_and_checked(make_bus: Callable[..., nova.Bus], client: redis.Redis) -> None:
     a, b = make_bus(), make_bus()
     a.create_topic("t", partitions=4, ordering_key="k")
     b.create_topic("t", partitions=4, ordering_key="k")  # same config: no-op
@@ -147,8 +151,9 @@ def test_callable_ordering_key_must_exist_in_every_process(make_bus: Callable[..
         b.create_topic("geo", partitions=4, ordering_key=lambda e: "x")
 
 
-def test_subscription_interface_and_unsubscribe(make_bus: Callable[..., nova.Bus],
-                                               client: redis.Redis) -> None:
+def test_subscription_interface_and_unsubscribe(
+    make_bus: Callable[..., nova.Bus], client: redis.Redis
+) -> None:
     bus = make_bus()
     rec = Recorder()
     with bus.subscribe("t", rec) as sub:
@@ -180,7 +185,8 @@ def test_pattern_subscription_sees_new_topics(make_bus: Callable[..., nova.Bus])
 
 
 def test_poison_message_goes_to_dlq_and_consumption_continues(
-        make_bus: Callable[..., nova.Bus], client: redis.Redis) -> None:
+    make_bus: Callable[..., nova.Bus], client: redis.Redis
+) -> None:
     bus = make_bus()
     bus.create_topic("t", partitions=2)
     rec = Recorder()
@@ -204,8 +210,9 @@ def test_poison_message_goes_to_dlq_and_consumption_continues(
     assert bus.stats().failed_events == 2
 
 
-def test_failed_event_is_dead_lettered_after_its_attempts(make_bus: Callable[..., nova.Bus],
-                                                          client: redis.Redis) -> None:
+def test_failed_event_is_dead_lettered_after_its_attempts(
+    make_bus: Callable[..., nova.Bus], client: redis.Redis
+) -> None:
     bus = make_bus()
     calls: list[int] = []
 
@@ -221,7 +228,7 @@ def test_failed_event_is_dead_lettered_after_its_attempts(make_bus: Callable[...
         bus.publish("t", e)
     assert bus.flush(10)
     assert calls == [0, 1, 2, 3, 3, 3, 4, 5]  # the retries held the partition back
-    (_id, f), = client.xrange("nova:t:dlq")
+    ((_id, f),) = client.xrange("nova:t:dlq")
     assert f[b"attempts"] == b"3" and f[b"listener"] == b"flaky"
     assert f[b"error"] == b"ValueError: three is bad"
     assert Event.from_json(f[b"payload"]).id == events[3].id
@@ -246,8 +253,7 @@ def test_at_most_once_does_not_retry(make_bus: Callable[..., nova.Bus], client: 
     assert client.exists("nova:t:dlq") == 0
 
 
-def test_exactly_once_skips_a_republished_id(make_bus: Callable[..., nova.Bus],
-                                             client: redis.Redis) -> None:
+def test_exactly_once_skips_a_republished_id(make_bus: Callable[..., nova.Bus], client: redis.Redis) -> None:
     bus = make_bus()
     bus.create_topic("t", delivery_mode=DeliveryMode.EXACTLY_ONCE, partitions=2)
     rec = Recorder()
@@ -288,7 +294,7 @@ def test_custom_serializer(make_bus: Callable[..., nova.Bus], client: redis.Redi
     bus.publish("t", Event("e", 1))
     assert bus.flush(10)
     assert rec.events[0].data == 1
-    (_id, f), = client.xrange("nova:t:0")
+    ((_id, f),) = client.xrange("nova:t:0")
     assert f[b"event"].startswith(b"X{")
     with pytest.raises(nova.ValidationError):
         RedisBackend("redis://127.0.0.1:1/0", group="g", serializer=object())  # type: ignore[arg-type]
@@ -306,7 +312,8 @@ def test_publish_rejects_bad_input(make_bus: Callable[..., nova.Bus]) -> None:
 
 
 def test_shutdown_leaves_unprocessed_events_pending_and_releases_leases(
-        make_bus: Callable[..., nova.Bus], client: redis.Redis) -> None:
+    make_bus: Callable[..., nova.Bus], client: redis.Redis
+) -> None:
     first = make_bus(batch_size=50)
     started = threading.Event()
 
@@ -360,7 +367,12 @@ def test_json_serializer_round_trip_and_errors() -> None:
         raw = data.encode() if isinstance(data, str) else data
         back = s.loads(raw)
         assert (back.id, back.type, back.data, dict(back.metadata), back.timestamp) == (
-            ev.id, ev.type, ev.data, dict(ev.metadata), ev.timestamp)
+            ev.id,
+            ev.type,
+            ev.data,
+            dict(ev.metadata),
+            ev.timestamp,
+        )
         assert Event.from_json(raw).timestamp == ev.timestamp  # the reference reader agrees
     for bad in (b"nope", b"[1]", b'{"id": "", "type": "x"}'):
         with pytest.raises(nova.ValidationError):

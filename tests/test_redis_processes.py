@@ -43,9 +43,21 @@ class Workers:
         ready = self.tmp / f"{name}.ready"
         env = dict(os.environ)
         self.procs[name] = subprocess.Popen(
-            [sys.executable, str(WORKER), "--url", self.url, "--name", name, "--ready", str(ready),
-             "--lease-ttl", str(LEASE_TTL), *extra],
-            env=env, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                str(WORKER),
+                "--url",
+                self.url,
+                "--name",
+                name,
+                "--ready",
+                str(ready),
+                "--lease-ttl",
+                str(LEASE_TTL),
+                *extra,
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
         )
 
     def wait_ready(self) -> None:
@@ -98,12 +110,10 @@ def balanced(client: redis.Redis, count: int) -> bool:
 
 def publish(url: str, n: int, mode: str, chunk: int = 100, pause: float = 0.01) -> list[nova.Event]:
     bus = nova.Bus(backend=RedisBackend(url, group="publisher"))
-    bus.create_topic("orders", partitions=16, ordering_key="key",
-                     delivery_mode=nova.DeliveryMode(mode))
-    events = [nova.Event("order.created", {"n": i}, metadata={"key": f"k{i % KEYS}"})
-              for i in range(n)]
+    bus.create_topic("orders", partitions=16, ordering_key="key", delivery_mode=nova.DeliveryMode(mode))
+    events = [nova.Event("order.created", {"n": i}, metadata={"key": f"k{i % KEYS}"}) for i in range(n)]
     for i in range(0, n, chunk):
-        bus.publish_batch("orders", events[i:i + chunk])
+        bus.publish_batch("orders", events[i : i + chunk])
         time.sleep(pause)
     bus.shutdown(5)
     return events
@@ -138,8 +148,9 @@ def check_order(recs: list[tuple[str, str, str, int]], *, strict: bool) -> None:
 
 
 @pytest.mark.parametrize("count", [2, 3])
-def test_processes_share_partitions_and_keep_per_key_order(workers: Workers, redis_url: str,
-                                                           count: int) -> None:
+def test_processes_share_partitions_and_keep_per_key_order(
+    workers: Workers, redis_url: str, count: int
+) -> None:
     client = redis.Redis.from_url(redis_url)
     for i in range(count):
         workers.start(f"w{i}")
@@ -171,8 +182,9 @@ def test_sigkill_at_least_once_every_event_processed(workers: Workers, redis_url
     import threading
 
     published: list[nova.Event] = []
-    pub = threading.Thread(target=lambda: published.extend(publish(redis_url, n, "at_least_once",
-                                                                   pause=0.02)))
+    pub = threading.Thread(
+        target=lambda: published.extend(publish(redis_url, n, "at_least_once", pause=0.02))
+    )
     pub.start()
     wait_for(lambda: sum(1 for r in records(client) if r[0] == "w0") >= 100, 30, "w0 at work")
     workers.procs["w0"].send_signal(signal.SIGKILL)
@@ -212,7 +224,8 @@ def test_sigkill_exactly_once_no_duplicate(workers: Workers, redis_url: str, tmp
 
 
 def test_a_process_joining_mid_stream_takes_partitions_without_reordering(
-        workers: Workers, redis_url: str) -> None:
+    workers: Workers, redis_url: str
+) -> None:
     import threading
 
     client = redis.Redis.from_url(redis_url)
@@ -221,8 +234,9 @@ def test_a_process_joining_mid_stream_takes_partitions_without_reordering(
     wait_for(lambda: balanced(client, 1), 20, "w0 holding every lease")
     n = 2000
     published: list[nova.Event] = []
-    pub = threading.Thread(target=lambda: published.extend(publish(redis_url, n, "at_least_once",
-                                                                   pause=0.005)))
+    pub = threading.Thread(
+        target=lambda: published.extend(publish(redis_url, n, "at_least_once", pause=0.005))
+    )
     pub.start()
     wait_for(lambda: client.llen("record") >= 300, 30, "w0 at work")
     workers.start("w1", "--sleep-ms", "20")  # joins mid-stream: w0 hands back half

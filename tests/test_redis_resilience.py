@@ -18,8 +18,9 @@ from nova.backends.redis import RedisBackend, redact_url
 SECRET = "s3cr3t-Pa55word"
 
 
-def test_restart_of_redis_is_survived_without_acknowledged_loss(tmp_path: Path,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_restart_of_redis_is_survived_without_acknowledged_loss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     server = tmp_server(tmp_path, persistent=True)
     try:
         consumer = nova.Bus(backend=RedisBackend(server.url, group="g", lease_ttl=3.0))
@@ -85,7 +86,8 @@ def test_refused_connection_raises_backend_error() -> None:
 
 
 def test_wrong_password_raises_backend_error_without_the_password(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     server = tmp_server(tmp_path, password=SECRET)
     try:
@@ -122,14 +124,17 @@ def test_wrong_password_raises_backend_error_without_the_password(
         server.stop()
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("redis://:pw@host:6379/0", "redis://***@host:6379/0"),
-    ("redis://user:pw@host:6379/0", "redis://***@host:6379/0"),
-    ("rediss://default:p%40ss@host:6380/1", "rediss://***@host:6380/1"),
-    ("redis://host:6379/0?password=pw&db=2", "redis://host:6379/0?password=***&db=2"),
-    ("unix:///run/redis.sock?password=pw", "unix:///run/redis.sock?password=***"),
-    ("redis://host:6379/0", "redis://host:6379/0"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@host:6379/0", "redis://***@host:6379/0"),
+        ("redis://user:pw@host:6379/0", "redis://***@host:6379/0"),
+        ("rediss://default:p%40ss@host:6380/1", "rediss://***@host:6380/1"),
+        ("redis://host:6379/0?password=pw&db=2", "redis://host:6379/0?password=***&db=2"),
+        ("unix:///run/redis.sock?password=pw", "unix:///run/redis.sock?password=***"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+    ],
+)
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 

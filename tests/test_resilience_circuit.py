@@ -23,8 +23,7 @@ CLOSED, HALF_OPEN, OPEN = CircuitState.CLOSED, CircuitState.HALF_OPEN, CircuitSt
 
 
 def breaker(clock: ManualClock, **kw: Any) -> CircuitBreaker:
-    cfg: dict[str, Any] = dict(failure_threshold=3, success_threshold=2, timeout=10.0,
-                               sliding_window=60.0)
+    cfg: dict[str, Any] = dict(failure_threshold=3, success_threshold=2, timeout=10.0, sliding_window=60.0)
     cfg.update(kw)
     return CircuitBreaker(CircuitConfig(**cfg), clock=clock, name="svc")
 
@@ -42,11 +41,20 @@ def succeed(b: CircuitBreaker, n: int = 1) -> None:
 def test_config_defaults_and_validation() -> None:
     c = CircuitConfig()
     assert (c.enabled, c.failure_threshold, c.success_threshold, c.timeout, c.sliding_window) == (
-        True, 5, 3, 30.0, 60.0)
-    cases: list[tuple[dict[str, Any], str]] = [({"failure_threshold": 0}, "failure_threshold"),
-                      ({"success_threshold": 0}, "success_threshold"),
-                      ({"timeout": -1}, "timeout"), ({"sliding_window": 0}, "sliding_window"),
-                      ({"enabled": "yes"}, "enabled"), ({"timeout": float("nan")}, "timeout")]
+        True,
+        5,
+        3,
+        30.0,
+        60.0,
+    )
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"failure_threshold": 0}, "failure_threshold"),
+        ({"success_threshold": 0}, "success_threshold"),
+        ({"timeout": -1}, "timeout"),
+        ({"sliding_window": 0}, "sliding_window"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"timeout": float("nan")}, "timeout"),
+    ]
     for kw, field in cases:
         with pytest.raises(ValidationError, match=field):
             CircuitConfig(**kw)
@@ -193,9 +201,13 @@ def test_open_circuit_keeps_events_from_the_listener_and_takes_the_retry_path() 
         if not healthy["on"]:
             raise ConnectionError("down")
 
-    managed = mgr.register(nova.Listener("svc", handler), ListenerConfig(
-        retry=RetryPolicy(max_attempts=1),
-        circuit=CircuitConfig(failure_threshold=2, success_threshold=1, timeout=5.0)))
+    managed = mgr.register(
+        nova.Listener("svc", handler),
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=1),
+            circuit=CircuitConfig(failure_threshold=2, success_threshold=1, timeout=5.0),
+        ),
+    )
     for _ in range(2):
         with pytest.raises(RetryLimitExceeded):
             managed(nova.Event("x"))
@@ -222,9 +234,13 @@ def test_retries_wait_out_an_open_circuit() -> None:
     clock = ManualClock()
     mgr = ListenerManager(clock=clock)
     calls: list[int] = []
-    patient = mgr.register(nova.Listener("patient", lambda e: calls.append(1)), ListenerConfig(
-        retry=RetryPolicy(max_attempts=10, initial_delay=1.0, backoff="fixed"),  # type: ignore[arg-type]
-        circuit=CircuitConfig(failure_threshold=1, success_threshold=1, timeout=4.0)))
+    patient = mgr.register(
+        nova.Listener("patient", lambda e: calls.append(1)),
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=10, initial_delay=1.0, backoff="fixed"),  # type: ignore[arg-type]
+            circuit=CircuitConfig(failure_threshold=1, success_threshold=1, timeout=4.0),
+        ),
+    )
     patient.circuit.failure(patient.circuit.acquire())
     assert patient.circuit_state is OPEN
     patient(nova.Event("x"))

@@ -36,8 +36,13 @@ def always_fails(event: nova.Event) -> None:
 
 
 def make_entry(i: int, topic: str | None = None) -> DeadLetter:
-    return DeadLetter.from_error(nova.Event("order.created", {"n": i}), ValueError(f"bad {i}"),
-                                 attempts=3, listener="billing", topic=topic)
+    return DeadLetter.from_error(
+        nova.Event("order.created", {"n": i}),
+        ValueError(f"bad {i}"),
+        attempts=3,
+        listener="billing",
+        topic=topic,
+    )
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -58,8 +63,10 @@ def test_config_defaults_and_validation() -> None:
 
 def test_entry_contents_after_a_final_failure(queue: DeadLetterQueue) -> None:
     mgr = ListenerManager(clock=ManualClock())
-    managed = mgr.register(nova.Listener("billing", always_fails), ListenerConfig(
-        retry=RetryPolicy(max_attempts=3), dead_letter=DeadLetterConfig(queue=queue)))
+    managed = mgr.register(
+        nova.Listener("billing", always_fails),
+        ListenerConfig(retry=RetryPolicy(max_attempts=3), dead_letter=DeadLetterConfig(queue=queue)),
+    )
     event = nova.Event("order.created", {"order": 1}, metadata={"customer_id": "c1"})
     before = datetime.now(timezone.utc)
     with pytest.raises(RetryLimitExceeded) as info:
@@ -92,8 +99,9 @@ def test_error_type_is_the_qualname(queue: DeadLetterQueue) -> None:
         raise Outer.Inner("x")
 
     mgr = ListenerManager()
-    managed = mgr.register(handler, ListenerConfig(retry=RetryPolicy(max_attempts=1),
-                                                   dead_letter=DeadLetterConfig(queue=queue)))
+    managed = mgr.register(
+        handler, ListenerConfig(retry=RetryPolicy(max_attempts=1), dead_letter=DeadLetterConfig(queue=queue))
+    )
     with pytest.raises(RetryLimitExceeded):
         managed(nova.Event("x"))
     assert queue.list()[0].error_type.endswith("Outer.Inner")
@@ -102,9 +110,13 @@ def test_error_type_is_the_qualname(queue: DeadLetterQueue) -> None:
 def test_handler_and_queue_both_get_it(queue: DeadLetterQueue) -> None:
     seen: list[tuple[nova.Event, BaseException]] = []
     mgr = ListenerManager()
-    managed = mgr.register(always_fails, ListenerConfig(
-        retry=RetryPolicy(max_attempts=1),
-        dead_letter=DeadLetterConfig(handler=lambda e, exc: seen.append((e, exc)), queue=queue)))
+    managed = mgr.register(
+        always_fails,
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=1),
+            dead_letter=DeadLetterConfig(handler=lambda e, exc: seen.append((e, exc)), queue=queue),
+        ),
+    )
     event = nova.Event("x", 5)
     with pytest.raises(RetryLimitExceeded):
         managed(event)
@@ -112,11 +124,14 @@ def test_handler_and_queue_both_get_it(queue: DeadLetterQueue) -> None:
     assert queue.count() == 1
 
 
-def test_disabled_dead_letters_do_nothing(queue: DeadLetterQueue,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_disabled_dead_letters_do_nothing(queue: DeadLetterQueue, caplog: pytest.LogCaptureFixture) -> None:
     mgr = ListenerManager()
-    managed = mgr.register(always_fails, ListenerConfig(
-        retry=RetryPolicy(max_attempts=1), dead_letter=DeadLetterConfig(enabled=False, queue=queue)))
+    managed = mgr.register(
+        always_fails,
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=1), dead_letter=DeadLetterConfig(enabled=False, queue=queue)
+        ),
+    )
     with caplog.at_level("ERROR", logger="nova"), pytest.raises(RetryLimitExceeded):
         managed(nova.Event("x"))
     assert queue.count() == 0
@@ -125,14 +140,18 @@ def test_disabled_dead_letters_do_nothing(queue: DeadLetterQueue,
 
 
 def test_a_raising_dead_letter_handler_is_logged_and_the_queue_still_gets_it(
-        queue: DeadLetterQueue, caplog: pytest.LogCaptureFixture) -> None:
+    queue: DeadLetterQueue, caplog: pytest.LogCaptureFixture
+) -> None:
     def bad_handler(event: nova.Event, exc: BaseException) -> None:
         raise RuntimeError("alerting down")
 
     mgr = ListenerManager()
-    managed = mgr.register(always_fails, ListenerConfig(
-        retry=RetryPolicy(max_attempts=1),
-        dead_letter=DeadLetterConfig(handler=bad_handler, queue=queue)))
+    managed = mgr.register(
+        always_fails,
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=1), dead_letter=DeadLetterConfig(handler=bad_handler, queue=queue)
+        ),
+    )
     with caplog.at_level("ERROR", logger="nova"), pytest.raises(RetryLimitExceeded):
         managed(nova.Event("x"))
     assert queue.count() == 1
@@ -180,8 +199,10 @@ def test_redrive_a_failed_event_through_the_manager_after_the_fix(queue: DeadLet
         done.append(event.id)
 
     mgr = ListenerManager()
-    managed = mgr.register(nova.Listener("writer", handler), ListenerConfig(
-        retry=RetryPolicy(max_attempts=1), dead_letter=DeadLetterConfig(queue=queue)))
+    managed = mgr.register(
+        nova.Listener("writer", handler),
+        ListenerConfig(retry=RetryPolicy(max_attempts=1), dead_letter=DeadLetterConfig(queue=queue)),
+    )
     em = nova.Emitter()
     em.subscribe("order.created", managed)
     event = nova.Event("order.created", {"n": 1})
@@ -251,8 +272,13 @@ def test_sqlite_queue_survives_reopen(tmp_path: Path) -> None:
         assert type(first.event) is OrderCreated  # the subclass comes back
         assert first.event == event and first.event.data == {"id": 7}
         assert first.event.timestamp == event.timestamp
-        assert (first.error_type, first.error_message, first.attempts, first.listener,
-                first.topic) == ("KeyError", "'sku'", 2, "l", "orders")
+        assert (first.error_type, first.error_message, first.attempts, first.listener, first.topic) == (
+            "KeyError",
+            "'sku'",
+            2,
+            "l",
+            "orders",
+        )
         assert first.failed_at.tzinfo is not None
         assert second.event.data == {"n": 2} and second.topic is None
         bus = FakeBus()
@@ -291,8 +317,11 @@ def test_sqlite_rejects_a_foreign_file(tmp_path: Path) -> None:
 def test_sqlite_parameterised_sql_keeps_hostile_strings(tmp_path: Path) -> None:
     q = DeadLetterQueue(tmp_path / "dlq.db")
     nasty = "'); DROP TABLE dead_letters; --"
-    q.add(DeadLetter.from_error(nova.Event("x", nasty), ValueError(nasty), attempts=1,
-                                listener=nasty, topic=nasty))
+    q.add(
+        DeadLetter.from_error(
+            nova.Event("x", nasty), ValueError(nasty), attempts=1, listener=nasty, topic=nasty
+        )
+    )
     [entry] = q.list()
     assert entry.listener == nasty and entry.error_message == nasty and entry.event.data == nasty
     q.close()
@@ -329,8 +358,10 @@ def test_async_dead_letter_handler() -> None:
         got.append(event.id)
 
     mgr = ListenerManager()
-    managed = mgr.register(always_fails, ListenerConfig(
-        retry=RetryPolicy(max_attempts=1), dead_letter=DeadLetterConfig(handler=on_dead)))
+    managed = mgr.register(
+        always_fails,
+        ListenerConfig(retry=RetryPolicy(max_attempts=1), dead_letter=DeadLetterConfig(handler=on_dead)),
+    )
     event = nova.Event("x")
     with pytest.raises(RetryLimitExceeded):
         managed(event)

@@ -19,8 +19,9 @@ def test_the_doc_has_examples() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_example_runs(index: int, monkeypatch: pytest.MonkeyPatch,
-                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_example_runs(
+    index: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Until `nova` re-exports the resilience names, provide them for the examples.
     for name in nova.resilience.__all__:
         if not hasattr(nova, name):
@@ -42,8 +43,9 @@ def block_containing(text: str) -> int:
     return next(i for i, b in enumerate(BLOCKS) if text in b)
 
 
-def test_outputs_match_the_comments(monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_outputs_match_the_comments(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = run(block_containing('calls = {"flaky": 0'), monkeypatch, capsys)
     assert "{'flaky': 3, 'invalid': 1}" in out
     out = run(block_containing("service down"), monkeypatch, capsys)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import nova
-from nova.errors import RetryLimitExceeded, ValidationError
+from nova.errors import ValidationError
 from nova.resilience import (
     ListenerConfig,
     ListenerManager,
@@ -89,8 +89,9 @@ def test_with_retries_in_a_manager() -> None:
             raise ConnectionError("down")
 
     mgr = ListenerManager(clock=ManualClock())
-    managed = mgr.register(idempotent(nova.Listener("l", flaky)),
-                           ListenerConfig(retry=RetryPolicy(max_attempts=3)))
+    managed = mgr.register(
+        idempotent(nova.Listener("l", flaky)), ListenerConfig(retry=RetryPolicy(max_attempts=3))
+    )
     event = nova.Event("x")
     managed(event)
     managed(event)  # redelivered after success: skipped

@@ -59,11 +59,19 @@ def test_listener_config_defaults() -> None:
         c.timeout = 1.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"concurrency": 0}, "concurrency"), ({"concurrency": 2.5}, "concurrency"),
-    ({"timeout": 0}, "timeout"), ({"timeout": -1}, "timeout"), ({"timeout": "1"}, "timeout"),
-    ({"retry": 3}, "retry"), ({"circuit": True}, "circuit"), ({"dead_letter": None}, "dead_letter"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": 2.5}, "concurrency"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": "1"}, "timeout"),
+        ({"retry": 3}, "retry"),
+        ({"circuit": True}, "circuit"),
+        ({"dead_letter": None}, "dead_letter"),
+    ],
+)
 def test_listener_config_validation(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         ListenerConfig(**kwargs)
@@ -92,8 +100,7 @@ def test_register_returns_a_managed_listener() -> None:
     with pytest.raises(ValidationError):
         ListenerManager(name="")
     # The same listener twice, under another name.
-    again = mgr.register(nova.Listener("billing", ok), ListenerConfig(timeout=1.0),
-                         name="billing-eu")
+    again = mgr.register(nova.Listener("billing", ok), ListenerConfig(timeout=1.0), name="billing-eu")
     assert again.name == again.__qualname__ == "billing-eu" and again.listener.name == "billing"
     with pytest.raises(ValidationError, match="name"):
         mgr.register(ok, name="")
@@ -153,8 +160,9 @@ def test_on_error_raising_makes_its_error_the_attempts_error() -> None:
     def on_error(event: nova.Event, exc: BaseException) -> None:
         raise KeyError("translated") from exc
 
-    managed = mgr.register(nova.Listener("l", boom, on_error=on_error),
-                           ListenerConfig(retry=RetryPolicy(max_attempts=2)))
+    managed = mgr.register(
+        nova.Listener("l", boom, on_error=on_error), ListenerConfig(retry=RetryPolicy(max_attempts=2))
+    )
     with pytest.raises(RetryLimitExceeded) as info:
         managed(nova.Event("x"))
     assert isinstance(info.value.__cause__, KeyError)
@@ -294,8 +302,9 @@ def test_nested_managed_calls_attribute_the_outer_timeout_to_the_outer_attempt()
         while True:
             time.sleep(0.001)
 
-    inner = mgr.register(nova.Listener("inner", inner_handler),
-                         ListenerConfig(timeout=10.0, retry=RetryPolicy(max_attempts=5)))
+    inner = mgr.register(
+        nova.Listener("inner", inner_handler), ListenerConfig(timeout=10.0, retry=RetryPolicy(max_attempts=5))
+    )
     outer = mgr.register(nova.Listener("outer", inner), ListenerConfig(timeout=0.1, retry=ONCE))
     with pytest.raises(RetryLimitExceeded) as info:
         outer(nova.Event("x"))
@@ -514,9 +523,12 @@ def test_stop_timeout_validation() -> None:
 def test_attempt_returns_none_or_the_delay_then_gives_up() -> None:
     mgr = ListenerManager(clock=ManualClock())
     queue = DeadLetterQueue()
-    managed = mgr.register(nova.Listener("l", boom), ListenerConfig(
-        retry=RetryPolicy(max_attempts=3, initial_delay=0.5),
-        dead_letter=DeadLetterConfig(queue=queue)))
+    managed = mgr.register(
+        nova.Listener("l", boom),
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=3, initial_delay=0.5), dead_letter=DeadLetterConfig(queue=queue)
+        ),
+    )
     event = nova.Event("x")
     assert managed.attempt(event, 1, "orders") == 0.5
     assert managed.attempt(event, 2, "orders") == 1.0
@@ -541,18 +553,26 @@ def test_attempt_with_an_open_circuit_does_not_call_the_handler() -> None:
         calls.append(1)
         raise ConnectionError("down")
 
-    managed = mgr.register(nova.Listener("l", handler), ListenerConfig(
-        retry=RetryPolicy(max_attempts=5, initial_delay=1.0),
-        circuit=CircuitConfig(failure_threshold=1, success_threshold=1, timeout=10)))
+    managed = mgr.register(
+        nova.Listener("l", handler),
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=5, initial_delay=1.0),
+            circuit=CircuitConfig(failure_threshold=1, success_threshold=1, timeout=10),
+        ),
+    )
     event = nova.Event("x")
     assert managed.attempt(event, 1) == 1.0
     assert calls == [1]
     assert managed.attempt(event, 2) == 2.0  # CircuitOpenError, on the retry path
     assert calls == [1]
     mgr2 = ListenerManager(clock=clock)
-    strict = mgr2.register(nova.Listener("s", handler), ListenerConfig(
-        retry=RetryPolicy(max_attempts=5, retry_on=(ConnectionError,)),
-        circuit=CircuitConfig(failure_threshold=1)))
+    strict = mgr2.register(
+        nova.Listener("s", handler),
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=5, retry_on=(ConnectionError,)),
+            circuit=CircuitConfig(failure_threshold=1),
+        ),
+    )
     calls.clear()
     assert strict.attempt(event, 1) is not None  # a ConnectionError is retried...
     with pytest.raises(RetryLimitExceeded) as info:
@@ -575,8 +595,10 @@ def test_a_simulated_core_driving_attempts_on_timers() -> None:
         if seen[event.data] <= fail_times[event.data]:
             raise ConnectionError("retry me")
 
-    managed = mgr.register(nova.Listener("l", handler), ListenerConfig(
-        retry=RetryPolicy(max_attempts=10, initial_delay=0.01, max_delay=0.05)))
+    managed = mgr.register(
+        nova.Listener("l", handler),
+        ListenerConfig(retry=RetryPolicy(max_attempts=10, initial_delay=0.01, max_delay=0.05)),
+    )
 
     def deliver(event: nova.Event, n: int) -> None:
         try:
@@ -661,8 +683,10 @@ def test_health_rules_over_the_last_minute() -> None:
 
 def test_exactly_half_failed_is_degraded_not_unhealthy() -> None:
     mgr = ListenerManager(clock=ManualClock())
-    m = mgr.register(nova.Listener("l", lambda e: (_ for _ in ()).throw(ValueError()) if e.data else None),
-                     ListenerConfig(retry=ONCE))
+    m = mgr.register(
+        nova.Listener("l", lambda e: (_ for _ in ()).throw(ValueError()) if e.data else None),
+        ListenerConfig(retry=ONCE),
+    )
     m(nova.Event("x", 0))
     with pytest.raises(RetryLimitExceeded):
         m(nova.Event("x", 1))
@@ -672,8 +696,10 @@ def test_exactly_half_failed_is_degraded_not_unhealthy() -> None:
 def test_circuit_open_beats_unhealthy_in_the_listener_but_manager_takes_the_worst() -> None:
     clock = ManualClock()
     mgr = ListenerManager(clock=clock)
-    m = mgr.register(nova.Listener("c", boom), ListenerConfig(
-        retry=ONCE, circuit=CircuitConfig(failure_threshold=1, timeout=5)))
+    m = mgr.register(
+        nova.Listener("c", boom),
+        ListenerConfig(retry=ONCE, circuit=CircuitConfig(failure_threshold=1, timeout=5)),
+    )
     u = mgr.register(nova.Listener("u", boom), ListenerConfig(retry=ONCE))
     with pytest.raises(RetryLimitExceeded):
         m(nova.Event("x"))
@@ -687,16 +713,24 @@ def test_circuit_open_beats_unhealthy_in_the_listener_but_manager_takes_the_wors
 def test_metrics_snapshot_shape() -> None:
     mgr = ListenerManager(name="orders", clock=ManualClock())
     a = mgr.register(nova.Listener("a", ok))
-    b = mgr.register(nova.Listener("b", boom), ListenerConfig(retry=RetryPolicy(max_attempts=2),
-                                                              dead_letter=DeadLetterConfig(handler=lambda e, x: None)))
+    b = mgr.register(
+        nova.Listener("b", boom),
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=2), dead_letter=DeadLetterConfig(handler=lambda e, x: None)
+        ),
+    )
     for _ in range(3):
         a(nova.Event("x"))
     with pytest.raises(RetryLimitExceeded):
         b(nova.Event("x"))
     m = mgr._metrics()
     assert m["component"] == "orders"
-    assert sorted(m["processed"]) == [("a", "failure", 0), ("a", "success", 3),
-                                      ("b", "failure", 1), ("b", "success", 0)]
+    assert sorted(m["processed"]) == [
+        ("a", "failure", 0),
+        ("a", "success", 3),
+        ("b", "failure", 1),
+        ("b", "success", 0),
+    ]
     assert sorted(m["retries"]) == [("a", 0), ("b", 1)]
     assert sorted(m["dead_letters"]) == [("a", 0), ("b", 1)]
     assert sorted(m["circuit_state"]) == [("a", 0), ("b", 0)]
@@ -746,8 +780,10 @@ def test_sync_emit_gets_the_full_policy() -> None:
         calls.append(1)
         raise ConnectionError("down")
 
-    managed = mgr.register(nova.Listener("billing", handler), ListenerConfig(
-        retry=RetryPolicy(max_attempts=3), dead_letter=DeadLetterConfig(queue=queue)))
+    managed = mgr.register(
+        nova.Listener("billing", handler),
+        ListenerConfig(retry=RetryPolicy(max_attempts=3), dead_letter=DeadLetterConfig(queue=queue)),
+    )
     em = nova.Emitter()
     sub = em.subscribe("order.created", managed)
     assert sub.listener.name == "billing"
@@ -804,8 +840,7 @@ def test_timeout_inside_a_native_worker_thread() -> None:
 def test_nova_shutdown_stops_managers_and_closes_queues(tmp_path: Any) -> None:
     queue = DeadLetterQueue(tmp_path / "dlq.db")
     mgr = ListenerManager()
-    managed = mgr.register(nova.Listener("l", ok), ListenerConfig(
-        dead_letter=DeadLetterConfig(queue=queue)))
+    managed = mgr.register(nova.Listener("l", ok), ListenerConfig(dead_letter=DeadLetterConfig(queue=queue)))
     em = nova.Emitter()
     em.subscribe("x", managed)
     em.emit(nova.Event("x"))
@@ -841,9 +876,12 @@ def test_bus_drives_attempts_and_dead_letters_carry_the_topic() -> None:
         calls.append(time.monotonic())
         raise ValueError("x")
 
-    managed = mgr.register(nova.Listener("h", handler), ListenerConfig(
-        retry=RetryPolicy(max_attempts=3, initial_delay=0.03),
-        dead_letter=DeadLetterConfig(queue=queue)))
+    managed = mgr.register(
+        nova.Listener("h", handler),
+        ListenerConfig(
+            retry=RetryPolicy(max_attempts=3, initial_delay=0.03), dead_letter=DeadLetterConfig(queue=queue)
+        ),
+    )
     bus = nova.Bus()
     bus.create_topic("orders")
     bus.subscribe("orders", managed)
@@ -884,8 +922,9 @@ def test_bus_first_attempts_keep_the_concurrency_limit_and_timeout() -> None:
             pass
 
     limited = mgr.register(handler, ListenerConfig(concurrency=2))
-    late = mgr.register(slow, ListenerConfig(timeout=0.05, retry=ONCE,
-                                             dead_letter=DeadLetterConfig(queue=timed_out)))
+    late = mgr.register(
+        slow, ListenerConfig(timeout=0.05, retry=ONCE, dead_letter=DeadLetterConfig(queue=timed_out))
+    )
     bus = nova.Bus(pool=nova.WorkerPool(4))
     bus.create_topic("t", partitions=8)
     bus.subscribe("t", limited)
@@ -932,8 +971,9 @@ def test_bus_shutdown_mid_retry_is_reported_by_the_manager_too() -> None:
         first.set()
         raise ValueError("x")
 
-    managed = mgr.register(nova.Listener("h", handler),
-                           ListenerConfig(retry=RetryPolicy(max_attempts=3, initial_delay=10)))
+    managed = mgr.register(
+        nova.Listener("h", handler), ListenerConfig(retry=RetryPolicy(max_attempts=3, initial_delay=10))
+    )
     bus = nova.Bus()
     bus.create_topic("orders")
     bus.subscribe("orders", managed)
@@ -949,8 +989,10 @@ def test_bus_shutdown_mid_retry_is_reported_by_the_manager_too() -> None:
 
 def test_a_retrying_subscriber_does_not_slow_the_others() -> None:
     mgr = ListenerManager()
-    failing = mgr.register(nova.Listener("failing", boom), ListenerConfig(
-        retry=RetryPolicy(max_attempts=3, initial_delay=1.0, backoff="fixed")))  # type: ignore[arg-type]
+    failing = mgr.register(
+        nova.Listener("failing", boom),
+        ListenerConfig(retry=RetryPolicy(max_attempts=3, initial_delay=1.0, backoff="fixed")),
+    )  # type: ignore[arg-type]
     got: list[int] = []
     bus = nova.Bus()
     bus.create_topic("orders")

@@ -27,29 +27,38 @@ from nova.resilience import (
 def test_defaults_are_the_contract() -> None:
     p = RetryPolicy()
     assert (p.max_attempts, p.initial_delay, p.max_delay, p.backoff, p.jitter, p.retry_on) == (
-        3, 0.1, 30.0, Backoff.EXPONENTIAL, 0.0, None)
+        3,
+        0.1,
+        30.0,
+        Backoff.EXPONENTIAL,
+        0.0,
+        None,
+    )
     with pytest.raises(AttributeError):
         p.max_attempts = 5  # type: ignore[misc]
     assert hash(p) == hash(RetryPolicy())
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"max_attempts": 0}, "max_attempts"),
-    ({"max_attempts": -1}, "max_attempts"),
-    ({"max_attempts": 1.5}, "max_attempts"),
-    ({"max_attempts": True}, "max_attempts"),
-    ({"initial_delay": -0.1}, "initial_delay"),
-    ({"initial_delay": float("nan")}, "initial_delay"),
-    ({"initial_delay": float("inf")}, "initial_delay"),
-    ({"initial_delay": "1"}, "initial_delay"),
-    ({"max_delay": -1}, "max_delay"),
-    ({"jitter": -0.01}, "jitter"),
-    ({"jitter": 1.01}, "jitter"),
-    ({"backoff": "quadratic"}, "backoff"),
-    ({"backoff": 3}, "backoff"),
-    ({"retry_on": (ValueError, "x")}, "retry_on"),
-    ({"retry_on": 42}, "retry_on"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": -1}, "max_attempts"),
+        ({"max_attempts": 1.5}, "max_attempts"),
+        ({"max_attempts": True}, "max_attempts"),
+        ({"initial_delay": -0.1}, "initial_delay"),
+        ({"initial_delay": float("nan")}, "initial_delay"),
+        ({"initial_delay": float("inf")}, "initial_delay"),
+        ({"initial_delay": "1"}, "initial_delay"),
+        ({"max_delay": -1}, "max_delay"),
+        ({"jitter": -0.01}, "jitter"),
+        ({"jitter": 1.01}, "jitter"),
+        ({"backoff": "quadratic"}, "backoff"),
+        ({"backoff": 3}, "backoff"),
+        ({"retry_on": (ValueError, "x")}, "retry_on"),
+        ({"retry_on": 42}, "retry_on"),
+    ],
+)
 def test_invalid_fields_name_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         RetryPolicy(**kwargs)
@@ -98,14 +107,22 @@ def test_huge_retry_numbers_do_not_overflow() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    initial=st.floats(0.0, 10.0), maximum=st.floats(0.0, 20.0), jitter=st.floats(0.0, 1.0),
-    n=st.integers(1, 40), backoff=st.sampled_from(list(Backoff)), seed=st.integers(0, 2**32),
+    initial=st.floats(0.0, 10.0),
+    maximum=st.floats(0.0, 20.0),
+    jitter=st.floats(0.0, 1.0),
+    n=st.integers(1, 40),
+    backoff=st.sampled_from(list(Backoff)),
+    seed=st.integers(0, 2**32),
 )
 def test_jitter_draws_within_d_times_one_minus_j_and_d(
-    initial: float, maximum: float, jitter: float, n: int, backoff: Backoff, seed: int,
+    initial: float,
+    maximum: float,
+    jitter: float,
+    n: int,
+    backoff: Backoff,
+    seed: int,
 ) -> None:
-    p = RetryPolicy(max_attempts=50, initial_delay=initial, max_delay=maximum, backoff=backoff,
-                    jitter=jitter)
+    p = RetryPolicy(max_attempts=50, initial_delay=initial, max_delay=maximum, backoff=backoff, jitter=jitter)
     d = p.base_delay(n)
     assert d <= maximum
     got = p.delay(n, rng=random.Random(seed))
@@ -149,9 +166,11 @@ def test_retry_on_tuple() -> None:
     p = RetryPolicy(retry_on=(Temporary, ConnectionError))
     assert p.is_retryable(Temporary()) and p.is_retryable(ConnectionResetError())
     assert not p.is_retryable(ValueError())
+
     # A PermanentError that is also an instance of a listed type is still not retried...
     class Both(ConnectionError, PermanentError):
         pass
+
     assert not p.is_retryable(Both())
     # ...unless a PermanentError class is listed.
     assert RetryPolicy(retry_on=(InvalidButRetried,)).is_retryable(InvalidButRetried())
@@ -180,17 +199,22 @@ def failing(times: int, exc: type[Exception] = ValueError) -> Any:
     return handler
 
 
-@pytest.mark.parametrize("backoff, expected", [
-    (Backoff.FIXED, [0.5, 0.5, 0.5, 0.5]),
-    (Backoff.LINEAR, [0.5, 1.0, 1.5, 2.0]),
-    (Backoff.EXPONENTIAL, [0.5, 1.0, 2.0, 3.0]),
-])
+@pytest.mark.parametrize(
+    "backoff, expected",
+    [
+        (Backoff.FIXED, [0.5, 0.5, 0.5, 0.5]),
+        (Backoff.LINEAR, [0.5, 1.0, 1.5, 2.0]),
+        (Backoff.EXPONENTIAL, [0.5, 1.0, 2.0, 3.0]),
+    ],
+)
 def test_observed_delays_with_a_manual_clock(backoff: Backoff, expected: list[float]) -> None:
     clock = ManualClock()
     mgr = ListenerManager(clock=clock)
     handler = failing(10)
-    managed = mgr.register(handler, ListenerConfig(retry=RetryPolicy(
-        max_attempts=5, initial_delay=0.5, max_delay=3.0, backoff=backoff)))
+    managed = mgr.register(
+        handler,
+        ListenerConfig(retry=RetryPolicy(max_attempts=5, initial_delay=0.5, max_delay=3.0, backoff=backoff)),
+    )
     with pytest.raises(RetryLimitExceeded) as info:
         managed(nova.Event("x"))
     assert clock.sleeps == expected
@@ -203,8 +227,10 @@ def test_observed_delays_with_a_manual_clock(backoff: Backoff, expected: list[fl
 def test_observed_delays_in_real_time_with_tolerance() -> None:
     mgr = ListenerManager()
     handler = failing(3)
-    managed = mgr.register(handler, ListenerConfig(retry=RetryPolicy(
-        max_attempts=4, initial_delay=0.02, backoff=Backoff.EXPONENTIAL)))
+    managed = mgr.register(
+        handler,
+        ListenerConfig(retry=RetryPolicy(max_attempts=4, initial_delay=0.02, backoff=Backoff.EXPONENTIAL)),
+    )
     managed(nova.Event("x"))
     gaps = [b - a for a, b in zip(handler.calls, handler.calls[1:])]
     for gap, want in zip(gaps, [0.02, 0.04, 0.08]):
@@ -215,8 +241,9 @@ def test_observed_delays_in_real_time_with_tolerance() -> None:
 def test_max_attempts_counts_every_call(max_attempts: int) -> None:
     mgr = ListenerManager(clock=ManualClock())
     handler = failing(100)
-    managed = mgr.register(handler, ListenerConfig(retry=RetryPolicy(
-        max_attempts=max_attempts, initial_delay=0.0)))
+    managed = mgr.register(
+        handler, ListenerConfig(retry=RetryPolicy(max_attempts=max_attempts, initial_delay=0.0))
+    )
     with pytest.raises(RetryLimitExceeded, match=f"after {max_attempts} attempt"):
         managed(nova.Event("x"))
     assert len(handler.calls) == max_attempts

@@ -25,8 +25,7 @@ def run_child(*parts: str, timeout: float = 60.0) -> subprocess.CompletedProcess
     """Run the code `parts` in a fresh interpreter (the one running the tests); fail on a hang."""
     code = "".join(textwrap.dedent(part) for part in parts)
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"the child process hung for {timeout} s: {e.stdout!r} {e.stderr!r}")
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
@@ -185,19 +184,21 @@ def test_sync_timeout_reaches_the_handler_every_time() -> None:
 # ----------------------------------------------------------------------------- panics
 
 
-
 def _hooks() -> Any:
     """The test-only hooks; `make test` builds the extension with them, so their absence is a
     failure, not a skip."""
     if not hasattr(_core, "_test_inject_panic"):
-        pytest.fail("nova._core was built without the test-hooks feature; build with "
-                    "`maturin develop --release --features extension-module,test-hooks`")
+        pytest.fail(
+            "nova._core was built without the test-hooks feature; build with "
+            "`maturin develop --release --features extension-module,test-hooks`"
+        )
     return _core
 
 
 @pytest.mark.parametrize("point", ["attempt", "batch"])
-def test_panic_in_a_worker_job_is_a_failure_and_the_worker_lives_on(point: str,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_panic_in_a_worker_job_is_a_failure_and_the_worker_lives_on(
+    point: str, caplog: pytest.LogCaptureFixture
+) -> None:
     hooks = _hooks()
     pool = nova.WorkerPool(workers=1)
     em = nova.Emitter(pool=pool)
@@ -212,8 +213,10 @@ def test_panic_in_a_worker_job_is_a_failure_and_the_worker_lives_on(point: str,
         assert em.flush(10), "the worker is wedged after a panic"
         assert seen == list(range(1, 50))
         assert em.stats().failed_events == 1
-        assert any("internal error in Nova" in r.getMessage() or "internal error in Nova" in str(r.exc_info)
-                   for r in caplog.records), [r.getMessage() for r in caplog.records]
+        assert any(
+            "internal error in Nova" in r.getMessage() or "internal error in Nova" in str(r.exc_info)
+            for r in caplog.records
+        ), [r.getMessage() for r in caplog.records]
     finally:
         hooks._test_inject_panic(point, 0)
         report = em.shutdown(5)

@@ -63,6 +63,7 @@ def data(events: list[nova.Event]) -> list[int]:
 
 # ---------------------------------------------------------------- append and read
 
+
 def test_append_returns_the_new_version_and_read_follows_cursors(store: Store) -> None:
     assert store.append("orders", ev(0), ev(1)) == 2
     assert store.append("orders", ev(2)) == 3
@@ -77,12 +78,18 @@ def test_append_returns_the_new_version_and_read_follows_cursors(store: Store) -
 
 
 def test_read_keeps_every_field(store: Store) -> None:
-    e = nova.Event("order.created", {"id": 7, "items": [1, 2], "ok": True, "x": None},
-                   metadata={"k": "v"}, timestamp=T0)
+    e = nova.Event(
+        "order.created", {"id": 7, "items": [1, 2], "ok": True, "x": None}, metadata={"k": "v"}, timestamp=T0
+    )
     store.append("s", e)
     [got] = store.read_stream("s")
     assert (got.id, got.type, got.data, dict(got.metadata), got.timestamp) == (
-        e.id, e.type, e.data, {"k": "v"}, T0)
+        e.id,
+        e.type,
+        e.data,
+        {"k": "v"},
+        T0,
+    )
     assert isinstance(got, nova.Event)
 
 
@@ -172,6 +179,7 @@ def test_subclasses(make_store: MakeStore) -> None:
 
 # ---------------------------------------------------------------- $all
 
+
 def test_all_has_global_positions_in_append_order(store: Store) -> None:
     store.append("a", ev(0))
     store.append("b", ev(1), ev(2))
@@ -187,16 +195,15 @@ def test_all_has_global_positions_in_append_order(store: Store) -> None:
 
 # ---------------------------------------------------------------- time ranges, replay
 
+
 def test_read_time_range_is_in_time_order_with_ties_in_append_order(store: Store) -> None:
     store.append("a", ev(0, at=5), ev(1, at=1))
     store.append("b", ev(2, at=3), ev(3, at=1))
     store.append("a", ev(4, at=9))
     assert data(store.read_time_range(None, None)) == [1, 3, 2, 0, 4]
     # start inclusive, end exclusive
-    assert data(store.read_time_range(T0 + timedelta(seconds=1),
-                                      T0 + timedelta(seconds=5))) == [1, 3, 2]
-    assert data(store.read_time_range(T0 + timedelta(seconds=3), None,
-                                      streams=["a"])) == [0, 4]
+    assert data(store.read_time_range(T0 + timedelta(seconds=1), T0 + timedelta(seconds=5))) == [1, 3, 2]
+    assert data(store.read_time_range(T0 + timedelta(seconds=3), None, streams=["a"])) == [0, 4]
     assert data(store.read_time_range(None, None, streams="b")) == [3, 2]
 
 
@@ -224,10 +231,10 @@ def test_replay_streams_in_append_order_and_is_lazy(store: Store) -> None:
     assert iter(it) is it
     assert [next(it).data["i"] for _ in range(3)] == [0, 1, 2]
     assert data(list(it)) == list(range(3, 2500))
-    assert data(list(store.replay(streams=["b"], start=T0 + timedelta(seconds=2000)))) == \
-        list(range(2001, 2500, 2))
-    assert data(list(store.replay(T0 + timedelta(seconds=10), T0 + timedelta(seconds=13)))) \
-        == [10, 11, 12]
+    assert data(list(store.replay(streams=["b"], start=T0 + timedelta(seconds=2000)))) == list(
+        range(2001, 2500, 2)
+    )
+    assert data(list(store.replay(T0 + timedelta(seconds=10), T0 + timedelta(seconds=13)))) == [10, 11, 12]
 
 
 def test_replay_stops_at_the_events_present_at_the_call(store: Store) -> None:
@@ -238,6 +245,7 @@ def test_replay_stops_at_the_events_present_at_the_call(store: Store) -> None:
 
 
 # ---------------------------------------------------------------- info and stats
+
 
 def test_stream_info_and_streams(store: Store) -> None:
     with pytest.raises(StreamNotFound, match="'ghost'"):
@@ -260,8 +268,9 @@ def test_stats_count_reads_and_replays(store: Store) -> None:
     list(store.replay())
     store.read_time_range(None, None, streams=["a"])
     stats = store.stats()
-    assert stats == StoreStats(total_events=4, total_streams=2, events_appended=4,
-                               events_read=2 + 1 + 4 + 3, active_subscriptions=0)
+    assert stats == StoreStats(
+        total_events=4, total_streams=2, events_appended=4, events_read=2 + 1 + 4 + 3, active_subscriptions=0
+    )
 
 
 def test_value_types_are_frozen() -> None:
@@ -279,6 +288,7 @@ def test_value_types_are_frozen() -> None:
 
 
 # ---------------------------------------------------------------- closing
+
 
 def test_close_is_idempotent_and_then_everything_raises(make_store: MakeStore) -> None:
     store = make_store()
@@ -322,6 +332,7 @@ def test_a_replay_in_progress_raises_when_the_store_closes(make_store: MakeStore
 
 
 # ---------------------------------------------------------------- subscriptions
+
 
 def test_subscribe_yields_past_then_live_events(store: Store) -> None:
     store.append("s", ev(0), ev(1), ev(2))
@@ -430,6 +441,7 @@ def test_subscribe_async_ends_when_the_store_closes(make_store: MakeStore) -> No
 
 # ---------------------------------------------------------------- retention
 
+
 def test_retention_removes_old_events_in_the_background(make_store: MakeStore) -> None:
     store = make_store(retention=0.3)
     now = datetime.now(UTC)
@@ -461,6 +473,7 @@ def test_retention_is_checked(make_store: MakeStore) -> None:
 
 
 # ---------------------------------------------------------------- MemoryStore limits
+
 
 def test_memory_limits() -> None:
     with MemoryStore(max_events_per_stream=3, max_streams=2, name="mem") as store:
@@ -494,15 +507,13 @@ def test_memory_retention_over_many_chunks() -> None:
     # Timestamps out of order across several retention chunks: every old one goes.
     with MemoryStore(max_events_per_stream=50_000) as store:
         n = 10_000
-        events = [nova.Event("x.y", i, timestamp=T0 + timedelta(seconds=(i * 7919) % n))
-                  for i in range(n)]
+        events = [nova.Event("x.y", i, timestamp=T0 + timedelta(seconds=(i * 7919) % n)) for i in range(n)]
         for i in range(0, n, 100):
-            store.append("a", *events[i:i + 100])
+            store.append("a", *events[i : i + 100])
         cut = n // 2
         assert store._sweep_before(T0 + timedelta(seconds=cut)) == cut
         left = store.read_stream("a")
-        assert sorted(e.data for e in left) == sorted(
-            i for i in range(n) if (i * 7919) % n >= cut)
+        assert sorted(e.data for e in left) == sorted(i for i in range(n) if (i * 7919) % n >= cut)
         assert store._sweep_before(T0 + timedelta(seconds=cut)) == 0
         assert store._sweep_before(T0 + timedelta(seconds=n)) == n - cut
         assert store.read_stream("a") == [] and store.read("$all")[0] == []

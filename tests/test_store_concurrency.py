@@ -23,8 +23,11 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     stores: list[Store] = []
 
     def make() -> Store:
-        store: Store = (MemoryStore(max_events_per_stream=1_000_000)
-                        if request.param == "memory" else SqliteStore(tmp_path / "c.db"))
+        store: Store = (
+            MemoryStore(max_events_per_stream=1_000_000)
+            if request.param == "memory"
+            else SqliteStore(tmp_path / "c.db")
+        )
         stores.append(store)
         return store
 
@@ -108,7 +111,7 @@ def test_batches_are_atomic_under_concurrent_appends(make_store: Callable[[], St
     events = store.read_stream("s")
     assert len(events) == 4 * 50 * 3
     for j in range(0, len(events), 3):  # every batch contiguous
-        batch = [e.data for e in events[j:j + 3]]
+        batch = [e.data for e in events[j : j + 3]]
         assert [d["k"] for d in batch] == [0, 1, 2]
         assert len({(d["w"], d["r"]) for d in batch}) == 1
     assert [e.id for e in store.read_stream("$all")] == [e.id for e in events]
@@ -122,8 +125,7 @@ def collect(sub: Any, n: int, out: list[str]) -> None:
 
 
 @pytest.mark.parametrize("stream", ["s", "$all"])
-def test_catch_up_then_live_without_gap_or_duplicate(make_store: Callable[[], Store],
-                                                      stream: str) -> None:
+def test_catch_up_then_live_without_gap_or_duplicate(make_store: Callable[[], Store], stream: str) -> None:
     store = make_store()
     before, writers, per_writer = 300, 2, 400
     for i in range(0, before, 10):
@@ -162,8 +164,7 @@ def test_catch_up_then_live_without_gap_or_duplicate(make_store: Callable[[], St
     assert store.stats().active_subscriptions == 0
 
 
-def test_async_catch_up_then_live_without_gap_or_duplicate(
-        make_store: Callable[[], Store]) -> None:
+def test_async_catch_up_then_live_without_gap_or_duplicate(make_store: Callable[[], Store]) -> None:
     store = make_store()
     for i in range(0, 200, 20):
         store.append("s", *(nova.Event("t.x", i + k) for k in range(20)))

@@ -28,20 +28,27 @@ STREAMS = ["a", "b", "c d", "ö'; --"]
 
 # JSON-friendly data, so the SQLite round trip is exact.
 json_data = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
-                                                                   max_size=3),
-    max_leaves=6)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
 # Few distinct instants, so ties in time are common; some in another zone.
 timestamps = st.builds(
     lambda s, z: (T0 + timedelta(seconds=s)).astimezone(timezone(timedelta(hours=z))),
-    st.integers(0, 20), st.sampled_from([0, 0, 2, -5]))
+    st.integers(0, 20),
+    st.sampled_from([0, 0, 2, -5]),
+)
 events = st.builds(
     lambda t, d, m, ts: nova.Event(t, d, metadata=m, timestamp=ts),
-    st.sampled_from(["order.created", "order.paid", "x"]), json_data,
+    st.sampled_from(["order.created", "order.paid", "x"]),
+    json_data,
     st.dictionaries(st.sampled_from(["k", "trace"]), st.text(max_size=5), max_size=2),
-    timestamps)
+    timestamps,
+)
 bounds = st.none() | st.integers(-1, 22).map(lambda s: T0 + timedelta(seconds=s))
 stream_sets = st.none() | st.lists(st.sampled_from(STREAMS), max_size=3)
 
@@ -59,7 +66,9 @@ class StoreModel(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="nova-store-model-")
         self.stores: list[MemoryStore | SqliteStore] = [
-            MemoryStore(), SqliteStore(Path(self.dir) / "model.db")]
+            MemoryStore(),
+            SqliteStore(Path(self.dir) / "model.db"),
+        ]
         self.versions: dict[str, int] = {}
         self.streams: dict[str, dict[int, nova.Event]] = {}
         self.all: dict[int, tuple[str, nova.Event]] = {}
@@ -72,8 +81,11 @@ class StoreModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ writes
 
-    @rule(stream=st.sampled_from(STREAMS), batch=st.lists(events, max_size=4),
-          expect=st.sampled_from(["none", "right", "wrong"]))
+    @rule(
+        stream=st.sampled_from(STREAMS),
+        batch=st.lists(events, max_size=4),
+        expect=st.sampled_from(["none", "right", "wrong"]),
+    )
     def append(self, stream: str, batch: list[nova.Event], expect: str) -> None:
         version = self.versions.get(stream, 0)
         expected = {"none": None, "right": version, "wrong": version + 1}[expect]
@@ -84,8 +96,7 @@ class StoreModel(RuleBasedStateMachine):
                 except ConcurrencyError:
                     continue
                 raise AssertionError("no ConcurrencyError")
-            assert store.append(stream, *batch, expected_version=expected) == \
-                version + len(batch)
+            assert store.append(stream, *batch, expected_version=expected) == version + len(batch)
         if expect == "wrong" or not batch:
             return
         held = self.streams.setdefault(stream, {})
@@ -108,8 +119,7 @@ class StoreModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ reads
 
-    def model_read(self, stream: str, position: int,
-                   limit: int) -> tuple[list[nova.Event], int]:
+    def model_read(self, stream: str, position: int, limit: int) -> tuple[list[nova.Event], int]:
         if stream == "$all":
             held = {p: e for p, (_, e) in self.all.items()}
         else:
@@ -117,8 +127,12 @@ class StoreModel(RuleBasedStateMachine):
         found = sorted(p for p in held if p >= position)[:limit]
         return [held[p] for p in found], (found[-1] + 1 if found else position)
 
-    @rule(stream=st.sampled_from([*STREAMS, "$all", "never"]), position=st.integers(0, 12),
-          limit=st.integers(0, 5), as_cursor=st.booleans())
+    @rule(
+        stream=st.sampled_from([*STREAMS, "$all", "never"]),
+        position=st.integers(0, 12),
+        limit=st.integers(0, 5),
+        as_cursor=st.booleans(),
+    )
     def read(self, stream: str, position: int, limit: int, as_cursor: bool) -> None:
         expected, after = self.model_read(stream, position, limit)
         cursor: Cursor | int = Cursor(stream, position) if as_cursor else position
@@ -133,23 +147,27 @@ class StoreModel(RuleBasedStateMachine):
         for store in self.stores:
             assert keys(store.read_stream(stream, position)) == keys(expected)
 
-    def selected(self, streams: list[str] | None, start: datetime | None,
-                 end: datetime | None) -> list[nova.Event]:
-        return [e for _, (s, e) in sorted(self.all.items())
-                if (streams is None or s in streams)
-                and (start is None or e.timestamp >= start)
-                and (end is None or e.timestamp < end)]
+    def selected(
+        self, streams: list[str] | None, start: datetime | None, end: datetime | None
+    ) -> list[nova.Event]:
+        return [
+            e
+            for _, (s, e) in sorted(self.all.items())
+            if (streams is None or s in streams)
+            and (start is None or e.timestamp >= start)
+            and (end is None or e.timestamp < end)
+        ]
 
     @rule(start=bounds, end=bounds, streams=stream_sets)
-    def read_time_range(self, start: datetime | None, end: datetime | None,
-                        streams: list[str] | None) -> None:
+    def read_time_range(
+        self, start: datetime | None, end: datetime | None, streams: list[str] | None
+    ) -> None:
         expected = sorted(self.selected(streams, start, end), key=lambda e: e.timestamp)
         for store in self.stores:
             assert keys(store.read_time_range(start, end, streams=streams)) == keys(expected)
 
     @rule(start=bounds, end=bounds, streams=stream_sets)
-    def replay(self, start: datetime | None, end: datetime | None,
-               streams: list[str] | None) -> None:
+    def replay(self, start: datetime | None, end: datetime | None, streams: list[str] | None) -> None:
         expected = self.selected(streams, start, end)
         for store in self.stores:
             assert keys(store.replay(start, end, streams=streams)) == keys(expected)
@@ -162,10 +180,12 @@ class StoreModel(RuleBasedStateMachine):
             held, version = self.streams[stream], self.versions[stream]
         order = sorted(held)
         return StreamInfo(
-            stream=stream, event_count=len(held),
+            stream=stream,
+            event_count=len(held),
             first_timestamp=held[order[0]].timestamp.astimezone(UTC) if order else None,
             last_timestamp=held[order[-1]].timestamp.astimezone(UTC) if order else None,
-            version=version)
+            version=version,
+        )
 
     @rule(stream=st.sampled_from([*STREAMS, "$all"]))
     def stream_info(self, stream: str) -> None:
@@ -200,8 +220,7 @@ class StoreModel(RuleBasedStateMachine):
         for store in self.stores:
             assert store.streams() == expected
             stats = store.stats()
-            assert (stats.total_events, stats.total_streams) == (len(self.all),
-                                                                  len(self.versions))
+            assert (stats.total_events, stats.total_streams) == (len(self.all), len(self.versions))
 
     @invariant()
     def reopened_sqlite_store_agrees(self) -> None:
@@ -213,10 +232,8 @@ class StoreModel(RuleBasedStateMachine):
         assert isinstance(sqlite, SqliteStore)
         sqlite.close()
         self.stores[1] = SqliteStore(sqlite.path)
-        assert keys(self.stores[1].read_stream("$all")) == keys(
-            e for _, (_, e) in sorted(self.all.items()))
+        assert keys(self.stores[1].read_stream("$all")) == keys(e for _, (_, e) in sorted(self.all.items()))
 
 
-StoreModel.TestCase.settings = settings(max_examples=75, stateful_step_count=30,
-                                        deadline=None)
+StoreModel.TestCase.settings = settings(max_examples=75, stateful_step_count=30, deadline=None)
 TestStoreModel = StoreModel.TestCase

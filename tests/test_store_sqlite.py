@@ -54,8 +54,12 @@ def child_env() -> dict[str, str]:
 def append_until_killed(path: Path, start: int, versions_wanted: int) -> list[int]:
     """Run the child, SIGKILL it once it printed ``versions_wanted`` versions (it keeps
     appending meanwhile), and return every version it printed in full."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(start)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), str(start)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env(),
+    )
     assert proc.stdout is not None
     try:
         assert proc.stdout.readline() == b"ready\n", proc.stderr.read() if proc.stderr else b""
@@ -104,6 +108,7 @@ def test_every_returned_append_survives_sigkill(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- not a Nova store
+
 
 def test_random_bytes_are_not_a_store(tmp_path: Path) -> None:
     path = tmp_path / "random.db"
@@ -164,8 +169,9 @@ def test_a_directory_is_refused(tmp_path: Path) -> None:
 def make_store_file(path: Path, n: int = 2000) -> None:
     with SqliteStore(path) as store:
         for i in range(0, n, 100):
-            store.append(f"s{i % 3}", *(nova.Event("c.x", {"i": i + k, "pad": "x" * 200})
-                                        for k in range(100)))
+            store.append(
+                f"s{i % 3}", *(nova.Event("c.x", {"i": i + k, "pad": "x" * 200}) for k in range(100))
+            )
 
 
 def use_everything(path: Path) -> None:
@@ -188,17 +194,18 @@ def test_a_corrupted_store_gives_store_error(tmp_path: Path, damage: str) -> Non
     if damage == "header":
         raw[0:100] = garbage[:100]
     elif damage == "middle":
-        raw[4096:4096 + len(garbage)] = garbage
+        raw[4096 : 4096 + len(garbage)] = garbage
     elif damage == "tail":
-        raw[size - len(garbage):] = garbage
+        raw[size - len(garbage) :] = garbage
     else:
-        raw = raw[:size // 2 + 1234]
+        raw = raw[: size // 2 + 1234]
     path.write_bytes(bytes(raw))
     with pytest.raises(StoreError):
         use_everything(path)
 
 
 # ---------------------------------------------------------------- JSON
+
 
 def test_data_that_is_not_json_is_refused_naming_the_event(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "j.db") as store:
@@ -218,11 +225,19 @@ def test_data_that_is_not_json_is_refused_naming_the_event(tmp_path: Path) -> No
 
 def test_json_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "rt.db"
-    data = {"s": "é ☃ \u2028 \"q\" \\", "n": [1, 2.5, -3, 10**18, None, True], "k": {"": {}},
-            "emoji": "🎉", "nul": "a\x00b"}
-    e = nova.Event("round.trip", data, metadata={"trace": "t-1", "é": "ü"},
-                   timestamp=datetime(2024, 2, 29, 23, 59, 59, 999999,
-                                      tzinfo=timezone(timedelta(hours=-7))))
+    data = {
+        "s": 'é ☃ \u2028 "q" \\',
+        "n": [1, 2.5, -3, 10**18, None, True],
+        "k": {"": {}},
+        "emoji": "🎉",
+        "nul": "a\x00b",
+    }
+    e = nova.Event(
+        "round.trip",
+        data,
+        metadata={"trace": "t-1", "é": "ü"},
+        timestamp=datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-7))),
+    )
     with SqliteStore(path) as store:
         store.append("s", e, nova.Event("tuple.x", (1, 2)))
     with SqliteStore(path) as store:
@@ -233,6 +248,7 @@ def test_json_round_trip(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- schema and reopening
+
 
 def test_schema_wal_and_marker(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
@@ -290,11 +306,12 @@ def test_two_processes_share_a_file(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     with SqliteStore(path) as store:
         sub = store.subscribe("s")
-        code = ("import sys, nova\nfrom nova.store import SqliteStore\n"
-                "with SqliteStore(sys.argv[1]) as s:\n"
-                "    s.append('s', nova.Event('x.y', 'from child'))\n")
-        subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=child_env(),
-                       timeout=60)
+        code = (
+            "import sys, nova\nfrom nova.store import SqliteStore\n"
+            "with SqliteStore(sys.argv[1]) as s:\n"
+            "    s.append('s', nova.Event('x.y', 'from child'))\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=child_env(), timeout=60)
         # The subscription sees another process's append (it polls the file).
         assert next(sub).data == "from child"
         sub.close()
@@ -307,9 +324,14 @@ def test_memory_path(tmp_path: Path) -> None:
         assert [e.data for e in store.replay()] == [1]
 
 
-@given(st.datetimes(timezones=st.just(UTC))
-       | st.datetimes(timezones=st.builds(lambda m: timezone(timedelta(minutes=m)),
-                                          st.integers(-23 * 60 - 59, 23 * 60 + 59))))
+@given(
+    st.datetimes(timezones=st.just(UTC))
+    | st.datetimes(
+        timezones=st.builds(
+            lambda m: timezone(timedelta(minutes=m)), st.integers(-23 * 60 - 59, 23 * 60 + 59)
+        )
+    )
+)
 @settings(max_examples=300, deadline=None)
 def test_the_stored_timestamp_text_is_isoformat(ts: datetime) -> None:
     e = nova.Event("t.x", None, timestamp=ts)
@@ -324,7 +346,7 @@ def test_a_damaged_row_gives_store_error(tmp_path: Path) -> None:
     with SqliteStore(path) as store:
         store.append("s", nova.Event("a.b", 1), nova.Event("a.b", 2))
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE nova_events SET body = '{\"type\": \"a.b\", \"data\": ' WHERE pos = 1")
+    conn.execute('UPDATE nova_events SET body = \'{"type": "a.b", "data": \' WHERE pos = 1')
     conn.commit()
     conn.close()
     with SqliteStore(path) as store:

@@ -38,13 +38,13 @@ def test_records_in_order_and_waits() -> None:
     for ev in events:
         em.emit_async(ev)
     got = rec.wait(50, timeout=5)
-    assert [e.id for e in got] == [e.id for e in events]   # one listener: arrival order is emit order
+    assert [e.id for e in got] == [e.id for e in events]  # one listener: arrival order is emit order
     assert rec.ids == [e.id for e in events] and rec.types == ["order.created"] * 50
     assert rec.last is events[-1] or rec.last == events[-1]
     assert len(rec) == 50
     events_copy = rec.events
     events_copy.clear()
-    assert len(rec) == 50                                  # .events is a copy
+    assert len(rec) == 50  # .events is a copy
     rec.clear()
     assert rec.events == [] and rec.last is None
     em.shutdown()
@@ -108,8 +108,8 @@ def test_side_effects() -> None:
     seq = RecordingListener(side_effect=[ValueError("first"), None, lambda e: "third"])
     with pytest.raises(ValueError):
         seq(ev)
-    assert seq(ev) is None and seq(ev) == "third" and seq(ev) is None   # used up: succeeds
-    assert len(seq) == 4                                                # every call recorded
+    assert seq(ev) is None and seq(ev) == "third" and seq(ev) is None  # used up: succeeds
+    assert len(seq) == 4  # every call recorded
     with pytest.raises(ValueError):
         RecordingListener(side_effect=42)
     with pytest.raises(ValueError):
@@ -119,8 +119,11 @@ def test_side_effects() -> None:
 def test_side_effect_drives_retries_through_an_emitter() -> None:
     rec = RecordingListener("flaky", side_effect=[ConnectionError("a"), ConnectionError("b"), None])
     em = nova.Emitter()
-    em.subscribe("payment.requested", rec,
-                 config=nova.ListenerConfig(retry=nova.RetryPolicy(max_attempts=3, initial_delay=0.01)))
+    em.subscribe(
+        "payment.requested",
+        rec,
+        config=nova.ListenerConfig(retry=nova.RetryPolicy(max_attempts=3, initial_delay=0.01)),
+    )
     ev = nova.Event("payment.requested")
     em.emit_async(ev)
     assert [e.id for e in rec.wait(3, timeout=5)] == [ev.id] * 3
@@ -162,11 +165,17 @@ def test_manual_clock_drives_retry_delays_without_waiting() -> None:
     clock = ManualClock()
     manager = nova.ListenerManager(clock=clock)
     rec = RecordingListener("flaky", side_effect=[TimeoutError(), TimeoutError(), TimeoutError(), None])
-    manager.register(rec, nova.ListenerConfig(retry=nova.RetryPolicy(
-        max_attempts=4, initial_delay=10.0, max_delay=25.0, backoff=nova.Backoff.EXPONENTIAL)))
+    manager.register(
+        rec,
+        nova.ListenerConfig(
+            retry=nova.RetryPolicy(
+                max_attempts=4, initial_delay=10.0, max_delay=25.0, backoff=nova.Backoff.EXPONENTIAL
+            )
+        ),
+    )
     start = time.monotonic()
     manager.process("flaky", nova.Event("report.requested"))
-    assert time.monotonic() - start < 5                       # 55 s of backoff, none waited
+    assert time.monotonic() - start < 5  # 55 s of backoff, none waited
     assert clock.sleeps == [10.0, 20.0, 25.0] and clock.monotonic() == 55.0
     assert len(rec) == 4
     manager.stop()
@@ -182,7 +191,8 @@ def test_plugin_exports_the_fixtures() -> None:
 
 def test_fixtures_work_and_shut_down_cleanly(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(PLUGIN_CONFTEST)
-    pytester.makepyfile(test_flow="""
+    pytester.makepyfile(
+        test_flow="""
         import pytest
         import nova
         from nova.store import MemoryStore
@@ -231,14 +241,16 @@ def test_fixtures_work_and_shut_down_cleanly(pytester: pytest.Pytester) -> None:
                 emitter.emit_async(nova.Event("job.queued", i))
             report = emitter.shutdown(timeout=5)
             assert report.undelivered == [] and report.in_flight == 0
-    """)
+    """
+    )
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=6)
 
 
 def test_fixture_teardown_after_a_failing_test(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(PLUGIN_CONFTEST)
-    pytester.makepyfile(test_failing="""
+    pytester.makepyfile(
+        test_failing="""
         import nova
 
         KEEP = []
@@ -251,6 +263,7 @@ def test_fixture_teardown_after_a_failing_test(pytester: pytest.Pytester) -> Non
 
         def test_they_were_still_shut_down():
             assert all(c.closed and c.pool.closed for c in KEEP)
-    """)
+    """
+    )
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)

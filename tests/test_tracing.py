@@ -187,9 +187,7 @@ def test_an_existing_traceparent_is_kept_and_linked(
     assert consumer.parent.span_id == current.get_span_context().span_id
 
 
-def test_a_malformed_traceparent_gives_no_link(
-    mw: TracingMiddleware, exporter: InMemorySpanExporter
-) -> None:
+def test_a_malformed_traceparent_gives_no_link(mw: TracingMiddleware, exporter: InMemorySpanExporter) -> None:
     event = FakeEvent("a.b", metadata=MappingProxyType({"traceparent": "garbage"}))
     assert mw.before(event) is None
     mw.after(event, None)
@@ -208,9 +206,7 @@ def test_destination_is_the_bus_topic_when_there_is_one(
     assert attributes["nova.event.type"] == "order.created"
 
 
-def test_an_error_is_recorded_on_the_span(
-    mw: TracingMiddleware, exporter: InMemorySpanExporter
-) -> None:
+def test_an_error_is_recorded_on_the_span(mw: TracingMiddleware, exporter: InMemorySpanExporter) -> None:
     event = FakeEvent("a.b")
     mw.before(event)
     try:
@@ -243,9 +239,7 @@ def test_error_type_of_an_exception_group_and_of_a_user_class(
     )
 
 
-def test_nested_dispatches_nest_spans(
-    mw: TracingMiddleware, exporter: InMemorySpanExporter
-) -> None:
+def test_nested_dispatches_nest_spans(mw: TracingMiddleware, exporter: InMemorySpanExporter) -> None:
     outer, inner = FakeEvent("outer.e"), FakeEvent("inner.e")
     assert mw.before(outer) is None
     outer_span_id = current_span_id()
@@ -281,9 +275,7 @@ def test_a_nested_dispatch_that_never_finished_is_ended_by_the_outer_one(
     assert only(spans_named(exporter, "process outer.e")).status.status_code is StatusCode.UNSET
 
 
-def test_state_is_per_context_across_threads(
-    mw: TracingMiddleware, exporter: InMemorySpanExporter
-) -> None:
+def test_state_is_per_context_across_threads(mw: TracingMiddleware, exporter: InMemorySpanExporter) -> None:
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
@@ -303,9 +295,7 @@ def test_state_is_per_context_across_threads(
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(s.name for s in exporter.get_finished_spans()) == [
-        f"process t.e{n}" for n in range(4)
-    ]
+    assert sorted(s.name for s in exporter.get_finished_spans()) == [f"process t.e{n}" for n in range(4)]
     assert all(s.parent is None for s in exporter.get_finished_spans())
 
 
@@ -361,7 +351,9 @@ def test_import_nova_does_not_import_opentelemetry() -> None:
 
 
 def test_sync_emit_runs_listeners_in_a_consumer_span(
-    emitter: nova.Emitter, mw: TracingMiddleware, tracer: trace.Tracer,
+    emitter: nova.Emitter,
+    mw: TracingMiddleware,
+    tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
     emitter.use(mw)
@@ -383,7 +375,8 @@ def test_sync_emit_runs_listeners_in_a_consumer_span(
     pid = producer.get_span_context().span_id
     ((metadata, listener_span_id),) = seen
     assert parse_traceparent(metadata["traceparent"]) == (
-        producer.get_span_context().trace_id, pid,
+        producer.get_span_context().trace_id,
+        pid,
     )
     assert listener_span_id == consumer.context.span_id
     assert consumer.kind is SpanKind.CONSUMER
@@ -397,7 +390,9 @@ def test_sync_emit_runs_listeners_in_a_consumer_span(
 
 
 def test_emit_async_links_the_consumer_span_on_the_worker_thread(
-    emitter: nova.Emitter, mw: TracingMiddleware, tracer: trace.Tracer,
+    emitter: nova.Emitter,
+    mw: TracingMiddleware,
+    tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
     emitter.use(mw)
@@ -434,7 +429,9 @@ def test_emit_async_links_the_consumer_span_on_the_worker_thread(
 
 
 def test_a_failing_listener_marks_the_span_and_restores_the_callers_context(
-    emitter: nova.Emitter, mw: TracingMiddleware, tracer: trace.Tracer,
+    emitter: nova.Emitter,
+    mw: TracingMiddleware,
+    tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
     emitter.use(mw)
@@ -458,7 +455,9 @@ def test_a_failing_listener_marks_the_span_and_restores_the_callers_context(
 
 
 def test_context_crossing_a_process_boundary_starts_a_linked_trace(
-    emitter: nova.Emitter, mw: TracingMiddleware, tracer: trace.Tracer,
+    emitter: nova.Emitter,
+    mw: TracingMiddleware,
+    tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
     # The producer stamps the event; it travels as JSON; the consumer has no ambient context.
@@ -508,7 +507,9 @@ def test_a_listener_emitting_inside_its_span_chains_the_trace(
 
 
 def test_an_async_listener_runs_inside_the_consumer_span(
-    emitter: nova.Emitter, mw: TracingMiddleware, tracer: trace.Tracer,
+    emitter: nova.Emitter,
+    mw: TracingMiddleware,
+    tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
     import asyncio
@@ -537,7 +538,9 @@ def test_an_async_listener_runs_inside_the_consumer_span(
 
 
 def test_a_rejecting_middleware_placed_first_leaves_no_span_open(
-    emitter: nova.Emitter, mw: TracingMiddleware, tracer: trace.Tracer,
+    emitter: nova.Emitter,
+    mw: TracingMiddleware,
+    tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
     def reject(event: nova.Event) -> None:

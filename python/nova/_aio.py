@@ -28,6 +28,7 @@ class Done(Protocol):
 
     def finish(self, error: BaseException | None, result: Any = None, /) -> None: ...
 
+
 _lock = threading.Lock()
 _private: asyncio.AbstractEventLoop | None = None
 
@@ -154,8 +155,7 @@ class _Refused:
 _dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Dispatcher] = weakref.WeakKeyDictionary()
 
 
-def submit(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, Any],
-           done: Done) -> None:
+def submit(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, Any], done: Done) -> None:
     """Run ``coro`` as a task on the target loop (in a copy of the caller's context) and call
     ``done.finish(error_or_None)`` when it ends; returns at once."""
     running = asyncio._get_running_loop()

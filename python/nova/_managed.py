@@ -24,7 +24,8 @@ def manager_for(component: Any) -> Any:
                 from .resilience import ListenerManager
 
                 manager = ListenerManager(
-                    pool=component.pool, name=f"{component.name}-listeners",
+                    pool=component.pool,
+                    name=f"{component.name}-listeners",
                     loop=getattr(component, "_loop", None),
                 )
                 component.__dict__["_nova_manager"] = manager

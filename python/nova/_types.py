@@ -10,8 +10,16 @@ if TYPE_CHECKING:
     from ._core import Event
 
 __all__ = [
-    "OnFull", "DeliveryMode", "Health", "ShutdownReport", "StopReport", "EmitterStats",
-    "BusStats", "PoolStats", "TopicInfo", "TopicConfig",
+    "OnFull",
+    "DeliveryMode",
+    "Health",
+    "ShutdownReport",
+    "StopReport",
+    "EmitterStats",
+    "BusStats",
+    "PoolStats",
+    "TopicInfo",
+    "TopicConfig",
 ]
 
 
@@ -153,4 +161,6 @@ class TopicConfig:
             or not isinstance(self.retention, (int, float))
             or not self.retention > 0  # also refuses nan
         ):
-            raise ValidationError(f"TopicConfig.retention must be positive seconds or None, got {self.retention!r}")
+            raise ValidationError(
+                f"TopicConfig.retention must be positive seconds or None, got {self.retention!r}"
+            )

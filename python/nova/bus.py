@@ -35,7 +35,9 @@ class Bus(_core.Bus):
             )
         if config is not None:
             if not isinstance(config, TopicConfig):
-                raise ValidationError(f"create_topic: config must be a nova.TopicConfig, got {type(config).__name__}")
+                raise ValidationError(
+                    f"create_topic: config must be a nova.TopicConfig, got {type(config).__name__}"
+                )
             return dataclasses.replace(config, **fields) if fields else config
         partitions, buffer_size, mode = self._defaults
         merged: dict[str, Any] = {"partitions": partitions, "buffer_size": buffer_size, "delivery_mode": mode}
@@ -74,7 +76,9 @@ class Bus(_core.Bus):
                     f"topic {topic!r} is AT_MOST_ONCE: a failing event gets exactly one attempt, "
                     f"so this subscriber's retry policy ({attempts} attempts) is not used; "
                     "make the topic AT_LEAST_ONCE to retry",
-                    UserWarning, stacklevel=3)
+                    UserWarning,
+                    stacklevel=3,
+                )
         if isinstance(listener, ManagedListener):
             return listener  # registered by the user with its own policy
         if config is None:
@@ -131,13 +135,15 @@ class Bus(_core.Bus):
         if self.backend is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.publish, topic, event)
             return
-        await _aio.until_room(lambda: self.publish(topic, event),
-                              lambda seconds: self._wait_room(topic, event, seconds))
+        await _aio.until_room(
+            lambda: self.publish(topic, event), lambda seconds: self._wait_room(topic, event, seconds)
+        )
 
     # -- store -------------------------------------------------------------------------------
 
-    def replay(self, topic: str, listener: Any, *, start: datetime | None = None,
-               end: datetime | None = None) -> int:
+    def replay(
+        self, topic: str, listener: Any, *, start: datetime | None = None, end: datetime | None = None
+    ) -> int:
         """Hand the stored events of ``topic`` with timestamps in [start, end) to ``listener``
         in order, synchronously; returns how many."""
         store = self.store

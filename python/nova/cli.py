@@ -33,8 +33,15 @@ __all__ = ["main", "BENCH_NAMES", "TuneCell", "recommend"]
 
 #: The workload names of ``nova bench``, in the order they are reported.
 BENCH_NAMES = (
-    "emitter-sync", "emitter-async", "bus-16", "store-memory", "store-sqlite",
-    "python-loop", "queue-worker", "pyee", "blinker",
+    "emitter-sync",
+    "emitter-async",
+    "bus-16",
+    "store-memory",
+    "store-sqlite",
+    "python-loop",
+    "queue-worker",
+    "pyee",
+    "blinker",
 )
 DEFAULT_BENCH_EVENTS = 200_000
 DEFAULT_WORKERS = "1,2,4,8"
@@ -104,39 +111,66 @@ def _build_parser() -> _Parser:
     sub.required = True
 
     bench = sub.add_parser(
-        "bench", help="throughput and latency of the built-in workloads beside plain Python and peers",
+        "bench",
+        help="throughput and latency of the built-in workloads beside plain Python and peers",
         description="Throughput and p50/p99 latency of sync emit, async emit, a 16-partition bus and "
-                    "store appends, beside a plain Python loop, a queue.Queue worker and (where "
-                    "installed) pyee and blinker.",
+        "store appends, beside a plain Python loop, a queue.Queue worker and (where "
+        "installed) pyee and blinker.",
     )
-    bench.add_argument("--events", type=_positive_int, default=DEFAULT_BENCH_EVENTS, metavar="N",
-                       help=f"events per workload (default {DEFAULT_BENCH_EVENTS:,})")
+    bench.add_argument(
+        "--events",
+        type=_positive_int,
+        default=DEFAULT_BENCH_EVENTS,
+        metavar="N",
+        help=f"events per workload (default {DEFAULT_BENCH_EVENTS:,})",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object for machines")
 
     tune = sub.add_parser(
-        "tune", help="measure your handler over worker counts and buffer sizes, recommend a size",
+        "tune",
+        help="measure your handler over worker counts and buffer sizes, recommend a size",
         description="Run MODULE:HANDLER through an Emitter for every (workers, buffer) cell of the "
-                    "grid, measure throughput, p99 latency and peak memory, and recommend a "
-                    "WorkerPool and buffer_size.",
+        "grid, measure throughput, p99 latency and peak memory, and recommend a "
+        "WorkerPool and buffer_size.",
     )
-    tune.add_argument("target", metavar="MODULE:HANDLER",
-                      help="the handler to measure, e.g. myapp.listeners:on_order")
-    tune.add_argument("--workers", default=DEFAULT_WORKERS, metavar="LIST",
-                      help=f"worker counts to try (default {DEFAULT_WORKERS})")
-    tune.add_argument("--buffer", default=DEFAULT_BUFFERS, metavar="LIST",
-                      help=f"buffer sizes to try (default {DEFAULT_BUFFERS})")
-    tune.add_argument("--seconds", type=_positive_float, default=DEFAULT_SECONDS, metavar="S",
-                      help=f"seconds of load per cell (default {DEFAULT_SECONDS:g})")
-    tune.add_argument("--plot", metavar="FILE.png", default=None,
-                      help="write a heat map of the grid (needs matplotlib)")
+    tune.add_argument(
+        "target", metavar="MODULE:HANDLER", help="the handler to measure, e.g. myapp.listeners:on_order"
+    )
+    tune.add_argument(
+        "--workers",
+        default=DEFAULT_WORKERS,
+        metavar="LIST",
+        help=f"worker counts to try (default {DEFAULT_WORKERS})",
+    )
+    tune.add_argument(
+        "--buffer",
+        default=DEFAULT_BUFFERS,
+        metavar="LIST",
+        help=f"buffer sizes to try (default {DEFAULT_BUFFERS})",
+    )
+    tune.add_argument(
+        "--seconds",
+        type=_positive_float,
+        default=DEFAULT_SECONDS,
+        metavar="S",
+        help=f"seconds of load per cell (default {DEFAULT_SECONDS:g})",
+    )
+    tune.add_argument(
+        "--plot", metavar="FILE.png", default=None, help="write a heat map of the grid (needs matplotlib)"
+    )
 
     demo = sub.add_parser(
-        "demo", help="the order-processing flow end to end, with a summary",
+        "demo",
+        help="the order-processing flow end to end, with a summary",
         description="The order-processing flow of the best-practice guide on the embedded "
-                    "defaults (in-process bus, SQLite store and dead letters), or on Redis.",
+        "defaults (in-process bus, SQLite store and dead letters), or on Redis.",
     )
-    demo.add_argument("--redis", metavar="URL", default=None,
-                      help="run the bus on Redis Streams, e.g. redis://localhost:6379/0")
+    demo.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="run the bus on Redis Streams, e.g. redis://localhost:6379/0",
+    )
     return parser
 
 
@@ -206,9 +240,14 @@ class _Progress:
             return
         console = Console(stderr=True)
         self._rich = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, transient=True,
-            redirect_stdout=False, redirect_stderr=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
 
     def __enter__(self) -> _Progress:
@@ -244,9 +283,17 @@ def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], ou
     except ImportError:
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
         print(title, file=out)
-        print("  " + "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(headers, widths))), file=out)
+        print(
+            "  "
+            + "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(headers, widths))),
+            file=out,
+        )
         for row in rows:
-            print("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))), file=out)
+            print(
+                "  "
+                + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))),
+                file=out,
+            )
         return
     console = Console(file=out, width=max(100, shutil.get_terminal_size().columns))
     console.print(title, markup=False, highlight=False)
@@ -271,8 +318,12 @@ class BenchResult:
     p99_us: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "events_per_s": self.events_per_s,
-                "p50_us": self.p50_us, "p99_us": self.p99_us}
+        return {
+            "name": self.name,
+            "events_per_s": self.events_per_s,
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+        }
 
 
 def _noop(*_args: Any, **_kwargs: Any) -> None:
@@ -292,8 +343,9 @@ def _p50_p99_us(samples: list[float] | None) -> tuple[float | None, float | None
     return round(_percentile(s, 0.50) * 1e6, 2), round(_percentile(s, 0.99) * 1e6, 2)
 
 
-def _paced(count: int, emit: Callable[[float], None], delays: list[float],
-           timeout: float = 10.0) -> list[float]:
+def _paced(
+    count: int, emit: Callable[[float], None], delays: list[float], timeout: float = 10.0
+) -> list[float]:
     """Emit ``count`` events in bursts of 10 a millisecond (sleeping in between, as a service
     would) and return the recorded delays without the first tenth (warm-up)."""
     per_burst = 10
@@ -312,7 +364,7 @@ def _paced(count: int, emit: Callable[[float], None], delays: list[float],
     deadline = _perf() + timeout
     while len(delays) < count and _perf() < deadline:
         time.sleep(0.001)
-    return delays[count // 10:]
+    return delays[count // 10 :]
 
 
 class _Workloads:
@@ -387,8 +439,12 @@ class _Workloads:
 
         bus = nova.Bus(pool=nova.WorkerPool(4, name=f"{name}-pool"), name=name)
         bus.create_topic(
-            "orders", partitions=16, ordering_key="customer_id", on_full=nova.OnFull.BLOCK,
-            delivery_mode=nova.DeliveryMode.AT_MOST_ONCE, buffer_size=10_000,
+            "orders",
+            partitions=16,
+            ordering_key="customer_id",
+            on_full=nova.OnFull.BLOCK,
+            delivery_mode=nova.DeliveryMode.AT_MOST_ONCE,
+            buffer_size=10_000,
         )
         bus.subscribe("orders", listener)
         return bus
@@ -417,7 +473,9 @@ class _Workloads:
 
         def publish(t: float) -> None:
             count[0] += 1
-            bus.publish("orders", nova.Event("order.created", t, metadata={"customer_id": f"c{count[0] % 1000}"}))
+            bus.publish(
+                "orders", nova.Event("order.created", t, metadata={"customer_id": f"c{count[0] % 1000}"})
+            )
 
         out = _paced(self.paced, publish, delays)
         bus.shutdown()
@@ -639,11 +697,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     rows = [[r.name, f"{r.events_per_s:,.0f}", us(r.p50_us), us(r.p99_us)] for r in results]
     _table(
         f"nova bench: Python {platform.python_version()}, {os.cpu_count()} cores, {args.events:,} events",
-        ["workload", "events/s", "p50 µs", "p99 µs"], rows, sys.stdout,
+        ["workload", "events/s", "p50 µs", "p99 µs"],
+        rows,
+        sys.stdout,
     )
-    print("events/s: best of 3 runs with a no-op listener; latency: emit call (sync, stores, "
-          "pyee, blinker) or emit to listener start at 10,000 events/s (async, bus, queue); "
-          "see docs/benchmarks.md")
+    print(
+        "events/s: best of 3 runs with a no-op listener; latency: emit call (sync, stores, "
+        "pyee, blinker) or emit to listener start at 10,000 events/s (async, bus, queue); "
+        "see docs/benchmarks.md"
+    )
     return 0
 
 
@@ -757,8 +819,13 @@ def _measure_cell(handler: Callable[..., Any], workers: int, buffer: int, second
 
     def run(duration: float) -> tuple[float, float]:
         pool = nova.WorkerPool(workers=workers, name=f"tune-{workers}x{buffer}")
-        em = nova.Emitter(pool=pool, buffer_size=buffer, on_full=nova.OnFull.BLOCK,
-                          max_concurrency=max(10, workers), name=f"tune-{workers}x{buffer}")
+        em = nova.Emitter(
+            pool=pool,
+            buffer_size=buffer,
+            on_full=nova.OnFull.BLOCK,
+            max_concurrency=max(10, workers),
+            name=f"tune-{workers}x{buffer}",
+        )
         em.subscribe("tune.sample", listener)
         emit, event_cls = em.emit_async, nova.Event
         seq = 0
@@ -804,8 +871,16 @@ def _measure_cell(handler: Callable[..., Any], workers: int, buffer: int, second
         tracemalloc.stop()
     done.clear()
     sent.clear()
-    return TuneCell(workers, buffer, round(rate, 1), None if p99 is None else round(p99, 3),
-                    round(max(0, peak) / 2**20, 3), completed, failures, errors.first)
+    return TuneCell(
+        workers,
+        buffer,
+        round(rate, 1),
+        None if p99 is None else round(p99, 3),
+        round(max(0, peak) / 2**20, 3),
+        completed,
+        failures,
+        errors.first,
+    )
 
 
 @dataclass(frozen=True)
@@ -834,34 +909,52 @@ def recommend(cells: Sequence[TuneCell], workers: Sequence[int], buffers: Sequen
     if cell.events_per_s >= best_rate:
         reason = f"it has the highest throughput ({cell.events_per_s:,.0f} events/s)"
     else:
-        reason = (f"its throughput ({cell.events_per_s:,.0f} events/s) is within 5% of the best "
-                  f"({best_rate:,.0f} events/s)")
+        reason = (
+            f"its throughput ({cell.events_per_s:,.0f} events/s) is within 5% of the best "
+            f"({best_rate:,.0f} events/s)"
+        )
     if low is not None and cell.p99_ms is not None:
         if cell.p99_ms <= low:
             reason += f" and its p99 latency ({cell.p99_ms:,.2f} ms) is the lowest of those"
         else:
-            reason += (f" and its p99 latency ({cell.p99_ms:,.2f} ms) is within 10% of the lowest "
-                       f"of those ({low:,.2f} ms)")
+            reason += (
+                f" and its p99 latency ({cell.p99_ms:,.2f} ms) is within 10% of the lowest "
+                f"of those ({low:,.2f} ms)"
+            )
     if len(near) > 1:
         reason += f"; of the {len(near)} such cells it has the fewest workers, then the smallest buffer"
     notes = []
     if len(workers) > 1 and cell.workers == max(workers):
-        notes.append(f"the recommended worker count is the largest tried ({cell.workers}): more may "
-                     f"still help, try --workers {cell.workers},{cell.workers * 2},{cell.workers * 4}")
+        notes.append(
+            f"the recommended worker count is the largest tried ({cell.workers}): more may "
+            f"still help, try --workers {cell.workers},{cell.workers * 2},{cell.workers * 4}"
+        )
     elif len(workers) > 1 and cell.workers == min(workers) and cell.workers > 1:
-        notes.append(f"the recommended worker count is the smallest tried ({cell.workers}): fewer may "
-                     f"do as well, try --workers {max(1, cell.workers // 4)},{max(1, cell.workers // 2)},{cell.workers}")
+        notes.append(
+            f"the recommended worker count is the smallest tried ({cell.workers}): fewer may "
+            f"do as well, try --workers {max(1, cell.workers // 4)},{max(1, cell.workers // 2)},{cell.workers}"
+        )
     if len(buffers) > 1 and cell.buffer == max(buffers):
-        notes.append(f"the recommended buffer is the largest tried ({cell.buffer}): a larger one may "
-                     f"help, try --buffer {cell.buffer},{cell.buffer * 10}")
+        notes.append(
+            f"the recommended buffer is the largest tried ({cell.buffer}): a larger one may "
+            f"help, try --buffer {cell.buffer},{cell.buffer * 10}"
+        )
     elif len(buffers) > 1 and cell.buffer == min(buffers) and cell.buffer > 1:
-        notes.append(f"the recommended buffer is the smallest tried ({cell.buffer}): a smaller one may "
-                     f"do as well with less memory and latency, try --buffer {max(1, cell.buffer // 10)},{cell.buffer}")
+        notes.append(
+            f"the recommended buffer is the smallest tried ({cell.buffer}): a smaller one may "
+            f"do as well with less memory and latency, try --buffer {max(1, cell.buffer // 10)},{cell.buffer}"
+        )
     return Recommendation(cell, reason, notes)
 
 
-def _plot(path: str, cells: Sequence[TuneCell], workers: Sequence[int], buffers: Sequence[int],
-          rec: TuneCell, target: str) -> None:
+def _plot(
+    path: str,
+    cells: Sequence[TuneCell],
+    workers: Sequence[int],
+    buffers: Sequence[int],
+    rec: TuneCell,
+    target: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -876,7 +969,9 @@ def _plot(path: str, cells: Sequence[TuneCell], workers: Sequence[int], buffers:
     ]
     fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 1.2 + 0.6 * len(workers) + 1.2), squeeze=False)
     for ax, (title, get, cmap, fmt) in zip(axes[0], panels):
-        grid = [[math.nan if (v := get(by_key[(w, b)])) is None else float(v) for b in buffers] for w in workers]
+        grid = [
+            [math.nan if (v := get(by_key[(w, b)])) is None else float(v) for b in buffers] for w in workers
+        ]
         image = ax.imshow(grid, cmap=cmap, aspect="auto", origin="lower")
         fig.colorbar(image, ax=ax, shrink=0.8)
         ax.set_title(title, fontsize=10)
@@ -887,13 +982,29 @@ def _plot(path: str, cells: Sequence[TuneCell], workers: Sequence[int], buffers:
         for yi, w in enumerate(workers):
             for xi, b in enumerate(buffers):
                 v = get(by_key[(w, b)])
-                ax.text(xi, yi, "-" if v is None else fmt.format(v), ha="center", va="center",
-                        fontsize=8, color="white",
-                        bbox={"boxstyle": "round,pad=0.15", "fc": "black", "alpha": 0.35, "lw": 0})
-        ax.add_patch(Rectangle((buffers.index(rec.buffer) - 0.5, workers.index(rec.workers) - 0.5), 1, 1,
-                               fill=False, edgecolor="red", linewidth=2.5))
-    fig.suptitle(f"nova tune {target}: recommended workers={rec.workers}, buffer_size={rec.buffer} (red)",
-                 fontsize=11)
+                ax.text(
+                    xi,
+                    yi,
+                    "-" if v is None else fmt.format(v),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "black", "alpha": 0.35, "lw": 0},
+                )
+        ax.add_patch(
+            Rectangle(
+                (buffers.index(rec.buffer) - 0.5, workers.index(rec.workers) - 0.5),
+                1,
+                1,
+                fill=False,
+                edgecolor="red",
+                linewidth=2.5,
+            )
+        )
+    fig.suptitle(
+        f"nova tune {target}: recommended workers={rec.workers}, buffer_size={rec.buffer} (red)", fontsize=11
+    )
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
@@ -908,23 +1019,40 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     cells: list[TuneCell] = []
     grid = [(w, b) for w in workers for b in buffers]
     per_cell = args.seconds + min(1.0, max(0.05, args.seconds * 0.2))
-    print(f"nova tune {target}: {len(grid)} cells x {per_cell:.1f} s "
-          f"(workers {workers}, buffers {buffers})", flush=True)
+    print(
+        f"nova tune {target}: {len(grid)} cells x {per_cell:.1f} s (workers {workers}, buffers {buffers})",
+        flush=True,
+    )
     with _Progress("nova tune", len(grid)) as bar:
         for w, b in grid:
             bar.step(f"workers={w} buffer={b}")
             cells.append(_measure_cell(handler, w, b, args.seconds))
             bar.advance()
-    rows = [[str(c.workers), str(c.buffer), f"{c.events_per_s:,.0f}",
-             "-" if c.p99_ms is None else f"{c.p99_ms:,.3f}", f"{c.peak_mib:,.2f}", str(c.errors)]
-            for c in cells]
-    _table(f"nova tune {target} ({args.seconds:g} s per cell)",
-           ["workers", "buffer", "events/s", "p99 ms", "peak MiB", "errors"], rows, sys.stdout)
+    rows = [
+        [
+            str(c.workers),
+            str(c.buffer),
+            f"{c.events_per_s:,.0f}",
+            "-" if c.p99_ms is None else f"{c.p99_ms:,.3f}",
+            f"{c.peak_mib:,.2f}",
+            str(c.errors),
+        ]
+        for c in cells
+    ]
+    _table(
+        f"nova tune {target} ({args.seconds:g} s per cell)",
+        ["workers", "buffer", "events/s", "p99 ms", "peak MiB", "errors"],
+        rows,
+        sys.stdout,
+    )
     failed = sum(c.errors for c in cells)
     if failed:
         first = next(c.first_error for c in cells if c.first_error)
-        print(f"warning: the handler raised in {failed} of {sum(c.completed for c in cells)} calls "
-              f"(first: {first}); those calls are measured like the others", flush=True)
+        print(
+            f"warning: the handler raised in {failed} of {sum(c.completed for c in cells)} calls "
+            f"(first: {first}); those calls are measured like the others",
+            flush=True,
+        )
     try:
         rec = recommend(cells, workers, buffers)
     except RuntimeError as exc:

@@ -153,18 +153,22 @@ def _plan(rng: random.Random) -> tuple[list[dict[str, Any]], set[str], set[str],
     customers = [f"cust-{i:03d}" for i in range(1, CUSTOMERS + 1)]
     orders: list[dict[str, Any]] = []
     for i in range(1, ORDERS + 1):
-        items = [{"sku": f"SKU-{rng.randrange(100, 999)}", "qty": rng.randint(1, 3)}
-                 for _ in range(rng.randint(1, 3))]
-        orders.append({
-            "id": f"order-{i:04d}",
-            "customer_id": rng.choice(customers),
-            "items": items,
-            "total": round(rng.uniform(5, 250), 2),
-        })
+        items = [
+            {"sku": f"SKU-{rng.randrange(100, 999)}", "qty": rng.randint(1, 3)}
+            for _ in range(rng.randint(1, 3))
+        ]
+        orders.append(
+            {
+                "id": f"order-{i:04d}",
+                "customer_id": rng.choice(customers),
+                "items": items,
+                "total": round(rng.uniform(5, 250), 2),
+            }
+        )
     picked = rng.sample(range(ORDERS), FLAKY + OUTAGE + INVALID)
     flaky = {orders[i]["id"] for i in picked[:FLAKY]}
-    outage = {orders[i]["id"] for i in picked[FLAKY:FLAKY + OUTAGE]}
-    for i in picked[FLAKY + OUTAGE:]:
+    outage = {orders[i]["id"] for i in picked[FLAKY : FLAKY + OUTAGE]}
+    for i in picked[FLAKY + OUTAGE :]:
         orders[i]["total"] = -orders[i]["total"]  # invalid: a negative total
     healthy = [i for i in range(ORDERS) if i not in set(picked)]
     duplicates = rng.sample(healthy, DUPLICATES)
@@ -178,8 +182,10 @@ def _prometheus_lines(bus: Bus) -> list[str]:
 
         from .metrics import PrometheusCollector
     except ImportError:
-        return ["prometheus_client is not installed: pip install 'nova-events[prometheus]' "
-                "to export these counters"]
+        return [
+            "prometheus_client is not installed: pip install 'nova-events[prometheus]' "
+            "to export these counters"
+        ]
     registry = CollectorRegistry()
     try:
         registry.register(PrometheusCollector(bus))
@@ -195,13 +201,16 @@ def _prometheus_lines(bus: Bus) -> list[str]:
                 labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
                 lines.append(f"{sample.name}{{{labels}}} {sample.value:g}")
     if bus.backend is not None and not lines:
-        return ["(the Prometheus collector reads the in-process bus; this backend keeps its "
-                "counters in bus.stats())"]
+        return [
+            "(the Prometheus collector reads the in-process bus; this backend keeps its "
+            "counters in bus.stats())"
+        ]
     return sorted(lines) or ["(no samples)"]
 
 
-def run_demo(redis_url: str | None = None, *, out: TextIO | None = None,
-             workdir: str | None = None) -> DemoResult:
+def run_demo(
+    redis_url: str | None = None, *, out: TextIO | None = None, workdir: str | None = None
+) -> DemoResult:
     """Run the demo, print its story and summary to ``out`` (stdout by default) and return
     the counts. ``redis_url`` runs the bus on the Redis Streams backend (a unique consumer
     group and unique topic names per run). ``workdir`` keeps the SQLite files there instead
@@ -236,8 +245,7 @@ def _run(redis_url: str | None, workdir: str, say: Any, started: float) -> DemoR
     dead_letters_path = os.path.join(workdir, "dead-letters.db")
     dlq = DeadLetterQueue(dead_letters_path, name="order-dead-letters")
     pool = WorkerPool(workers=4, queue_size=1000, name="demo-pool")
-    bus = Bus(pool=pool, store=store, validator=strict_type_names, backend=backend,
-              name="orders-bus")
+    bus = Bus(pool=pool, store=store, validator=strict_type_names, backend=backend, name="orders-bus")
     if backend is None:
         backend_name = "in-process"
         orders_topic, payments_topic = "orders", "payments"
@@ -246,16 +254,37 @@ def _run(redis_url: str | None, workdir: str, say: Any, started: float) -> DemoR
         # Fresh streams for every run, so earlier runs' events are not consumed again.
         orders_topic, payments_topic = f"orders-{run_id}", f"payments-{run_id}"
     try:
-        return _flow(bus, store, dlq, pool, dead_letters_path, orders_topic, payments_topic,
-                     backend_name, workdir, say, started)
+        return _flow(
+            bus,
+            store,
+            dlq,
+            pool,
+            dead_letters_path,
+            orders_topic,
+            payments_topic,
+            backend_name,
+            workdir,
+            say,
+            started,
+        )
     finally:
         # After a failure part-way, still stop everything (a no-op after the graceful shutdown).
         shutdown(bus, dlq, store, pool, timeout=5.0)
 
 
-def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
-          dead_letters_path: str, orders_topic: str, payments_topic: str, backend_name: str,
-          workdir: str, say: Any, started: float) -> DemoResult:
+def _flow(
+    bus: Bus,
+    store: SqliteStore,
+    dlq: DeadLetterQueue,
+    pool: WorkerPool,
+    dead_letters_path: str,
+    orders_topic: str,
+    payments_topic: str,
+    backend_name: str,
+    workdir: str,
+    say: Any,
+    started: float,
+) -> DemoResult:
     rng = random.Random(SEED)
     orders, flaky, outage, duplicate_idx = _plan(rng)
     gateway = PaymentGateway(flaky, outage)
@@ -270,12 +299,24 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
     say(f"  files: SQLite event store and dead letters in {workdir}")
 
     # -- topology ------------------------------------------------------------------------
-    bus.create_topic(orders_topic, partitions=16, ordering_key="customer_id",
-                     delivery_mode=DeliveryMode.AT_LEAST_ONCE, on_full=OnFull.BLOCK)
-    bus.create_topic(payments_topic, partitions=4, ordering_key="customer_id",
-                     delivery_mode=DeliveryMode.AT_LEAST_ONCE, on_full=OnFull.BLOCK)
-    say(f"  topic '{orders_topic}': 16 partitions keyed by customer_id, at-least-once; "
-        f"topic '{payments_topic}': 4 partitions")
+    bus.create_topic(
+        orders_topic,
+        partitions=16,
+        ordering_key="customer_id",
+        delivery_mode=DeliveryMode.AT_LEAST_ONCE,
+        on_full=OnFull.BLOCK,
+    )
+    bus.create_topic(
+        payments_topic,
+        partitions=4,
+        ordering_key="customer_id",
+        delivery_mode=DeliveryMode.AT_LEAST_ONCE,
+        on_full=OnFull.BLOCK,
+    )
+    say(
+        f"  topic '{orders_topic}': 16 partitions keyed by customer_id, at-least-once; "
+        f"topic '{payments_topic}': 4 partitions"
+    )
 
     # -- listeners -----------------------------------------------------------------------
     def charge_payment(event: Event) -> None:
@@ -286,11 +327,14 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
             raise InvalidOrder(f"order {order['id']}: total must be positive, got {order['total']}")
         gateway.charge(order["id"], order["total"])
         counters.add("orders_paid")
-        publish(payments_topic, Event(
-            "payment.captured",
-            {"order_id": order["id"], "amount": order["total"]},
-            metadata={"customer_id": event.metadata["customer_id"], "order_id": order["id"]},
-        ))
+        publish(
+            payments_topic,
+            Event(
+                "payment.captured",
+                {"order_id": order["id"], "amount": order["total"]},
+                metadata={"customer_id": event.metadata["customer_id"], "order_id": order["id"]},
+            ),
+        )
 
     def send_receipt(event: Event) -> None:
         counters.add("receipts_sent")
@@ -301,8 +345,10 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
         counters.add("dead_lettered")
         with alert_lock:
             if counters.counts["dead_lettered"] == DEAD_LETTER_ALERT + 1:
-                alerts.append(f"more than {DEAD_LETTER_ALERT} dead letters in this run: "
-                              "someone should look at the payment flow")
+                alerts.append(
+                    f"more than {DEAD_LETTER_ALERT} dead letters in this run: "
+                    "someone should look at the payment flow"
+                )
 
     charge_once = idempotent(Listener("charge-payment", charge_payment))
 
@@ -324,8 +370,13 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
 
     config = ListenerConfig(
         timeout=10.0,
-        retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, initial_delay=0.02, max_delay=0.2,
-                          backoff=Backoff.EXPONENTIAL, retry_on=(RetryableError,)),
+        retry=RetryPolicy(
+            max_attempts=MAX_ATTEMPTS,
+            initial_delay=0.02,
+            max_delay=0.2,
+            backoff=Backoff.EXPONENTIAL,
+            retry_on=(RetryableError,),
+        ),
         dead_letter=DeadLetterConfig(queue=dlq, handler=on_dead_letter),
     )
     subscriptions = [
@@ -343,8 +394,11 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
 
     # -- 2. the orders -------------------------------------------------------------------
     events = [
-        Event("order.created", order,
-              metadata={"customer_id": order["customer_id"], "source": "web", "schema_version": "1"})
+        Event(
+            "order.created",
+            order,
+            metadata={"customer_id": order["customer_id"], "source": "web", "schema_version": "1"},
+        )
         for order in orders
     ]
     for ev in events:
@@ -353,18 +407,21 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
         publish(orders_topic, events[i])
     if not bus.flush(timeout=30):
         say("  warning: the bus did not drain within 30 s")
-    say(f"  published {ORDERS} orders from {CUSTOMERS} customers and {DUPLICATES} duplicate "
+    say(
+        f"  published {ORDERS} orders from {CUSTOMERS} customers and {DUPLICATES} duplicate "
         f"deliveries; the gateway times out once on {FLAKY} orders and is down for {OUTAGE}; "
-        f"{INVALID} orders are invalid")
+        f"{INVALID} orders are invalid"
+    )
 
     entries = dlq.list()
     by_type = Counter(e.error_type for e in entries)
     dead_first = len(entries)
-    say(f"  dead letters: {dead_first} ("
-        + ", ".join(f"{n} {t}" for t, n in sorted(by_type.items())) + ")")
+    say(f"  dead letters: {dead_first} (" + ", ".join(f"{n} {t}" for t, n in sorted(by_type.items())) + ")")
     for entry in entries[:3]:
-        say(f"    {entry.event.data['id']} {entry.error_type} after {entry.attempts} attempt(s): "
-            f"{entry.error_message}")
+        say(
+            f"    {entry.event.data['id']} {entry.error_type} after {entry.attempts} attempt(s): "
+            f"{entry.error_message}"
+        )
     for alert in alerts:
         say(f"  ALERT: {alert}")
 
@@ -373,8 +430,10 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
     redriven = dlq.redrive(bus if bus.backend is None else _Publisher(publish))
     bus.flush(timeout=30)
     left = dlq.count()
-    say(f"  gateway recovered: redrove {redriven} dead letters; {left} came back "
-        "(permanent errors are not fixed by retrying)")
+    say(
+        f"  gateway recovered: redrove {redriven} dead letters; {left} came back "
+        "(permanent errors are not fixed by retrying)"
+    )
 
     # -- 4. replay the stored orders into a projection -----------------------------------
     revenue: dict[str, float] = {}
@@ -391,15 +450,18 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
 
     replayed = bus.replay(orders_topic, rebuild)
     top = sorted(revenue.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-    say(f"  replayed {replayed} stored '{orders_topic}' events ({len(seen_ids)} distinct orders) "
-        f"into a revenue projection; top customers: "
-        + ", ".join(f"{c} {v:.2f}" for c, v in top))
+    say(
+        f"  replayed {replayed} stored '{orders_topic}' events ({len(seen_ids)} distinct orders) "
+        f"into a revenue projection; top customers: " + ", ".join(f"{c} {v:.2f}" for c, v in top)
+    )
 
     # -- 5. metrics ----------------------------------------------------------------------
     stats = bus.stats()
     store_stats = store.stats()
-    say(f"  bus stats: published {stats.events_published}, processed {stats.events_processed}, "
-        f"failed {stats.failed_events}, queued {stats.queued_events}")
+    say(
+        f"  bus stats: published {stats.events_published}, processed {stats.events_processed}, "
+        f"failed {stats.failed_events}, queued {stats.queued_events}"
+    )
     say(f"  store stats: {store_stats.total_events} events in {store_stats.total_streams} streams")
     for line in _prometheus_lines(bus):
         say(f"  metrics: {line}")
@@ -419,8 +481,10 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
     undelivered = len(getattr(bus_report, "undelivered", []) or [])
     with DeadLetterQueue(dead_letters_path) as reopened:
         kept = reopened.count()
-    say(f"  shutdown: bus drained {getattr(bus_report, 'drained', 0)}, undelivered {undelivered}; "
-        f"{kept} dead letters kept on disk for analysis")
+    say(
+        f"  shutdown: bus drained {getattr(bus_report, 'drained', 0)}, undelivered {undelivered}; "
+        f"{kept} dead letters kept on disk for analysis"
+    )
 
     result = DemoResult(
         orders=ORDERS,
@@ -441,16 +505,22 @@ def _flow(bus: Bus, store: SqliteStore, dlq: DeadLetterQueue, pool: WorkerPool,
     )
     say()
     say("Summary")
-    say(f"  events processed:   {result.processed} ({result.orders_paid} orders paid, "
-        f"{result.receipts_sent} receipts sent)")
+    say(
+        f"  events processed:   {result.processed} ({result.orders_paid} orders paid, "
+        f"{result.receipts_sent} receipts sent)"
+    )
     say(f"  retried:            {result.retried} retry attempts ({result.retried_events} events)")
-    say(f"  dead-lettered:      {result.dead_lettered} ("
-        + ", ".join(f"{n} {t}" for t, n in sorted(by_type.items())) + ")")
-    say(f"  redriven:           {result.redriven} ({result.redriven - result.dead_letters_left} "
-        f"paid, {result.dead_letters_left} back in the dead-letter queue)")
+    say(
+        f"  dead-lettered:      {result.dead_lettered} ("
+        + ", ".join(f"{n} {t}" for t, n in sorted(by_type.items()))
+        + ")"
+    )
+    say(
+        f"  redriven:           {result.redriven} ({result.redriven - result.dead_letters_left} "
+        f"paid, {result.dead_letters_left} back in the dead-letter queue)"
+    )
     say(f"  duplicates skipped: {result.duplicates_skipped}")
     say(f"  rejected:           {result.rejected}")
     say(f"  replayed:           {result.replayed}")
     say(f"  finished in {time.monotonic() - started:.1f} s")
     return result
-

@@ -57,9 +57,12 @@ class Emitter(_core.Emitter):
                 raise error
             return
         outcomes = await asyncio.gather(*(coro for coro, _ in calls), return_exceptions=True)
-        errors = [err for (_, done), outcome in zip(calls, outcomes)
-                  if (err := done.finish_raising(outcome if isinstance(outcome, BaseException) else None))
-                  is not None]
+        errors = [
+            err
+            for (_, done), outcome in zip(calls, outcomes)
+            if (err := done.finish_raising(outcome if isinstance(outcome, BaseException) else None))
+            is not None
+        ]
         if len(errors) == 1:
             raise errors[0]
         if errors:

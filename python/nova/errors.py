@@ -9,11 +9,28 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "NovaError", "ValidationError", "BufferFull", "ClosedError", "EmitterClosed", "BusClosed",
-    "StoreClosed", "PoolClosed", "ListenerError", "MiddlewareError", "ListenerTimeout",
-    "CircuitOpenError", "RetryLimitExceeded", "TopicNotFound", "ListenerNotFound",
-    "StreamNotFound", "ConcurrencyError", "StoreFull", "StoreError", "BackendError",
-    "RetryableError", "PermanentError",
+    "NovaError",
+    "ValidationError",
+    "BufferFull",
+    "ClosedError",
+    "EmitterClosed",
+    "BusClosed",
+    "StoreClosed",
+    "PoolClosed",
+    "ListenerError",
+    "MiddlewareError",
+    "ListenerTimeout",
+    "CircuitOpenError",
+    "RetryLimitExceeded",
+    "TopicNotFound",
+    "ListenerNotFound",
+    "StreamNotFound",
+    "ConcurrencyError",
+    "StoreFull",
+    "StoreError",
+    "BackendError",
+    "RetryableError",
+    "PermanentError",
 ]
 
 
@@ -61,8 +78,9 @@ class ListenerError(NovaError):
         return (_rebuild_listener_error, (type(self), str(self), self.listener, self.event))
 
 
-def _rebuild_listener_error(cls: type[ListenerError], message: str, listener: str,
-                            event: Any) -> ListenerError:
+def _rebuild_listener_error(
+    cls: type[ListenerError], message: str, listener: str, event: Any
+) -> ListenerError:
     return cls(message, listener=listener, event=event)
 
 

@@ -23,6 +23,7 @@ from ._eventlike import MAX_NESTED_DISPATCHES, EventLike
 
 __all__ = ["LoggingMiddleware"]
 
+
 class _Started(NamedTuple):
     event_id: str
     start: float

@@ -32,9 +32,7 @@ try:
     )
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "nova.metrics needs prometheus_client: pip install 'nova-events[prometheus]'"
-    ) from exc
+    raise ImportError("nova.metrics needs prometheus_client: pip install 'nova-events[prometheus]'") from exc
 
 from ._types import Health
 from .errors import ValidationError
@@ -60,20 +58,27 @@ class _Observable(Protocol):
 
 
 # name (without _total for counters), help text, labels -- exactly the names of API section 9.
-_EMITTED = ("nova_events_emitted", "Events offered to a component, by outcome.",
-            ("component", "type", "result"))
-_PROCESSED = ("nova_events_processed", "Deliveries (event x listener) finished, by outcome.",
-              ("component", "listener", "result"))
-_DURATION = ("nova_listener_duration_seconds", "Time spent in a listener per delivery.",
-             ("component", "listener"))
+_EMITTED = (
+    "nova_events_emitted",
+    "Events offered to a component, by outcome.",
+    ("component", "type", "result"),
+)
+_PROCESSED = (
+    "nova_events_processed",
+    "Deliveries (event x listener) finished, by outcome.",
+    ("component", "listener", "result"),
+)
+_DURATION = (
+    "nova_listener_duration_seconds",
+    "Time spent in a listener per delivery.",
+    ("component", "listener"),
+)
 _QUEUE = ("nova_queue_size", "Events waiting in the component's buffers.", ("component",))
 _ACTIVE = ("nova_active_listeners", "Current subscriptions of the component.", ("component",))
 _RETRIES = ("nova_retries", "Retry attempts of a listener.", ("listener",))
 _DEAD = ("nova_dead_letters", "Events a listener sent to its dead letters.", ("listener",))
-_CIRCUIT = ("nova_circuit_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
-            ("listener",))
-_DROPPED = ("nova_events_dropped", "Events dropped by a component, by reason.",
-            ("component", "reason"))
+_CIRCUIT = ("nova_circuit_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ("listener",))
+_DROPPED = ("nova_events_dropped", "Events dropped by a component, by reason.", ("component", "reason"))
 
 
 class _Histogram:
@@ -106,9 +111,7 @@ class PrometheusCollector(Collector):
                     f"PrometheusCollector: {type(component).__name__} has no metrics to collect; "
                     "pass Nova components such as Emitter, Bus or ListenerManager"
                 )
-        self._components: tuple[_Observable, ...] = tuple(
-            c for c in components if isinstance(c, _Observable)
-        )
+        self._components: tuple[_Observable, ...] = tuple(c for c in components if isinstance(c, _Observable))
 
     @property
     def components(self) -> tuple[object, ...]:
@@ -137,7 +140,8 @@ class PrometheusCollector(Collector):
             except Exception as exc:  # noqa: BLE001 - one component must not break a scrape
                 _log.warning(
                     "nova.metrics: could not read the metrics of %s: %s",
-                    _component_name(component), exc,
+                    _component_name(component),
+                    exc,
                 )
                 continue
             name = str(snapshot.get("component") or _component_name(component))
@@ -160,9 +164,7 @@ class PrometheusCollector(Collector):
             for listener, state in snapshot.get("circuit_state", ()):
                 key = (str(listener),)
                 circuit[key] = max(circuit.get(key, 0.0), float(state))
-        return list(
-            _families(emitted, processed, durations, queue, active, retries, dead, circuit, dropped)
-        )
+        return list(_families(emitted, processed, durations, queue, active, retries, dead, circuit, dropped))
 
 
 def _component_name(component: object) -> str:
@@ -192,7 +194,9 @@ def _merge_histogram(
     if len(counts) != len(bounds) + 1:
         _log.warning(
             "nova.metrics: histogram of %s has %d buckets for %d bounds; skipped",
-            "/".join(key), len(counts), len(bounds),
+            "/".join(key),
+            len(counts),
+            len(bounds),
         )
         return
     known = into.get(key)
@@ -351,8 +355,9 @@ class _Server(ThreadingHTTPServer):
 
         exc = sys.exc_info()[1]
         if isinstance(exc, _HANG_UPS):
-            _log.debug("nova.metrics: connection from %s closed: %s: %s", client_address,
-                       type(exc).__name__, exc)
+            _log.debug(
+                "nova.metrics: connection from %s closed: %s: %s", client_address, type(exc).__name__, exc
+            )
             return
         _log.error("nova.metrics: request from %s failed", client_address, exc_info=True)
 
@@ -417,8 +422,9 @@ class MetricsServer:
         return f"<MetricsServer {self.url} {state}>"
 
 
-def serve(port: int, *components: object, addr: str = "127.0.0.1",
-          timeout: float = CONNECTION_TIMEOUT) -> MetricsServer:
+def serve(
+    port: int, *components: object, addr: str = "127.0.0.1", timeout: float = CONNECTION_TIMEOUT
+) -> MetricsServer:
     """Serve ``/metrics`` (Prometheus text format, or OpenMetrics when the scraper asks for
     it) and ``/healthz`` for ``components`` from a daemon thread; returns at once.
 
@@ -434,11 +440,16 @@ def serve(port: int, *components: object, addr: str = "127.0.0.1",
     ``nova.metrics`` logger, never a traceback on stderr); other errors in a request are
     logged at ERROR there.
     """
-    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout) or timeout <= 0):
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
         raise ValidationError(
             f"serve: timeout must be finite seconds > 0 (each read or write on a connection waits "
-            f"at most that long), got {timeout!r}")
+            f"at most that long), got {timeout!r}"
+        )
     for component in components:
         has_health = callable(getattr(component, "health", None))
         if not isinstance(component, _Observable) and not has_health:

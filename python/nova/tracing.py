@@ -112,9 +112,7 @@ class TracingMiddleware:
         self._error_code = trace.StatusCode.ERROR
         self._context = otel_context
         self._propagator = TraceContextTextMapPropagator()
-        self._tracer: Tracer = (
-            tracer if tracer is not None else trace.get_tracer("nova", __version__)
-        )
+        self._tracer: Tracer = tracer if tracer is not None else trace.get_tracer("nova", __version__)
         # One stack per contextvars context: Nova runs before/after of one event in the same
         # context, and nested dispatches in the same context nest properly.
         self._stack: contextvars.ContextVar[tuple[_Active, ...]] = contextvars.ContextVar(
@@ -224,7 +222,5 @@ class TracingMiddleware:
     def _abandon(self, active: _Active) -> None:
         # Only end the span: the context is restored by the enclosing dispatch's detach.
         self._take_open(active.event_id, active)
-        active.span.set_status(
-            self._status(self._error_code, "dispatch abandoned: after() was never called")
-        )
+        active.span.set_status(self._status(self._error_code, "dispatch abandoned: after() was never called"))
         active.span.end()

@@ -44,8 +44,9 @@ def main() -> int:
     recorder = redis.Redis.from_url(args.url)
     backend = RedisBackend(args.url, group=args.group, consumer=args.name, lease_ttl=args.lease_ttl)
     bus = nova.Bus(backend=backend)
-    bus.create_topic(args.topic, partitions=args.partitions, ordering_key="key",
-                     delivery_mode=nova.DeliveryMode(args.mode))
+    bus.create_topic(
+        args.topic, partitions=args.partitions, ordering_key="key", delivery_mode=nova.DeliveryMode(args.mode)
+    )
     count = 0
     lock = threading.Lock()
     sleep = args.sleep_ms / 1000.0
@@ -61,8 +62,7 @@ def main() -> int:
                 time.sleep(1)
         if sleep:
             time.sleep(sleep)
-        recorder.rpush(args.record,
-                       f"{args.name}|{event.id}|{event.metadata['key']}|{event.data['n']}")
+        recorder.rpush(args.record, f"{args.name}|{event.id}|{event.metadata['key']}|{event.data['n']}")
 
     bus.subscribe(args.topic, nova.Listener("record", handle))
     stop = threading.Event()
@@ -71,8 +71,11 @@ def main() -> int:
     while not stop.is_set():
         stop.wait(0.1)
     report = bus.shutdown(10)
-    print(f"{args.name}: processed {count}, shutdown {report.drained} drained, "
-          f"{len(report.undelivered)} undelivered", file=sys.stderr)
+    print(
+        f"{args.name}: processed {count}, shutdown {report.drained} drained, "
+        f"{len(report.undelivered)} undelivered",
+        file=sys.stderr,
+    )
     return 0
 
 

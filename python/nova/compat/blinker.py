@@ -135,9 +135,7 @@ class Signal(SignalTable):
         sender: t.Any | None = None,
         /,
         *,
-        _sync_wrapper: c.Callable[
-            [c.Callable[..., t.Any]], c.Callable[..., c.Coroutine[t.Any, t.Any, t.Any]]
-        ]
+        _sync_wrapper: c.Callable[[c.Callable[..., t.Any]], c.Callable[..., c.Coroutine[t.Any, t.Any, t.Any]]]
         | None = None,
         **kwargs: t.Any,
     ) -> list[tuple[c.Callable[..., t.Any], t.Any]]:

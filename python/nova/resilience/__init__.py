@@ -23,10 +23,27 @@ from .manager import (
 from .retry import Backoff, RetryPolicy
 
 __all__ = [
-    "RetryPolicy", "Backoff", "CircuitConfig", "DeadLetterConfig", "ListenerConfig",
-    "ListenerManager", "ManagedListener", "DeadLetterQueue", "DeadLetter", "ManagerStats",
+    "RetryPolicy",
+    "Backoff",
+    "CircuitConfig",
+    "DeadLetterConfig",
+    "ListenerConfig",
+    "ListenerManager",
+    "ManagedListener",
+    "DeadLetterQueue",
+    "DeadLetter",
+    "ManagerStats",
     "idempotent",
     # extras of this package (not re-exported from nova)
-    "CircuitBreaker", "CircuitState", "Clock", "SystemClock", "SYSTEM_CLOCK", "ManualClock",
-    "SeenSet", "MemorySeenSet", "SqliteSeenSet", "IdempotentListener", "DURATION_BOUNDS",
+    "CircuitBreaker",
+    "CircuitState",
+    "Clock",
+    "SystemClock",
+    "SYSTEM_CLOCK",
+    "ManualClock",
+    "SeenSet",
+    "MemorySeenSet",
+    "SqliteSeenSet",
+    "IdempotentListener",
+    "DURATION_BOUNDS",
 ]

@@ -41,8 +41,13 @@ class CircuitConfig:
                 raise ValidationError(f"CircuitConfig.{name} must be an integer >= 1, got {value!r}")
         for name in ("timeout", "sliding_window"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
-                    or value < 0 or math.isinf(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or math.isnan(value)
+                or value < 0
+                or math.isinf(value)
+            ):
                 raise ValidationError(f"CircuitConfig.{name} must be finite seconds >= 0, got {value!r}")
             object.__setattr__(self, name, float(value))
         if self.sliding_window <= 0:
@@ -82,8 +87,7 @@ class CircuitBreaker:
     that a failure of a CLOSED-state permit still counts while the circuit is CLOSED.
     """
 
-    def __init__(self, config: CircuitConfig, *, clock: Clock = SYSTEM_CLOCK,
-                 name: str = "listener") -> None:
+    def __init__(self, config: CircuitConfig, *, clock: Clock = SYSTEM_CLOCK, name: str = "listener") -> None:
         self.config = config
         self.name = name
         self._clock = clock
@@ -166,8 +170,7 @@ class CircuitBreaker:
         if event is not None:
             where = f" for event {getattr(event, 'id', '?')} ({getattr(event, 'type', '?')})"
         raise CircuitOpenError(
-            f"circuit of listener '{self.name}' is {detail}{where}; the event takes the "
-            "retry path"
+            f"circuit of listener '{self.name}' is {detail}{where}; the event takes the retry path"
         )
 
     def success(self, permit: Permit) -> None:

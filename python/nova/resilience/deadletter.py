@@ -63,8 +63,16 @@ class DeadLetter:
     failed_at: datetime
 
     @classmethod
-    def from_error(cls, event: Event, error: BaseException, *, attempts: int, listener: str,
-                   topic: str | None = None, failed_at: datetime | None = None) -> DeadLetter:
+    def from_error(
+        cls,
+        event: Event,
+        error: BaseException,
+        *,
+        attempts: int,
+        listener: str,
+        topic: str | None = None,
+        failed_at: datetime | None = None,
+    ) -> DeadLetter:
         """An entry for ``event`` that failed with ``error``, stamped now (UTC). An error
         whose ``str()`` raises gets a message saying so (the entry is never lost to it)."""
         return cls(
@@ -200,8 +208,7 @@ class _SqliteBackend:
         self.path = path
         self.name = name
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                       timeout=30.0)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
         except sqlite3.Error as exc:
             raise StoreError(
                 f"dead-letter queue '{name}': cannot open {path!r}: {exc}. Check that the "
@@ -226,16 +233,17 @@ class _SqliteBackend:
         if len(why) > 200:
             why = why[:200] + "..."
         if _is_read_only(exc):
-            todo = ("the file (or its directory, for the WAL files) is read-only: make both "
-                    "writable by this process, or give another path")
+            todo = (
+                "the file (or its directory, for the WAL files) is read-only: make both "
+                "writable by this process, or give another path"
+            )
         elif isinstance(exc, sqlite3.OperationalError):
-            todo = ("check the disk has room and no other process holds the file locked, "
-                    "then retry")
+            todo = "check the disk has room and no other process holds the file locked, then retry"
         else:
             todo = "if the file is damaged, move it aside and give a new path"
         return StoreError(
-            f"dead-letter queue '{self.name}': SQLite failed while {action} in "
-            f"{self.path!r}: {why}; {todo}")
+            f"dead-letter queue '{self.name}': SQLite failed while {action} in {self.path!r}: {why}; {todo}"
+        )
 
     @contextmanager
     def _sql(self, action: str) -> Iterator[None]:
@@ -254,19 +262,20 @@ class _SqliteBackend:
             db.execute("CREATE TABLE IF NOT EXISTS nova_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             rows = dict(db.execute("SELECT key, value FROM nova_meta").fetchall())
             if not rows:
-                tables = {r[0] for r in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+                tables = {
+                    r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+                }
                 if tables - {"nova_meta"}:
                     raise StoreError(
                         f"dead-letter queue: {self.path!r} holds other tables "
                         f"({', '.join(sorted(tables - {'nova_meta'}))}); give a new path"
                     )
-                db.execute("INSERT INTO nova_meta (key, value) VALUES (?, ?), (?, ?)",
-                           ("app", _APP_TAG, "schema_version", str(_SCHEMA_VERSION)))
-            elif rows.get("app") != _APP_TAG:
-                raise StoreError(
-                    f"dead-letter queue: {self.path!r} is not a Nova dead-letter database"
+                db.execute(
+                    "INSERT INTO nova_meta (key, value) VALUES (?, ?), (?, ?)",
+                    ("app", _APP_TAG, "schema_version", str(_SCHEMA_VERSION)),
                 )
+            elif rows.get("app") != _APP_TAG:
+                raise StoreError(f"dead-letter queue: {self.path!r} is not a Nova dead-letter database")
             elif rows.get("schema_version") != str(_SCHEMA_VERSION):
                 raise StoreError(
                     f"dead-letter queue: {self.path!r} has schema version "
@@ -297,15 +306,24 @@ class _SqliteBackend:
                 "INSERT INTO dead_letters (event, event_class, data_is_repr, error_type,"
                 " error_message, attempts, listener, topic, failed_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (_to_db(text), _to_db(_event_class_path(entry.event)), int(is_repr),
-                 _to_db(entry.error_type), _to_db(entry.error_message), entry.attempts,
-                 _to_db(entry.listener), _to_db(entry.topic),
-                 entry.failed_at.astimezone(timezone.utc).isoformat()),
+                (
+                    _to_db(text),
+                    _to_db(_event_class_path(entry.event)),
+                    int(is_repr),
+                    _to_db(entry.error_type),
+                    _to_db(entry.error_message),
+                    entry.attempts,
+                    _to_db(entry.listener),
+                    _to_db(entry.topic),
+                    entry.failed_at.astimezone(timezone.utc).isoformat(),
+                ),
             )
 
     def oldest(self, limit: int | None) -> list[tuple[int, DeadLetter]]:
-        sql = ("SELECT seq, event, event_class, error_type, error_message, attempts, listener,"
-               " topic, failed_at FROM dead_letters ORDER BY seq")
+        sql = (
+            "SELECT seq, event, event_class, error_type, error_message, attempts, listener,"
+            " topic, failed_at FROM dead_letters ORDER BY seq"
+        )
         params: tuple[Any, ...] = ()
         if limit is not None:
             sql += " LIMIT ?"
@@ -316,9 +334,20 @@ class _SqliteBackend:
         for seq, text, cls_path, etype, emsg, attempts, listener, topic, failed in rows:
             cls = _resolve_event_class(_from_db(cls_path))
             event = cls.from_json(_from_db(text))
-            out.append((seq, DeadLetter(event, _from_db(etype), _from_db(emsg), attempts,
-                                        _from_db(listener), _from_db(topic),
-                                        datetime.fromisoformat(failed))))
+            out.append(
+                (
+                    seq,
+                    DeadLetter(
+                        event,
+                        _from_db(etype),
+                        _from_db(emsg),
+                        attempts,
+                        _from_db(listener),
+                        _from_db(topic),
+                        datetime.fromisoformat(failed),
+                    ),
+                )
+            )
         return out
 
     def count(self) -> int:
@@ -343,8 +372,7 @@ class DeadLetterQueue:
     Thread-safe. Several listeners (and several processes, for a file) may share one queue.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *,
-                 name: str = "dead-letters") -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, name: str = "dead-letters") -> None:
         self.name = name
         self.path = os.fspath(path) if path is not None else None
         self._lock = threading.RLock()
@@ -434,8 +462,9 @@ class DeadLetterQueue:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -46,8 +46,9 @@ class MemorySeenSet:
     """Seen keys in memory; past ``max_size`` (None: unbounded) the oldest are forgotten."""
 
     def __init__(self, max_size: int | None = 100_000) -> None:
-        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int)
-                                     or max_size < 1):
+        if max_size is not None and (
+            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1
+        ):
             raise ValidationError(f"MemorySeenSet.max_size must be an integer >= 1 or None, got {max_size!r}")
         self.max_size = max_size
         self._keys: OrderedDict[Hashable, None] = OrderedDict()
@@ -87,8 +88,7 @@ class SqliteSeenSet:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                       timeout=30.0)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
@@ -105,8 +105,9 @@ class SqliteSeenSet:
 
     def add(self, key: Any) -> None:
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO nova_seen (key, seen_at) VALUES (?, ?)",
-                             (str(key), time.time()))
+            self._db.execute(
+                "INSERT OR IGNORE INTO nova_seen (key, seen_at) VALUES (?, ?)", (str(key), time.time())
+            )
 
     def discard(self, key: Any) -> None:
         with self._lock:
@@ -129,8 +130,9 @@ class SqliteSeenSet:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -165,8 +167,12 @@ def _default_key(event: Any) -> Any:
     return event.id
 
 
-def idempotent(listener: Any, *, key: Callable[[Any], Hashable] = _default_key,
-               seen: SeenSet | str | os.PathLike[str] | None = None) -> IdempotentListener:
+def idempotent(
+    listener: Any,
+    *,
+    key: Callable[[Any], Hashable] = _default_key,
+    seen: SeenSet | str | os.PathLike[str] | None = None,
+) -> IdempotentListener:
     """Wrap ``listener`` (a callable or ``nova.Listener``) so an event whose ``key(event)`` was
     already processed successfully is skipped. Returns a ``nova.Listener`` with the wrapped
     listener's name; ``seen`` is a seen-set object, an SQLite path, or None (in memory)."""

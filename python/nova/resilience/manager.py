@@ -38,14 +38,27 @@ from .clock import SYSTEM_CLOCK, Clock, SystemClock
 from .deadletter import DeadLetter, DeadLetterConfig
 from .retry import RetryPolicy
 
-__all__ = ["ListenerConfig", "ListenerManager", "ManagedListener", "ManagerStats",
-           "DURATION_BOUNDS"]
+__all__ = ["ListenerConfig", "ListenerManager", "ManagedListener", "ManagerStats", "DURATION_BOUNDS"]
 
 _log = logging.getLogger("nova")
 
 #: Upper bounds (seconds) of the listener-duration histogram buckets (plus a final +Inf).
-DURATION_BOUNDS: tuple[float, ...] = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                      0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
+DURATION_BOUNDS: tuple[float, ...] = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+)
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -78,13 +91,14 @@ class ListenerConfig:
                     f"ListenerConfig.timeout must be seconds > 0 or None (no limit), got {t!r}"
                 )
             object.__setattr__(self, "timeout", None if math.isinf(t) else float(t))
-        for name, cls in (("retry", RetryPolicy), ("circuit", CircuitConfig),
-                          ("dead_letter", DeadLetterConfig)):
+        for name, cls in (
+            ("retry", RetryPolicy),
+            ("circuit", CircuitConfig),
+            ("dead_letter", DeadLetterConfig),
+        ):
             value = getattr(self, name)
             if not isinstance(value, cls):
-                raise ValidationError(
-                    f"ListenerConfig.{name} must be a nova.{cls.__name__}, got {value!r}"
-                )
+                raise ValidationError(f"ListenerConfig.{name} must be a nova.{cls.__name__}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -125,8 +139,9 @@ class ManagedListener:
     ``managed.attempt(event, n, topic)`` runs attempt ``n`` only (see its docstring).
     """
 
-    def __init__(self, manager: ListenerManager, listener: Any, config: ListenerConfig, *,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, manager: ListenerManager, listener: Any, config: ListenerConfig, *, name: str | None = None
+    ) -> None:
         self.manager = manager
         self.listener = listener
         self.config = config
@@ -138,7 +153,8 @@ class ManagedListener:
         self._on_error = listener.on_error
         self._is_async = _aio.is_async(self._handler)
         self._slots_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
         self._timeout = config.timeout
         self._policy = config.retry
         self._dead_letter = config.dead_letter
@@ -162,9 +178,12 @@ class ManagedListener:
         elif self._is_async:
             hand_over = self._invoke_async
         self._core = _core._AttemptCore(
-            name=self.name, handler=self._handler, hand_over=hand_over,
+            name=self.name,
+            handler=self._handler,
+            hand_over=hand_over,
             timeout=None if self._is_async else self._timeout,
-            concurrency=config.concurrency, circuit=self._circuit_on,
+            concurrency=config.concurrency,
+            circuit=self._circuit_on,
             clock=None if manager._real_time else manager._clock.monotonic,
             poke=manager._poke,
         )
@@ -203,7 +222,9 @@ class ManagedListener:
         it in ``StopReport.undelivered``; a later ``attempt()`` of an event so reported raises
         :class:`~nova.ClosedError` and does not run it (the stop's caller has it back)."""
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-            raise ValidationError(f"ManagedListener.attempt: attempt must be an integer >= 1, got {attempt!r}")
+            raise ValidationError(
+                f"ManagedListener.attempt: attempt must be an integer >= 1, got {attempt!r}"
+            )
         mgr = self.manager
         waiter = mgr._begin_attempt(self, event, attempt)
         try:
@@ -215,8 +236,9 @@ class ManagedListener:
         finally:
             mgr._end_attempt()
 
-    async def attempt_async(self, event: Any, attempt: int, topic: str | None = None,
-                            last: bool = False) -> float | None:
+    async def attempt_async(
+        self, event: Any, attempt: int, topic: str | None = None, last: bool = False
+    ) -> float | None:
         """:meth:`attempt` for an ``async def`` handler, as a task on its event loop (how the
         core runs queued deliveries): the handler is awaited here, under the timeout (a late
         handler is cancelled) and at most ``concurrency`` at once on this loop; the result is
@@ -258,8 +280,9 @@ class ManagedListener:
         if attempt > 1:
             self._count_retry()
 
-    def _after_failed_attempt(self, event: Any, attempt: int, topic: str | None,
-                              error: BaseException, last: bool = False) -> float:
+    def _after_failed_attempt(
+        self, event: Any, attempt: int, topic: str | None, error: BaseException, last: bool = False
+    ) -> float:
         """The rest of ``attempt`` once it failed (the core calls it after a first attempt it
         ran itself): the delay before the next one, or the final failure."""
         if not last and self._should_retry(error, attempt):
@@ -492,21 +515,24 @@ class ManagedListener:
             f"{error_text(error)}"
         )
 
-    def _final_failure(self, event: Any, error: BaseException, attempts: int,
-                       topic: str | None) -> None:
+    def _final_failure(self, event: Any, error: BaseException, attempts: int, topic: str | None) -> None:
         dl = self._dead_letter
         delivered = False
         configured = dl.enabled and (dl.queue is not None or dl.handler is not None)
         if configured:
             if dl.queue is not None:
                 try:
-                    dl.queue.add(DeadLetter.from_error(event, error, attempts=attempts,
-                                                       listener=self.name, topic=topic))
+                    dl.queue.add(
+                        DeadLetter.from_error(
+                            event, error, attempts=attempts, listener=self.name, topic=topic
+                        )
+                    )
                     delivered = True
                 except Exception:
                     _log.exception(
                         "nova: listener '%s' could not put event %s in its dead-letter queue",
-                        self.name, describe(event),
+                        self.name,
+                        describe(event),
                     )
             if dl.handler is not None:
                 try:
@@ -517,33 +543,53 @@ class ManagedListener:
                 except Exception:
                     _log.exception(
                         "nova: dead-letter handler of listener '%s' raised on event %s",
-                        self.name, describe(event),
+                        self.name,
+                        describe(event),
                     )
         with self._lock:
             self.failed += 1
             if delivered:
                 self.dead_lettered += 1
-        extra = {"event_id": getattr(event, "id", None), "event_type": getattr(event, "type", None),
-                 "listener": self.name, "attempts": attempts, "error": error_repr(error),
-                 "component": self.manager.name}
+        extra = {
+            "event_id": getattr(event, "id", None),
+            "event_type": getattr(event, "type", None),
+            "listener": self.name,
+            "attempts": attempts,
+            "error": error_repr(error),
+            "component": self.manager.name,
+        }
         text = error_text(error)
         if delivered:
             _log.info(
-                "nova: listener '%s' sent event %s to its dead letters after %d attempt(s): "
-                "%s: %s", self.name, describe(event), attempts, type(error).__name__, text,
+                "nova: listener '%s' sent event %s to its dead letters after %d attempt(s): %s: %s",
+                self.name,
+                describe(event),
+                attempts,
+                type(error).__name__,
+                text,
                 extra=extra,
             )
         elif configured:
             _log.error(
                 "nova: listener '%s' failed on event %s after %d attempt(s) and its dead-letter "
                 "queue/handler failed too (logged above); the event is dropped: %s: %s",
-                self.name, describe(event), attempts, type(error).__name__, text, extra=extra,
+                self.name,
+                describe(event),
+                attempts,
+                type(error).__name__,
+                text,
+                extra=extra,
             )
         else:
             _log.error(
                 "nova: listener '%s' failed on event %s after %d attempt(s) and no dead letter "
-                "is configured; the event is dropped: %s: %s", self.name, describe(event),
-                attempts, type(error).__name__, text, extra=extra,
+                "is configured; the event is dropped: %s: %s",
+                self.name,
+                describe(event),
+                attempts,
+                type(error).__name__,
+                text,
+                extra=extra,
             )
 
     # -- bookkeeping -------------------------------------------------------------------
@@ -567,9 +613,14 @@ class ManagedListener:
         hist, hist_sum, hist_count = self._core.durations()
         with self._lock:
             return {
-                "succeeded": self._core.succeeded, "failed": self.failed,
-                "retried": self.retried, "dead_lettered": self.dead_lettered, "hist": hist,
-                "hist_sum": hist_sum, "hist_count": hist_count, "active": self._core.active,
+                "succeeded": self._core.succeeded,
+                "failed": self.failed,
+                "retried": self.retried,
+                "dead_lettered": self.dead_lettered,
+                "hist": hist,
+                "hist_sum": hist_sum,
+                "hist_count": hist_count,
+                "active": self._core.active,
             }
 
 
@@ -588,15 +639,20 @@ class ListenerManager:
     runs each event in the thread that hands it over.
     """
 
-    def __init__(self, *, pool: Any = None, name: str = "listeners", clock: Clock | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        pool: Any = None,
+        name: str = "listeners",
+        clock: Clock | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise ValidationError(f"ListenerManager.name must be a non-empty str, got {name!r}")
-        if clock is not None and not (callable(getattr(clock, "monotonic", None))
-                                      and callable(getattr(clock, "sleep", None))):
-            raise ValidationError(
-                f"ListenerManager.clock must have monotonic() and sleep(), got {clock!r}"
-            )
+        if clock is not None and not (
+            callable(getattr(clock, "monotonic", None)) and callable(getattr(clock, "sleep", None))
+        ):
+            raise ValidationError(f"ListenerManager.clock must have monotonic() and sleep(), got {clock!r}")
         self.name = name
         self.pool = pool
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
@@ -618,8 +674,9 @@ class ListenerManager:
 
     # -- registration --------------------------------------------------------------------
 
-    def register(self, listener: Any, config: ListenerConfig | None = None, *,
-                 name: str | None = None) -> ManagedListener:
+    def register(
+        self, listener: Any, config: ListenerConfig | None = None, *, name: str | None = None
+    ) -> ManagedListener:
         """Put ``listener`` (a callable or ``nova.Listener``) under ``config`` (default
         ``ListenerConfig()``); returns the :class:`ManagedListener` to subscribe. It is
         registered under the listener's name, or ``name`` when given (names are unique per
@@ -627,7 +684,9 @@ class ListenerManager:
         if config is None:
             config = ListenerConfig()
         if not isinstance(config, ListenerConfig):
-            raise ValidationError(f"ListenerManager.register: config must be a nova.ListenerConfig, got {config!r}")
+            raise ValidationError(
+                f"ListenerManager.register: config must be a nova.ListenerConfig, got {config!r}"
+            )
         if name is not None and (not isinstance(name, str) or not name):
             raise ValidationError(f"ListenerManager.register: name must be a non-empty str, got {name!r}")
         inner = as_listener(listener)
@@ -714,9 +773,12 @@ class ListenerManager:
         dead-lettered. An event the core hands over while the manager is stopping is refused
         and reported here too. An attempt still running at the deadline finishes on its own;
         if it fails and would be retried, the event goes to the next ``stop()`` report."""
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or timeout < 0):
-            raise ValidationError(f"ListenerManager.stop: timeout must be seconds >= 0 or None, got {timeout!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise ValidationError(
+                f"ListenerManager.stop: timeout must be seconds >= 0 or None, got {timeout!r}"
+            )
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         undelivered: list[Any] = []
         with self._lock:
@@ -725,11 +787,15 @@ class ListenerManager:
             while True:
                 now = time.monotonic()
                 # Attempts running, retrying events between two waits, retries due in time.
-                busy = (any(m._core.active for m in self._listeners.values())
-                        or self._retrying > len(self._waiting) or self._attempts > 0
-                        or now < self._settle_until)
-                due = (any(w.wake_at <= deadline for w in self._waiting.values())
-                       or any(w.wake_at <= deadline for w in self._timed.values()))
+                busy = (
+                    any(m._core.active for m in self._listeners.values())
+                    or self._retrying > len(self._waiting)
+                    or self._attempts > 0
+                    or now < self._settle_until
+                )
+                due = any(w.wake_at <= deadline for w in self._waiting.values()) or any(
+                    w.wake_at <= deadline for w in self._timed.values()
+                )
                 if not (busy or due) or now >= deadline:
                     break
                 self._cond.wait(min(deadline - now, 0.05))
@@ -759,8 +825,9 @@ class ListenerManager:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def _set_state(self, state: int) -> None:
@@ -789,9 +856,14 @@ class ListenerManager:
         if not stopping:
             _log.warning(
                 "nova: listener manager '%s' is stopped; event %s was not processed (call "
-                "start() to use the manager again)", self.name, describe(event),
-                extra={"event_id": getattr(event, "id", None),
-                       "event_type": getattr(event, "type", None), "component": self.name},
+                "start() to use the manager again)",
+                self.name,
+                describe(event),
+                extra={
+                    "event_id": getattr(event, "id", None),
+                    "event_type": getattr(event, "type", None),
+                    "component": self.name,
+                },
             )
         self._reject(event)
 
@@ -833,8 +905,7 @@ class ListenerManager:
         self._timed.pop(id(waiter), None)
         return waiter
 
-    def _begin_attempt(self, managed: ManagedListener, event: Any,
-                       attempt: int) -> _Waiter | None:
+    def _begin_attempt(self, managed: ManagedListener, event: Any, attempt: int) -> _Waiter | None:
         """``attempt()`` starts: counted as running (``stop()`` waits for it) in the same
         step as its retry stops waiting, so ``stop()`` never sees it in neither state."""
         with self._lock:
@@ -940,8 +1011,9 @@ class ListenerManager:
             retries.append((m.name, snap["retried"]))
             dead.append((m.name, snap["dead_lettered"]))
             circuit.append((m.name, m.circuit.state.value))
-            durations.append((m.name, list(DURATION_BOUNDS), snap["hist"], snap["hist_sum"],
-                              snap["hist_count"]))
+            durations.append(
+                (m.name, list(DURATION_BOUNDS), snap["hist"], snap["hist_sum"], snap["hist_count"])
+            )
         return {
             "component": self.name,
             "processed": processed,
@@ -955,4 +1027,3 @@ class ListenerManager:
     def __repr__(self) -> str:
         state = {_RUNNING: "running", _STOPPING: "stopping", _STOPPED: "stopped"}[self._state]
         return f"ListenerManager(name={self.name!r}, listeners={len(self._listeners)}, {state})"
-

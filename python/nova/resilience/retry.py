@@ -39,8 +39,7 @@ class Backoff(enum.Enum):
         return self.value
 
 
-def _number(owner: str, name: str, value: Any, *, low: float = 0.0,
-            high: float | None = None) -> float:
+def _number(owner: str, name: str, value: Any, *, low: float = 0.0, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"{owner}.{name} must be a number, got {value!r}")
     number = float(value)
@@ -127,8 +126,7 @@ class RetryPolicy:
                 backoff = None
         if not isinstance(backoff, Backoff):
             raise ValidationError(
-                f"{owner}.backoff must be a nova.Backoff (FIXED, LINEAR, EXPONENTIAL), "
-                f"got {self.backoff!r}"
+                f"{owner}.backoff must be a nova.Backoff (FIXED, LINEAR, EXPONENTIAL), got {self.backoff!r}"
             )
         retry_on: Any = self.retry_on
         if retry_on is not None:

@@ -17,6 +17,13 @@ from .memory import MemoryStore
 from .sqlite import SqliteStore
 
 __all__ = [
-    "MemoryStore", "SqliteStore", "Cursor", "StreamInfo", "StoreStats", "BaseStore",
-    "StoreSubscription", "AsyncStoreSubscription", "ALL",
+    "MemoryStore",
+    "SqliteStore",
+    "Cursor",
+    "StreamInfo",
+    "StoreStats",
+    "BaseStore",
+    "StoreSubscription",
+    "AsyncStoreSubscription",
+    "ALL",
 ]

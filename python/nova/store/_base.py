@@ -39,11 +39,9 @@ class Cursor:
 
     def __post_init__(self) -> None:
         if not isinstance(self.stream, str) or not self.stream:
-            raise ValidationError(
-                f"Cursor.stream must be a non-empty str, got {self.stream!r}")
+            raise ValidationError(f"Cursor.stream must be a non-empty str, got {self.stream!r}")
         if not _is_position(self.position):
-            raise ValidationError(
-                f"Cursor.position must be an int >= 0, got {self.position!r}")
+            raise ValidationError(f"Cursor.position must be an int >= 0, got {self.position!r}")
 
 
 @dataclass(frozen=True)
@@ -95,24 +93,24 @@ class BaseStore(ABC):
     # ----------------------------------------------------------------- primitives
 
     @abstractmethod
-    def _append(self, stream: str, events: tuple[Event, ...],
-                expected_version: int | None) -> int:
+    def _append(self, stream: str, events: tuple[Event, ...], expected_version: int | None) -> int:
         """Append atomically (arguments are checked); return the new version."""
 
     @abstractmethod
-    def _page(self, stream: str, position: int,
-              limit: int) -> tuple[list[Event], Sequence[int]]:
+    def _page(self, stream: str, position: int, limit: int) -> tuple[list[Event], Sequence[int]]:
         """Up to ``limit`` events of ``stream`` (or ``$all``) from ``position`` on, with their
         positions. Does not count them as read."""
 
     @abstractmethod
-    def _time_range(self, start: datetime | None, end: datetime | None,
-                    streams: frozenset[str] | None) -> list[Event]:
+    def _time_range(
+        self, start: datetime | None, end: datetime | None, streams: frozenset[str] | None
+    ) -> list[Event]:
         """Events with ``start <= timestamp < end`` in time order (ties in append order)."""
 
     @abstractmethod
-    def _replay(self, start: datetime | None, end: datetime | None,
-                streams: frozenset[str] | None) -> Iterator[Event]:
+    def _replay(
+        self, start: datetime | None, end: datetime | None, streams: frozenset[str] | None
+    ) -> Iterator[Event]:
         """Events in append order, page by page, up to the last one present at the call."""
 
     @abstractmethod
@@ -139,8 +137,7 @@ class BaseStore(ABC):
 
     def _start_retention(self) -> None:
         if self.retention is not None:
-            self._sweeper = Sweeper(self, BaseStore._sweep_expired, self.retention / 10,
-                                    self.name)
+            self._sweeper = Sweeper(self, BaseStore._sweep_expired, self.retention / 10, self.name)
             self._sweeper.start()
 
     def _sweep_expired(self) -> int:
@@ -157,12 +154,11 @@ class BaseStore(ABC):
 
     def _check_stream(self, stream: Any, *, writable: bool = False) -> str:
         if not isinstance(stream, str) or not stream:
-            raise ValidationError(
-                f"{self.name}: stream must be a non-empty str, got {stream!r}")
+            raise ValidationError(f"{self.name}: stream must be a non-empty str, got {stream!r}")
         if writable and stream == ALL:
             raise ValidationError(
-                f"{self.name}: stream '$all' is read-only (every stream together); "
-                "append to a named stream")
+                f"{self.name}: stream '$all' is read-only (every stream together); append to a named stream"
+            )
         return stream
 
     def _check_events(self, events: tuple[Any, ...]) -> None:
@@ -170,24 +166,24 @@ class BaseStore(ABC):
             if not isinstance(event, Event):
                 raise ValidationError(
                     f"{self.name}: events[{i}] must be a nova.Event, got "
-                    f"{type(event).__name__}; wrap it, e.g. Event('order.created', data)")
+                    f"{type(event).__name__}; wrap it, e.g. Event('order.created', data)"
+                )
 
     def _check_expected(self, expected_version: Any) -> None:
         if expected_version is not None and not _is_position(expected_version):
             raise ValidationError(
-                f"{self.name}: expected_version must be an int >= 0 or None, "
-                f"got {expected_version!r}")
+                f"{self.name}: expected_version must be an int >= 0 or None, got {expected_version!r}"
+            )
 
     def _position(self, stream: str, cursor: Any, field: str) -> int:
         if isinstance(cursor, Cursor):
             if cursor.stream != stream:
                 raise ValidationError(
-                    f"{self.name}: {field} is a Cursor of stream {cursor.stream!r}, "
-                    f"not of {stream!r}")
+                    f"{self.name}: {field} is a Cursor of stream {cursor.stream!r}, not of {stream!r}"
+                )
             return cursor.position
         if not _is_position(cursor):
-            raise ValidationError(
-                f"{self.name}: {field} must be a Cursor or an int >= 0, got {cursor!r}")
+            raise ValidationError(f"{self.name}: {field} must be a Cursor or an int >= 0, got {cursor!r}")
         return int(cursor)
 
     def _check_streams(self, streams: Any) -> frozenset[str] | None:
@@ -200,11 +196,11 @@ class BaseStore(ABC):
         except TypeError:
             raise ValidationError(
                 f"{self.name}: streams must be an iterable of stream names or None, "
-                f"got {type(streams).__name__}") from None
+                f"got {type(streams).__name__}"
+            ) from None
         for s in names:
             if not isinstance(s, str) or not s:
-                raise ValidationError(
-                    f"{self.name}: streams must hold non-empty str names, got {s!r}")
+                raise ValidationError(f"{self.name}: streams must hold non-empty str names, got {s!r}")
         return None if ALL in names else names
 
     # ----------------------------------------------------------------- public API
@@ -228,8 +224,7 @@ class BaseStore(ABC):
             self._check_expected(expected_version)
         return self._append(stream, events, expected_version)
 
-    def read(self, stream: str, cursor: Cursor | int = 0,
-             limit: int = 100) -> tuple[list[Event], Cursor]:
+    def read(self, stream: str, cursor: Cursor | int = 0, limit: int = 100) -> tuple[list[Event], Cursor]:
         """Up to ``limit`` events of ``stream`` from ``cursor`` on, and the cursor after the
         last one read (the same cursor when nothing was read)."""
         self._check_stream(stream)
@@ -262,8 +257,9 @@ class BaseStore(ABC):
         self._note_read(len(out))
         return out
 
-    def read_time_range(self, start: datetime | None, end: datetime | None, *,
-                        streams: Iterable[str] | None = None) -> list[Event]:
+    def read_time_range(
+        self, start: datetime | None, end: datetime | None, *, streams: Iterable[str] | None = None
+    ) -> list[Event]:
         """Events whose timestamp is in ``[start, end)`` across ``streams`` (all by default),
         in time order; events of equal timestamps keep their append order. Naive datetimes
         mean UTC; ``None`` leaves a side open."""
@@ -275,8 +271,13 @@ class BaseStore(ABC):
         self._note_read(len(events))
         return events
 
-    def replay(self, start: datetime | None = None, end: datetime | None = None, *,
-               streams: Iterable[str] | None = None) -> Iterator[Event]:
+    def replay(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        streams: Iterable[str] | None = None,
+    ) -> Iterator[Event]:
         """Iterate, in append order, over the events whose timestamp is in ``[start, end)``
         across ``streams`` (all by default). Streams page by page, never loading everything;
         events appended after the call are not included."""
@@ -308,8 +309,7 @@ class BaseStore(ABC):
             self._raise_closed()
         return StoreSubscription(self, stream, position)
 
-    def subscribe_async(self, stream: str,
-                        cursor: Cursor | int = 0) -> AsyncStoreSubscription:
+    def subscribe_async(self, stream: str, cursor: Cursor | int = 0) -> AsyncStoreSubscription:
         """:meth:`subscribe` as an async iterator (``async for``); waiting never blocks the
         event loop. Ends when the store closes or ``aclose()`` is awaited."""
         self._check_stream(stream)
@@ -327,8 +327,8 @@ class BaseStore(ABC):
         info = self._stream_info(stream)
         if info is None:
             raise StreamNotFound(
-                f"{self.name}: stream {stream!r} was never written; "
-                "streams() lists the streams there are")
+                f"{self.name}: stream {stream!r} was never written; streams() lists the streams there are"
+            )
         return info
 
     def streams(self) -> list[StreamInfo]:
@@ -344,9 +344,13 @@ class BaseStore(ABC):
         total_events, total_streams = self._totals()
         with self._counter_lock:
             appended, read = self._events_appended, self._events_read
-        return StoreStats(total_events=total_events, total_streams=total_streams,
-                          events_appended=appended, events_read=read,
-                          active_subscriptions=self._signal.subscriptions)
+        return StoreStats(
+            total_events=total_events,
+            total_streams=total_streams,
+            events_appended=appended,
+            events_read=read,
+            active_subscriptions=self._signal.subscriptions,
+        )
 
     def close(self) -> None:
         """Close the store (idempotent): subscriptions end, the retention thread stops, and
@@ -365,6 +369,7 @@ class BaseStore(ABC):
             self._raise_closed()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

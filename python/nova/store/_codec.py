@@ -29,8 +29,7 @@ from typing import Any
 from .._core import Event
 from ._time import UTC, to_micros
 
-__all__ = ["encode", "decode", "EncodeError", "NestingError", "MAX_DEPTH", "nesting",
-           "on_fresh_stack"]
+__all__ = ["encode", "decode", "EncodeError", "NestingError", "MAX_DEPTH", "nesting", "on_fresh_stack"]
 
 #: The deepest nesting of lists and dicts an event's ``data`` may have to be stored: ``1`` and
 #: ``"x"`` are 0 levels, ``[1]`` and ``{"k": 1}`` 1, ``[[1]]`` 2. Well within what the JSON
@@ -43,8 +42,7 @@ class NestingError(ValueError):
     ``cycle``: the data contains itself)."""
 
     def __init__(self, depth: int, *, cycle: bool = False) -> None:
-        what = "it refers to itself (a reference cycle)" if cycle else (
-            f"{depth} levels of lists/dicts")
+        what = "it refers to itself (a reference cycle)" if cycle else (f"{depth} levels of lists/dicts")
         super().__init__(f"data nested too deep: {what}; the limit is {MAX_DEPTH}")
         self.depth = depth
         self.cycle = cycle
@@ -94,8 +92,7 @@ def nesting(value: Any, limit: int = MAX_DEPTH) -> NestingError | None:
                 if id(child) in path:
                     return NestingError(len(stack) + 1, cycle=True)
                 path.add(id(child))
-                stack.append((child, iter(child.values() if isinstance(child, dict)
-                                          else child)))
+                stack.append((child, iter(child.values() if isinstance(child, dict) else child)))
                 break
         else:
             stack.pop()
@@ -205,8 +202,12 @@ def encode(event: Event) -> tuple[int, str]:
     data = _data_text(event.data)
     _check_depth(data)
     body = '{"id":%s,"type":%s,"data":%s,"metadata":%s,"timestamp":"%s"}' % (
-        _escape(event.id), _escape(event.type), data,
-        _value(dict(metadata)) if metadata else "{}", isoformat(ts, micros))
+        _escape(event.id),
+        _escape(event.type),
+        data,
+        _value(dict(metadata)) if metadata else "{}",
+        isoformat(ts, micros),
+    )
     return micros, body
 
 
@@ -214,7 +215,8 @@ _c_make_scanner: Any = getattr(json.scanner, "c_make_scanner", None)
 # The C scanner without json.loads' wrapper: about half the cost for these small texts. It
 # holds the GIL for a whole call and clears its state after each, so threads can share it.
 _scan: Callable[[str, int], tuple[Any, int]] | None = (
-    None if _c_make_scanner is None else _c_make_scanner(json.JSONDecoder()))
+    None if _c_make_scanner is None else _c_make_scanner(json.JSONDecoder())
+)
 
 
 def _parse(body: str) -> Any:

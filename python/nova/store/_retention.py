@@ -24,8 +24,7 @@ def check_retention(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(
-            f"retention must be a number of seconds or None, got {type(value).__name__}")
+        raise ValidationError(f"retention must be a number of seconds or None, got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise ValidationError(f"retention must be a positive number of seconds, got {value!r}")
     return float(value)
@@ -34,13 +33,12 @@ def check_retention(value: Any) -> float | None:
 class Sweeper:
     """Calls ``sweep(store)`` every ``interval`` seconds in a daemon thread until stopped."""
 
-    def __init__(self, store: object, sweep: Callable[[Any], object], interval: float,
-                 name: str) -> None:
+    def __init__(self, store: object, sweep: Callable[[Any], object], interval: float, name: str) -> None:
         self._stop = threading.Event()
         self._interval = max(interval, 0.001)
         self._thread = threading.Thread(
-            target=self._run, args=(weakref.ref(store), sweep),
-            name=f"{name}-retention", daemon=True)
+            target=self._run, args=(weakref.ref(store), sweep), name=f"{name}-retention", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

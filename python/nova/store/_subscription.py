@@ -72,8 +72,7 @@ class Signal:
             if self.seq == seq and not self.closed and not stop():
                 self._cond.wait(timeout)
 
-    def register_async(self, key: int, loop: asyncio.AbstractEventLoop,
-                       event: asyncio.Event) -> None:
+    def register_async(self, key: int, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         with self._cond:
             self._async[key] = (loop, event)
 
@@ -110,8 +109,7 @@ class Pager(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    def _page(self, stream: str, position: int,
-              limit: int) -> tuple[list[Event], Sequence[int]]: ...
+    def _page(self, stream: str, position: int, limit: int) -> tuple[list[Event], Sequence[int]]: ...
 
     def _note_read(self, n: int) -> None: ...
 
@@ -138,6 +136,7 @@ class _SubscriptionBase:
         """Where this subscription stands: the position after the last event it yielded.
         Subscribe again from it to resume without a gap or a duplicate."""
         from ._base import Cursor
+
         return Cursor(self._stream, self._position)
 
     @property
@@ -224,8 +223,9 @@ class StoreSubscription(_SubscriptionBase):
     def __enter__(self) -> StoreSubscription:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -265,7 +265,8 @@ class AsyncStoreSubscription(_SubscriptionBase):
                 try:
                     if store._reads_block:
                         page = await loop.run_in_executor(
-                            None, store._page, self._stream, self._position, PAGE_SIZE)
+                            None, store._page, self._stream, self._position, PAGE_SIZE
+                        )
                     else:
                         page = store._page(self._stream, self._position, PAGE_SIZE)
                 except StoreClosed:
@@ -299,6 +300,7 @@ class AsyncStoreSubscription(_SubscriptionBase):
     async def __aenter__(self) -> AsyncStoreSubscription:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

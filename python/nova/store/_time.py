@@ -26,8 +26,7 @@ def aware(value: Any, field: str) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, datetime):
-        raise ValidationError(
-            f"{field} must be a datetime or None, got {type(value).__name__}")
+        raise ValidationError(f"{field} must be a datetime or None, got {type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         return value.replace(tzinfo=UTC)
     return value

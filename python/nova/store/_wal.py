@@ -26,14 +26,12 @@ class Checkpointer:
     """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` at most every ``interval`` seconds while
     :meth:`poke` is being called (after each append)."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str,
-                 interval: float = 0.1) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str, interval: float = 0.1) -> None:
         self._connect: Callable[[], sqlite3.Connection] | None = connect
         self._interval = interval
         self._dirty = threading.Event()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"{name}-checkpoint",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{name}-checkpoint", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

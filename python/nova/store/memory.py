@@ -49,7 +49,7 @@ class _Log:
         events, base = self.events, self.base
         i = max(position - base, 0)
         if self.count == len(events):  # no holes: a slice
-            out = cast("list[Event]", events[i:i + limit])
+            out = cast("list[Event]", events[i : i + limit])
             return out, range(base + i, base + i + len(out))
         out, positions = [], []
         n = len(events)
@@ -129,8 +129,14 @@ class MemoryStore(BaseStore):
     events whose timestamp is older, sweeping every ``retention / 10`` seconds.
     """
 
-    def __init__(self, *, max_events_per_stream: int = 100_000, max_streams: int = 10_000,
-                 retention: float | None = None, name: str = "memory-store") -> None:
+    def __init__(
+        self,
+        *,
+        max_events_per_stream: int = 100_000,
+        max_streams: int = 10_000,
+        retention: float | None = None,
+        name: str = "memory-store",
+    ) -> None:
         super().__init__(name=name, retention=retention)
         self.max_events_per_stream = _limit(max_events_per_stream, "max_events_per_stream")
         self.max_streams = _limit(max_streams, "max_streams")
@@ -140,13 +146,14 @@ class MemoryStore(BaseStore):
         self._start_retention()
 
     def __repr__(self) -> str:
-        return (f"MemoryStore(name={self.name!r}, streams={len(self._streams)}, "
-                f"events={self._all.count}{', closed' if self._closed else ''})")
+        return (
+            f"MemoryStore(name={self.name!r}, streams={len(self._streams)}, "
+            f"events={self._all.count}{', closed' if self._closed else ''})"
+        )
 
     # ----------------------------------------------------------------- primitives
 
-    def _append(self, stream: str, events: tuple[Event, ...],
-                expected_version: int | None) -> int:
+    def _append(self, stream: str, events: tuple[Event, ...], expected_version: int | None) -> int:
         n = len(events)
         with self._lock:
             if self._closed:
@@ -157,7 +164,8 @@ class MemoryStore(BaseStore):
                 raise ConcurrencyError(
                     f"{self.name}: stream {stream!r} is at version {version}, not the "
                     f"expected {expected_version}; nothing was appended. Read the stream "
-                    "again and retry with its current version")
+                    "again and retry with its current version"
+                )
             if not n:
                 return version
             new = log is None
@@ -165,7 +173,8 @@ class MemoryStore(BaseStore):
                 if len(self._streams) >= self.max_streams:
                     raise StoreFull(
                         f"{self.name}: a new stream {stream!r} would pass max_streams="
-                        f"{self.max_streams}; nothing was appended. Raise max_streams")
+                        f"{self.max_streams}; nothing was appended. Raise max_streams"
+                    )
                 log = _Log()
                 held = 0
             else:
@@ -174,7 +183,8 @@ class MemoryStore(BaseStore):
                 raise StoreFull(
                     f"{self.name}: appending {n} event(s) to stream {stream!r}, which holds "
                     f"{held}, would pass max_events_per_stream={self.max_events_per_stream}; "
-                    "nothing was appended. Raise the limit or set a retention")
+                    "nothing was appended. Raise the limit or set a retention"
+                )
             if new:
                 self._streams[stream] = log
             log.events.extend(events)
@@ -187,8 +197,7 @@ class MemoryStore(BaseStore):
         self._signal.bump()
         return version + n
 
-    def _page(self, stream: str, position: int,
-              limit: int) -> tuple[list[Event], Sequence[int]]:
+    def _page(self, stream: str, position: int, limit: int) -> tuple[list[Event], Sequence[int]]:
         with self._lock:
             if self._closed:
                 self._raise_closed()
@@ -197,8 +206,9 @@ class MemoryStore(BaseStore):
                 return [], ()
             return log.page(position, limit)
 
-    def _time_range(self, start: datetime | None, end: datetime | None,
-                    streams: frozenset[str] | None) -> list[Event]:
+    def _time_range(
+        self, start: datetime | None, end: datetime | None, streams: frozenset[str] | None
+    ) -> list[Event]:
         with self._lock:
             if self._closed:
                 self._raise_closed()
@@ -207,22 +217,28 @@ class MemoryStore(BaseStore):
         if names is None:
             out = [e for e in events if e is not None and in_range(e.timestamp, start, end)]
         else:
-            out = [e for e, s in zip(events, names)
-                   if e is not None and s in streams  # type: ignore[operator]
-                   and in_range(e.timestamp, start, end)]
+            out = [
+                e
+                for e, s in zip(events, names)
+                if e is not None
+                and s in streams  # type: ignore[operator]
+                and in_range(e.timestamp, start, end)
+            ]
         out.sort(key=lambda e: e.timestamp)  # stable: ties keep append order
         return out
 
-    def _replay(self, start: datetime | None, end: datetime | None,
-                streams: frozenset[str] | None) -> Iterator[Event]:
+    def _replay(
+        self, start: datetime | None, end: datetime | None, streams: frozenset[str] | None
+    ) -> Iterator[Event]:
         with self._lock:
             if self._closed:
                 self._raise_closed()
             stop = self._all.version
         return self._replay_pages(stop, start, end, streams)
 
-    def _replay_pages(self, stop: int, start: datetime | None, end: datetime | None,
-                      streams: frozenset[str] | None) -> Iterator[Event]:
+    def _replay_pages(
+        self, stop: int, start: datetime | None, end: datetime | None, streams: frozenset[str] | None
+    ) -> Iterator[Event]:
         position = 0
         while position < stop:
             with self._lock:
@@ -239,23 +255,28 @@ class MemoryStore(BaseStore):
             if names is None:
                 for event in events:
                     if event is not None and (
-                            (start is None and end is None)
-                            or in_range(event.timestamp, start, end)):
+                        (start is None and end is None) or in_range(event.timestamp, start, end)
+                    ):
                         yield event
             else:
                 for event, s in zip(events, names):
-                    if event is not None and s in streams and (  # type: ignore[operator]
-                            in_range(event.timestamp, start, end)):
+                    if (
+                        event is not None
+                        and s in streams  # type: ignore[operator]
+                        and in_range(event.timestamp, start, end)
+                    ):
                         yield event
 
     @staticmethod
     def _info(stream: str, log: _Log) -> StreamInfo:
         first, last = log.first_last()
         return StreamInfo(
-            stream=stream, event_count=log.count,
+            stream=stream,
+            event_count=log.count,
             first_timestamp=None if first is None else utc(first.timestamp),
             last_timestamp=None if last is None else utc(last.timestamp),
-            version=log.version)
+            version=log.version,
+        )
 
     def _stream_info(self, stream: str) -> StreamInfo | None:
         with self._lock:

@@ -72,10 +72,7 @@ _ROWS_PER_INSERT = 100
 
 @functools.lru_cache(maxsize=None)
 def _insert_sql(rows: int) -> str:
-    return ("INSERT INTO nova_events (stream, pos, ts, body) VALUES "
-            + ",".join(["(?, ?, ?, ?)"] * rows))
-
-
+    return "INSERT INTO nova_events (stream, pos, ts, body) VALUES " + ",".join(["(?, ?, ?, ?)"] * rows)
 
 
 class SqliteStore(BaseStore):
@@ -103,12 +100,17 @@ class SqliteStore(BaseStore):
     # Subscriptions re-read at least this often, to see appends by other processes.
     _poll_interval = 0.5
 
-    def __init__(self, path: str | os.PathLike[str], *, retention: float | None = None,
-                 name: str = "sqlite-store", synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention: float | None = None,
+        name: str = "sqlite-store",
+        synchronous: str = "NORMAL",
+    ) -> None:
         super().__init__(name=name, retention=retention)
         if not isinstance(synchronous, str) or synchronous.upper() not in ("NORMAL", "FULL"):
-            raise ValidationError(
-                f"{name}: synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+            raise ValidationError(f"{name}: synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         self.synchronous = synchronous.upper()
         try:
             self.path = os.fsdecode(path)
@@ -145,12 +147,12 @@ class SqliteStore(BaseStore):
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            return sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
+            return sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(
                 f"{self.name}: cannot open {self.path!r}: {exc}. Check that the directory "
-                "exists and is writable") from exc
+                "exists and is writable"
+            ) from exc
 
     def _connect_checkpointer(self) -> sqlite3.Connection:
         conn = self._connect()
@@ -160,7 +162,8 @@ class SqliteStore(BaseStore):
     def _not_a_store(self, why: str) -> StoreError:
         return StoreError(
             f"{self.name}: {self.path!r} is not a Nova event store: {why}. Give the path of "
-            "a Nova store or of a new file")
+            "a Nova store or of a new file"
+        )
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Check the file is a Nova store of a known schema version (creating the schema in
@@ -176,7 +179,8 @@ class SqliteStore(BaseStore):
                             conn.execute(statement)
                         conn.executemany(
                             "INSERT INTO nova_meta (key, value) VALUES (?, ?)",
-                            [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION))])
+                            [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION))],
+                        )
                         conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
                     conn.execute("COMMIT")
                 except BaseException:
@@ -188,8 +192,7 @@ class SqliteStore(BaseStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.DatabaseError as exc:
-            raise self._not_a_store(
-                f"it is not an SQLite database or it is corrupt ({exc})") from exc
+            raise self._not_a_store(f"it is not an SQLite database or it is corrupt ({exc})") from exc
 
     @staticmethod
     def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -213,12 +216,14 @@ class SqliteStore(BaseStore):
                 f"{self.name}: {self.path!r} is a Nova event store of schema version "
                 f"{version!r}, but this release of nova-events reads schema version "
                 f"{SCHEMA_VERSION} only. Open it with the nova-events release that wrote it "
-                "(a newer one, if the version is higher)")
+                "(a newer one, if the version is higher)"
+            )
         missing = {"nova_streams", "nova_events"} - tables
         if missing:
             raise StoreError(
                 f"{self.name}: {self.path!r} is a damaged Nova event store: table(s) "
-                f"{', '.join(sorted(missing))} missing. Restore it from a backup")
+                f"{', '.join(sorted(missing))} missing. Restore it from a backup"
+            )
 
     # ----------------------------------------------------------------- helpers
 
@@ -235,7 +240,8 @@ class SqliteStore(BaseStore):
                 why = why[:200] + "..."
             raise StoreError(
                 f"{self.name}: SQLite failed while {action} in {self.path!r}: {why}. If the "
-                "file is corrupt, restore it from a backup") from exc
+                "file is corrupt, restore it from a backup"
+            ) from exc
         except sqlite3.ProgrammingError as exc:  # a connection closed under us
             if self._closed:
                 self._raise_closed()
@@ -247,7 +253,8 @@ class SqliteStore(BaseStore):
         except UnicodeEncodeError:
             raise ValidationError(
                 f"{self.name}: stream {stream!r} cannot be stored: it is not valid "
-                "Unicode text (lone surrogate)") from None
+                "Unicode text (lone surrogate)"
+            ) from None
 
     def _encode(self, events: tuple[Event, ...]) -> list[tuple[int, str]]:
         out = []
@@ -255,18 +262,23 @@ class SqliteStore(BaseStore):
             try:
                 out.append(encode(event))
             except NestingError as exc:
-                why = ("it refers to itself (a reference cycle)" if exc.cycle
-                       else f"it has more than {MAX_DEPTH} levels of lists/dicts")
+                why = (
+                    "it refers to itself (a reference cycle)"
+                    if exc.cycle
+                    else f"it has more than {MAX_DEPTH} levels of lists/dicts"
+                )
                 raise ValidationError(
                     f"{self.name}: event {event.id} ({event.type}) cannot be stored: its "
                     f"data is nested too deep to be read back ({why}; the limit is "
                     f"{MAX_DEPTH}). Flatten the data, or store the deep part as a JSON "
-                    "string") from exc
+                    "string"
+                ) from exc
             except EncodeError as exc:
                 raise ValidationError(
                     f"{self.name}: event {event.id} ({event.type}) cannot be stored: its "
                     f"data is not JSON-serialisable ({type(exc).__name__}: {exc}). Store "
-                    "dicts, lists, str, int, finite float, bool and None only") from exc
+                    "dicts, lists, str, int, finite float, bool and None only"
+                ) from exc
         return out
 
     def _decode(self, body: str) -> Event:
@@ -279,14 +291,16 @@ class SqliteStore(BaseStore):
                 f"({exc.depth} levels of lists/dicts; this release stores at most "
                 f"{MAX_DEPTH}). It was written by an older release that did not refuse it: "
                 "copy its body out with the sqlite3 tool if you need it, then delete that "
-                "row from the nova_events table") from exc
+                "row from the nova_events table"
+            ) from exc
         except (NovaError, ValueError, TypeError, RecursionError, MemoryError) as exc:
             event_id = stored_id(body)
             which = f"stored event {event_id}" if event_id else "a stored event"
             raise StoreError(
                 f"{self.name}: {which} in {self.path!r} does not decode "
                 f"({type(exc).__name__}: {exc}); the file is damaged. Restore it from a "
-                "backup") from exc
+                "backup"
+            ) from exc
 
     def _query(self, sql: str, params: Sequence[Any], action: str) -> list[Any]:
         with self._rlock:
@@ -296,14 +310,14 @@ class SqliteStore(BaseStore):
                 return self._rconn.execute(sql, params).fetchall()
 
     def _last_gpos(self) -> int:
-        rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'nova_events'", (),
-                           "reading the global position")
+        rows = self._query(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'nova_events'", (), "reading the global position"
+        )
         return int(rows[0][0]) if rows else 0
 
     # ----------------------------------------------------------------- primitives
 
-    def _append(self, stream: str, events: tuple[Event, ...],
-                expected_version: int | None) -> int:
+    def _append(self, stream: str, events: tuple[Event, ...], expected_version: int | None) -> int:
         self._check_name(stream)
         encoded = self._encode(events)
         n = len(encoded)
@@ -314,28 +328,31 @@ class SqliteStore(BaseStore):
             with self._db(f"appending to stream {stream!r}"):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    row = conn.execute("SELECT version FROM nova_streams WHERE name = ?",
-                                       (stream,)).fetchone()
+                    row = conn.execute(
+                        "SELECT version FROM nova_streams WHERE name = ?", (stream,)
+                    ).fetchone()
                     version = 0 if row is None else int(row[0])
                     if expected_version is not None and expected_version != version:
                         raise ConcurrencyError(
                             f"{self.name}: stream {stream!r} is at version {version}, not "
                             f"the expected {expected_version}; nothing was appended. Read "
-                            "the stream again and retry with its current version")
+                            "the stream again and retry with its current version"
+                        )
                     if n:
                         params: list[Any] = []
                         add = params.extend
                         for pos, (ts, body) in enumerate(encoded, version):
                             add((stream, pos, ts, body))
                         for i in range(0, n, _ROWS_PER_INSERT):
-                            chunk = params[4 * i:4 * (i + _ROWS_PER_INSERT)]
+                            chunk = params[4 * i : 4 * (i + _ROWS_PER_INSERT)]
                             conn.execute(_insert_sql(len(chunk) // 4), chunk)
                         conn.execute(
                             "INSERT INTO nova_streams (name, version, event_count) "
                             "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
                             "version = excluded.version, "
                             "event_count = nova_streams.event_count + excluded.event_count",
-                            (stream, version + n, n))
+                            (stream, version + n, n),
+                        )
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -348,19 +365,22 @@ class SqliteStore(BaseStore):
             self._signal.bump()
         return version + n
 
-    def _page(self, stream: str, position: int,
-              limit: int) -> tuple[list[Event], Sequence[int]]:
+    def _page(self, stream: str, position: int, limit: int) -> tuple[list[Event], Sequence[int]]:
         position = min(position, MAX_MICROS)
         limit = min(limit, MAX_MICROS)
         if stream == ALL:
             rows = self._query(
                 "SELECT gpos - 1, body FROM nova_events WHERE gpos > ? ORDER BY gpos LIMIT ?",
-                (position, limit), "reading '$all'")
+                (position, limit),
+                "reading '$all'",
+            )
         else:
             self._check_name(stream)
             rows = self._query(
-                "SELECT pos, body FROM nova_events WHERE stream = ? AND pos >= ? "
-                "ORDER BY pos LIMIT ?", (stream, position, limit), f"reading {stream!r}")
+                "SELECT pos, body FROM nova_events WHERE stream = ? AND pos >= ? ORDER BY pos LIMIT ?",
+                (stream, position, limit),
+                f"reading {stream!r}",
+            )
         decode = self._decode
         return [decode(row[1]) for row in rows], [row[0] for row in rows]
 
@@ -371,17 +391,23 @@ class SqliteStore(BaseStore):
     # - all streams, append order: the gpos primary key;
     # - chosen streams: each stream through the (stream, pos) index, merged in Python.
 
-    def _time_range(self, start: datetime | None, end: datetime | None,
-                    streams: frozenset[str] | None) -> list[Event]:
+    def _time_range(
+        self, start: datetime | None, end: datetime | None, streams: frozenset[str] | None
+    ) -> list[Event]:
         lo = MIN_MICROS if start is None else to_micros(start)
         hi = MAX_MICROS if end is None else to_micros(end)
         if streams is not None:
-            rows = [row for stream in sorted(streams)
-                    for row in self._stream_rows(stream, MAX_MICROS, lo, hi, _PAGE)]
+            rows = [
+                row
+                for stream in sorted(streams)
+                for row in self._stream_rows(stream, MAX_MICROS, lo, hi, _PAGE)
+            ]
             rows.sort(key=lambda row: (row[0], row[1]))  # (ts, gpos)
             return [self._decode(row[2]) for row in rows]
-        sql = ("SELECT ts, gpos, body FROM nova_events INDEXED BY nova_events_ts"
-               " WHERE ts >= ? AND ts < ? AND (ts, gpos) > (?, ?) ORDER BY ts, gpos LIMIT ?")
+        sql = (
+            "SELECT ts, gpos, body FROM nova_events INDEXED BY nova_events_ts"
+            " WHERE ts >= ? AND ts < ? AND (ts, gpos) > (?, ?) ORDER BY ts, gpos LIMIT ?"
+        )
         out: list[Event] = []
         key = (lo, 0)
         while True:
@@ -391,13 +417,16 @@ class SqliteStore(BaseStore):
                 return out
             key = (page[-1][0], page[-1][1])
 
-    def _stream_rows(self, stream: str, stop: int, lo: int, hi: int,
-                     page: int) -> Iterator[tuple[int, int, str]]:
+    def _stream_rows(
+        self, stream: str, stop: int, lo: int, hi: int, page: int
+    ) -> Iterator[tuple[int, int, str]]:
         """(ts, gpos, body) of a stream's events with ``gpos <= stop`` and ``lo <= ts < hi``,
         in position (hence global) order, a page at a time."""
         self._check_name(stream)
-        sql = ("SELECT pos, ts, gpos, body FROM nova_events WHERE stream = ? AND pos > ?"
-               " AND +gpos <= ? AND +ts >= ? AND +ts < ? ORDER BY pos LIMIT ?")
+        sql = (
+            "SELECT pos, ts, gpos, body FROM nova_events WHERE stream = ? AND pos > ?"
+            " AND +gpos <= ? AND +ts >= ? AND +ts < ? ORDER BY pos LIMIT ?"
+        )
         pos = -1
         while True:
             rows = self._query(sql, (stream, pos, stop, lo, hi, page), f"reading {stream!r}")
@@ -407,8 +436,9 @@ class SqliteStore(BaseStore):
                 return
             pos = rows[-1][0]
 
-    def _replay(self, start: datetime | None, end: datetime | None,
-                streams: frozenset[str] | None) -> Iterator[Event]:
+    def _replay(
+        self, start: datetime | None, end: datetime | None, streams: frozenset[str] | None
+    ) -> Iterator[Event]:
         stop = self._last_gpos()
         lo = MIN_MICROS if start is None else to_micros(start)
         hi = MAX_MICROS if end is None else to_micros(end)
@@ -417,8 +447,10 @@ class SqliteStore(BaseStore):
         return self._replay_all(stop, lo, hi)
 
     def _replay_all(self, stop: int, lo: int, hi: int) -> Iterator[Event]:
-        sql = ("SELECT gpos, body FROM nova_events WHERE gpos > ? AND gpos <= ?"
-               " AND +ts >= ? AND +ts < ? ORDER BY gpos LIMIT ?")
+        sql = (
+            "SELECT gpos, body FROM nova_events WHERE gpos > ? AND gpos <= ?"
+            " AND +ts >= ? AND +ts < ? ORDER BY gpos LIMIT ?"
+        )
         last = 0
         decode = self._decode
         while True:
@@ -429,40 +461,43 @@ class SqliteStore(BaseStore):
                 return
             last = rows[-1][0]
 
-    def _replay_streams(self, streams: list[str], stop: int, lo: int,
-                        hi: int) -> Iterator[Event]:
+    def _replay_streams(self, streams: list[str], stop: int, lo: int, hi: int) -> Iterator[Event]:
         page = max(50, _PAGE // max(len(streams), 1))  # bounded memory for any number
-        merged = heapq.merge(*(self._stream_rows(s, stop, lo, hi, page) for s in streams),
-                             key=lambda row: row[1])  # by gpos
+        merged = heapq.merge(
+            *(self._stream_rows(s, stop, lo, hi, page) for s in streams), key=lambda row: row[1]
+        )  # by gpos
         decode = self._decode
         for row in merged:
             yield decode(row[2])
 
     def _stream_info(self, stream: str) -> StreamInfo | None:
         if stream == ALL:
-            rows = self._query("SELECT COALESCE(SUM(event_count), 0) FROM nova_streams", (),
-                               "reading '$all'")
+            rows = self._query("SELECT COALESCE(SUM(event_count), 0) FROM nova_streams", (), "reading '$all'")
             count, version = int(rows[0][0]), self._last_gpos()
-            first = self._query("SELECT ts FROM nova_events ORDER BY gpos LIMIT 1", (),
-                                "reading '$all'")
-            last = self._query("SELECT ts FROM nova_events ORDER BY gpos DESC LIMIT 1", (),
-                               "reading '$all'")
+            first = self._query("SELECT ts FROM nova_events ORDER BY gpos LIMIT 1", (), "reading '$all'")
+            last = self._query("SELECT ts FROM nova_events ORDER BY gpos DESC LIMIT 1", (), "reading '$all'")
         else:
             self._check_name(stream)
             action = f"reading stream {stream!r}"
-            rows = self._query("SELECT version, event_count FROM nova_streams WHERE name = ?",
-                               (stream,), action)
+            rows = self._query(
+                "SELECT version, event_count FROM nova_streams WHERE name = ?", (stream,), action
+            )
             if not rows:
                 return None
             version, count = int(rows[0][0]), int(rows[0][1])
-            first = self._query("SELECT ts FROM nova_events WHERE stream = ? "
-                                "ORDER BY pos LIMIT 1", (stream,), action)
-            last = self._query("SELECT ts FROM nova_events WHERE stream = ? "
-                               "ORDER BY pos DESC LIMIT 1", (stream,), action)
-        return StreamInfo(stream=stream, event_count=count,
-                          first_timestamp=from_micros(first[0][0]) if first else None,
-                          last_timestamp=from_micros(last[0][0]) if last else None,
-                          version=version)
+            first = self._query(
+                "SELECT ts FROM nova_events WHERE stream = ? ORDER BY pos LIMIT 1", (stream,), action
+            )
+            last = self._query(
+                "SELECT ts FROM nova_events WHERE stream = ? ORDER BY pos DESC LIMIT 1", (stream,), action
+            )
+        return StreamInfo(
+            stream=stream,
+            event_count=count,
+            first_timestamp=from_micros(first[0][0]) if first else None,
+            last_timestamp=from_micros(last[0][0]) if last else None,
+            version=version,
+        )
 
     def _stream_infos(self) -> list[StreamInfo]:
         rows = self._query(
@@ -470,16 +505,25 @@ class SqliteStore(BaseStore):
             " (SELECT ts FROM nova_events e WHERE e.stream = s.name ORDER BY e.pos LIMIT 1),"
             " (SELECT ts FROM nova_events e WHERE e.stream = s.name"
             "  ORDER BY e.pos DESC LIMIT 1)"
-            " FROM nova_streams s ORDER BY s.name", (), "listing streams")
-        return [StreamInfo(stream=name, event_count=count,
-                           first_timestamp=None if first is None else from_micros(first),
-                           last_timestamp=None if last is None else from_micros(last),
-                           version=version)
-                for name, version, count, first, last in rows]
+            " FROM nova_streams s ORDER BY s.name",
+            (),
+            "listing streams",
+        )
+        return [
+            StreamInfo(
+                stream=name,
+                event_count=count,
+                first_timestamp=None if first is None else from_micros(first),
+                last_timestamp=None if last is None else from_micros(last),
+                version=version,
+            )
+            for name, version, count, first, last in rows
+        ]
 
     def _totals(self) -> tuple[int, int]:
-        rows = self._query("SELECT COALESCE(SUM(event_count), 0), COUNT(*) FROM nova_streams",
-                           (), "counting events")
+        rows = self._query(
+            "SELECT COALESCE(SUM(event_count), 0), COUNT(*) FROM nova_streams", (), "counting events"
+        )
         return int(rows[0][0]), int(rows[0][1])
 
     def _sweep_before(self, cutoff: datetime) -> int:
@@ -493,13 +537,17 @@ class SqliteStore(BaseStore):
                 try:
                     counts = conn.execute(
                         "SELECT stream, COUNT(*) FROM nova_events INDEXED BY nova_events_ts"
-                        " WHERE ts < ? GROUP BY stream", (micros,)).fetchall()
+                        " WHERE ts < ? GROUP BY stream",
+                        (micros,),
+                    ).fetchall()
                     if counts:
-                        conn.execute("DELETE FROM nova_events INDEXED BY nova_events_ts"
-                                     " WHERE ts < ?", (micros,))
+                        conn.execute(
+                            "DELETE FROM nova_events INDEXED BY nova_events_ts WHERE ts < ?", (micros,)
+                        )
                         conn.executemany(
-                            "UPDATE nova_streams SET event_count = event_count - ? "
-                            "WHERE name = ?", [(n, stream) for stream, n in counts])
+                            "UPDATE nova_streams SET event_count = event_count - ? WHERE name = ?",
+                            [(n, stream) for stream, n in counts],
+                        )
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:

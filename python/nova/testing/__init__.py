@@ -154,12 +154,9 @@ class RecordingListener:
 
 
 def _is_exception(obj: Any) -> bool:
-    return isinstance(obj, BaseException) or (
-        isinstance(obj, type) and issubclass(obj, BaseException)
-    )
+    return isinstance(obj, BaseException) or (isinstance(obj, type) and issubclass(obj, BaseException))
 
 
 def _check_count(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"RecordingListener: n must be an integer >= 0, got {n!r}")
-

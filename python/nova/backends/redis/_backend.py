@@ -53,8 +53,14 @@ class RedisSubscription:
     of ``subscribe_pattern``), ``listener`` (a ``nova.Listener``), ``active``,
     ``unsubscribe()`` (idempotent) and context-manager use."""
 
-    def __init__(self, backend: RedisBackend, topic: str, listener: Any,
-                 config: ListenerConfig | None, pattern: TopicPattern | None) -> None:
+    def __init__(
+        self,
+        backend: RedisBackend,
+        topic: str,
+        listener: Any,
+        config: ListenerConfig | None,
+        pattern: TopicPattern | None,
+    ) -> None:
         self.id = str(uuid.uuid4())
         self.topic = topic
         self.listener = listener
@@ -84,14 +90,14 @@ class RedisSubscription:
     def __enter__(self) -> RedisSubscription:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.unsubscribe()
 
     def __repr__(self) -> str:
         kind = "pattern" if self.pattern is not None else "topic"
-        return (f"RedisSubscription({kind}={self.topic!r}, listener={self.name!r}, "
-                f"active={self._active})")
+        return f"RedisSubscription({kind}={self.topic!r}, listener={self.name!r}, active={self._active})"
 
 
 class RedisBackend:
@@ -118,21 +124,36 @@ class RedisBackend:
     ``BackendError``.
     """
 
-    def __init__(self, url: str, group: str, consumer: str | None = None, lease_ttl: float = 10.0,
-                 serializer: Serializer | None = None, *, start: str = "earliest",
-                 batch_size: int = 256, block: float = 0.25, dedup_ttl: float = 86400.0,
-                 socket_timeout: float = 10.0, connect_timeout: float = 5.0,
-                 redis_options: Mapping[str, Any] | None = None, name: str = "redis") -> None:
+    def __init__(
+        self,
+        url: str,
+        group: str,
+        consumer: str | None = None,
+        lease_ttl: float = 10.0,
+        serializer: Serializer | None = None,
+        *,
+        start: str = "earliest",
+        batch_size: int = 256,
+        block: float = 0.25,
+        dedup_ttl: float = 86400.0,
+        socket_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        redis_options: Mapping[str, Any] | None = None,
+        name: str = "redis",
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise ValidationError(f"RedisBackend.name must be a non-empty str, got {name!r}")
         if not isinstance(group, str) or not group:
             raise ValidationError(f"RedisBackend.group must be a non-empty str, got {group!r}")
         if consumer is not None and (not isinstance(consumer, str) or not consumer):
             raise ValidationError(f"RedisBackend.consumer must be a non-empty str or None, got {consumer!r}")
-        for field_name, value, low in (("lease_ttl", lease_ttl, 0.1), ("block", block, 0.001),
-                                       ("dedup_ttl", dedup_ttl, 0.001),
-                                       ("socket_timeout", socket_timeout, 0.001),
-                                       ("connect_timeout", connect_timeout, 0.001)):
+        for field_name, value, low in (
+            ("lease_ttl", lease_ttl, 0.1),
+            ("block", block, 0.001),
+            ("dedup_ttl", dedup_ttl, 0.001),
+            ("socket_timeout", socket_timeout, 0.001),
+            ("connect_timeout", connect_timeout, 0.001),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
                 raise ValidationError(f"RedisBackend.{field_name} must be a number >= {low}, got {value!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -141,7 +162,9 @@ class RedisBackend:
             raise ValidationError(f"RedisBackend.start must be 'earliest' or 'latest', got {start!r}")
         if serializer is None:
             serializer = JsonSerializer()
-        elif not (callable(getattr(serializer, "dumps", None)) and callable(getattr(serializer, "loads", None))):
+        elif not (
+            callable(getattr(serializer, "dumps", None)) and callable(getattr(serializer, "loads", None))
+        ):
             raise ValidationError(
                 "RedisBackend.serializer must have dumps(event) -> bytes | str and loads(bytes) -> Event, "
                 f"got {type(serializer).__name__}"
@@ -160,8 +183,10 @@ class RedisBackend:
         self.label = f"'{name}' ({self._url})"
         # Reads block for up to `block`: the socket timeout must leave room for it.
         self._client: redis.Redis = connect(
-            url, socket_timeout=max(float(socket_timeout), block + 5.0),
-            connect_timeout=float(connect_timeout), options=redis_options,
+            url,
+            socket_timeout=max(float(socket_timeout), block + 5.0),
+            connect_timeout=float(connect_timeout),
+            options=redis_options,
             label=f"RedisBackend {self.label}",
         )
         self._scripts = Scripts(self._client)
@@ -197,8 +222,10 @@ class RedisBackend:
         return self._secrets.scrub(text)
 
     def __repr__(self) -> str:
-        return (f"RedisBackend(url={self._url!r}, group={self.group!r}, "
-                f"consumer={self.consumer!r}, lease_ttl={self.lease_ttl:g})")
+        return (
+            f"RedisBackend(url={self._url!r}, group={self.group!r}, "
+            f"consumer={self.consumer!r}, lease_ttl={self.lease_ttl:g})"
+        )
 
     def _error(self, where: str, exc: BaseException, hint: str = "") -> Exception:
         if not hint and isinstance(exc, TRANSIENT):
@@ -207,8 +234,10 @@ class RedisBackend:
 
     def _check_open(self, what: str) -> None:
         if self._closed:
-            raise BusClosed(f"redis backend {self.label} is shut down; {what} is not possible "
-                            "(create a new Bus and backend)")
+            raise BusClosed(
+                f"redis backend {self.label} is shut down; {what} is not possible "
+                "(create a new Bus and backend)"
+            )
 
     # -- topics ------------------------------------------------------------------------------
 
@@ -221,12 +250,15 @@ class RedisBackend:
         if not isinstance(name, str) or not name:
             raise ValidationError(f"create_topic: name must be a non-empty str, got {name!r}")
         if not isinstance(cfg, TopicConfig):
-            raise ValidationError(f"create_topic: config must be a nova.TopicConfig, got {type(cfg).__name__}")
+            raise ValidationError(
+                f"create_topic: config must be a nova.TopicConfig, got {type(cfg).__name__}"
+            )
         self._check_open(f"creating topic '{name}'")
         text = _topics.encode(cfg)
         try:
             stored = self._scripts.create_topic(
-                keys=[_keys.config(name), _keys.TOPICS, _keys.tombstone(name)], args=[text, name],
+                keys=[_keys.config(name), _keys.TOPICS, _keys.tombstone(name)],
+                args=[text, name],
                 client=self._client,
             )
         except redis.RedisError as exc:
@@ -334,8 +366,13 @@ class RedisBackend:
             except redis.RedisError as exc:
                 raise self._error(f"reading topic '{name}' failed", exc) from None
             queued = sum(backlog.values())
-        return TopicInfo(name=name, partitions=cfg.partitions, delivery_mode=cfg.delivery_mode,
-                         subscribers=len(cgs), queued=queued)
+        return TopicInfo(
+            name=name,
+            partitions=cfg.partitions,
+            delivery_mode=cfg.delivery_mode,
+            subscribers=len(cgs),
+            queued=queued,
+        )
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -389,7 +426,9 @@ class RedisBackend:
             else:
                 self._client.xadd(stream, {"event": payload})
         except redis.RedisError as exc:
-            raise self._error(f"publishing event {event.id} ({event.type}) to '{topic}' failed", exc) from None
+            raise self._error(
+                f"publishing event {event.id} ({event.type}) to '{topic}' failed", exc
+            ) from None
         self._counters.add(published=1)
 
     def publish_batch(self, topic: str, events: Iterable[Any]) -> None:
@@ -404,7 +443,7 @@ class RedisBackend:
         for i in range(0, len(batch), _BATCH_CHUNK):
             index: dict[int, int] = {}
             parts: list[bytes] = []
-            for e in batch[i:i + _BATCH_CHUNK]:
+            for e in batch[i : i + _BATCH_CHUNK]:
                 payload = self._dumps(topic, e)
                 data = payload.encode() if isinstance(payload, str) else bytes(payload)
                 p = self._partition(topic, cfg, e)
@@ -421,8 +460,11 @@ class RedisBackend:
                 self._scripts.xadd_many(keys=streams, args=[minid, blob], client=pipe)
             pipe.execute()
         except redis.RedisError as exc:
-            raise self._error(f"publishing a batch of {len(batch)} events to '{topic}' failed "
-                              "(none of them was published, unless the reply was lost)", exc) from None
+            raise self._error(
+                f"publishing a batch of {len(batch)} events to '{topic}' failed "
+                "(none of them was published, unless the reply was lost)",
+                exc,
+            ) from None
         self._counters.add(published=len(batch))
 
     # -- subscribing ---------------------------------------------------------------------
@@ -461,7 +503,9 @@ class RedisBackend:
         self._keeper.start()
         return sub
 
-    def subscribe_pattern(self, regex: str, listener: Any, config: ListenerConfig | None = None) -> RedisSubscription:
+    def subscribe_pattern(
+        self, regex: str, listener: Any, config: ListenerConfig | None = None
+    ) -> RedisSubscription:
         """Consume every topic, existing or created later (seen within a lease tick), whose
         whole name matches ``regex`` (the core's linear-time engine, as the in-process bus)."""
         self._check_open("subscribing")
@@ -516,8 +560,7 @@ class RedisBackend:
                 subscriber = f"{sub.name}#{k}"
             cg = _keys.consumer_group(self.group, subscriber)
             managed = self._managed_for(sub, cfg.delivery_mode is DeliveryMode.AT_MOST_ONCE)
-            att = Attachment(sub=sub, topic=topic, config=cfg, cg=cg, subscriber=subscriber,
-                             managed=managed)
+            att = Attachment(sub=sub, topic=topic, config=cfg, cg=cg, subscriber=subscriber, managed=managed)
             self._taken[(topic, cg)] = att
         try:
             self._create_groups(topic, cfg.partitions, cg)
@@ -548,7 +591,7 @@ class RedisBackend:
 
     def _create_group(self, stream: str, cg: str) -> None:
         """Recreate one group (a worker met NOGROUP) unless the topic was deleted."""
-        topic = stream.rsplit(":", 1)[0][len("nova:"):]
+        topic = stream.rsplit(":", 1)[0][len("nova:") :]
         if self._client.exists(_keys.tombstone(topic)):
             return
         start = "0" if self.start == "earliest" else "$"
@@ -623,8 +666,11 @@ class RedisBackend:
             if att.topic in names:
                 continue
             if self._client.exists(_keys.tombstone(att.topic)):
-                _log.info("nova: redis backend %s: topic '%s' was deleted; its subscription ends",
-                          self.label, att.topic)
+                _log.info(
+                    "nova: redis backend %s: topic '%s' was deleted; its subscription ends",
+                    self.label,
+                    att.topic,
+                )
                 self._detach_topic(att.topic)
             else:
                 cfg = self._configs.get(att.topic, att.config)
@@ -799,8 +845,15 @@ class RedisBackend:
         undelivered: list[Any] = []
         seen: set[str] = set()
         for w in workers:
-            events = w.left if not w.alive else [ev for _i, ev, _r in list(w.fetched)
-                                                 if ev is not None and not isinstance(ev, BaseException)]
+            events = (
+                w.left
+                if not w.alive
+                else [
+                    ev
+                    for _i, ev, _r in list(w.fetched)
+                    if ev is not None and not isinstance(ev, BaseException)
+                ]
+            )
             if w.alive and w.busy and events:
                 events = events[1:]  # the one in hand is in flight, not undelivered
             for ev in events:
@@ -831,8 +884,9 @@ class RedisBackend:
     def __enter__(self) -> RedisBackend:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.shutdown()
 
 

@@ -117,17 +117,19 @@ def without_retries(client: redis.Redis) -> redis.Redis:
     pool = client.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs["retry"] = Retry(NoBackoff(), 0)
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
-                                                            **kwargs))
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
-def connect(url: str, *, socket_timeout: float, connect_timeout: float,
-            options: Mapping[str, Any] | None, label: str) -> redis.Redis:
+def connect(
+    url: str, *, socket_timeout: float, connect_timeout: float, options: Mapping[str, Any] | None, label: str
+) -> redis.Redis:
     """A redis-py client for ``url`` that answered PING; BackendError when Redis refuses the
     connection or the credentials, ValidationError for a malformed URL."""
     if not isinstance(url, str) or not url:
-        raise ValidationError(f"RedisBackend: url must be a non-empty str such as "
-                              f"'redis://localhost:6379/0', got {type(url).__name__}")
+        raise ValidationError(
+            f"RedisBackend: url must be a non-empty str such as "
+            f"'redis://localhost:6379/0', got {type(url).__name__}"
+        )
     secrets = Secrets(url)
     safe = redact_url(url)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
@@ -159,18 +161,25 @@ def connect(url: str, *, socket_timeout: float, connect_timeout: float,
     except redis.AuthenticationError as exc:
         client.close()
         raise_backend_error(
-            f"{label}: Redis at {safe} refused the credentials", exc, secrets,
+            f"{label}: Redis at {safe} refused the credentials",
+            exc,
+            secrets,
             "Check the user name and password in the URL",
         )
     except redis.ResponseError as exc:
         client.close()
-        hint = "Check the user name and password in the URL" if (
-            "AUTH" in str(exc).upper() or "WRONGPASS" in str(exc).upper()) else ""
+        hint = (
+            "Check the user name and password in the URL"
+            if ("AUTH" in str(exc).upper() or "WRONGPASS" in str(exc).upper())
+            else ""
+        )
         raise_backend_error(f"{label}: Redis at {safe} refused us", exc, secrets, hint)
     except Exception as exc:
         client.close()
         raise_backend_error(
-            f"{label}: cannot connect to Redis at {safe}", exc, secrets,
+            f"{label}: cannot connect to Redis at {safe}",
+            exc,
+            secrets,
             "Check that redis-server is running and reachable at that address",
         )
     return client

@@ -46,8 +46,8 @@ def _split(blob: Any) -> list[tuple[bytes, bytes, bytes]]:
         s1 = index(b" ", pos)
         s3 = index(b" ", s1 + 3)
         start = s3 + 1
-        stop = start + int(data[s1 + 3:s3])
-        out.append((data[pos:s1], data[s1 + 1:s1 + 2], data[start:stop]))
+        stop = start + int(data[s1 + 3 : s3])
+        out.append((data[pos:s1], data[s1 + 1 : s1 + 2], data[start:stop]))
         pos = stop
     return out
 
@@ -67,6 +67,7 @@ def _entries(reply: Any) -> list[tuple[bytes, bytes, bytes]]:
             else:
                 out.append((msg_id, b"x", b""))
     return out
+
 
 _log = logging.getLogger("nova.backends.redis")
 
@@ -142,8 +143,7 @@ class _Stop(Exception):
 class PartitionWorker:
     """Consumes partition ``partition`` of ``att.topic`` for ``att``'s consumer group."""
 
-    def __init__(self, backend: RedisBackend, att: Attachment, partition: int,
-                 lease_ttl: float) -> None:
+    def __init__(self, backend: RedisBackend, att: Attachment, partition: int, lease_ttl: float) -> None:
         self.backend = backend
         self.att = att
         self.partition = partition
@@ -217,7 +217,8 @@ class PartitionWorker:
                         if entries:
                             self._process(entries)
                         elif time.monotonic() - last_recover > _RECOVER_EVERY and (
-                                self.att.mode is not DeliveryMode.AT_MOST_ONCE):
+                            self.att.mode is not DeliveryMode.AT_MOST_ONCE
+                        ):
                             recover = True
                     if failing:
                         _log.info("nova: redis backend %s: %s reconnected", b.label, self.stream)
@@ -227,8 +228,13 @@ class PartitionWorker:
                     break
                 except TRANSIENT as exc:
                     if not failing:
-                        _log.warning("nova: redis backend %s: %s (%s): %s; retrying with backoff",
-                                     b.label, self.stream, self.att.cg, b.scrub(repr(exc)))
+                        _log.warning(
+                            "nova: redis backend %s: %s (%s): %s; retrying with backoff",
+                            b.label,
+                            self.stream,
+                            self.att.cg,
+                            b.scrub(repr(exc)),
+                        )
                         failing = True
                     recover = self.att.mode is not DeliveryMode.AT_MOST_ONCE
                     self._requeue_fetched()
@@ -245,13 +251,22 @@ class PartitionWorker:
                         recover = self.att.mode is not DeliveryMode.AT_MOST_ONCE
                         self.stop_event.wait(backoff.step())
                     else:
-                        _log.error("nova: redis backend %s: %s (%s): %s", b.label, self.stream,
-                                   self.att.cg, b.scrub(repr(exc)))
+                        _log.error(
+                            "nova: redis backend %s: %s (%s): %s",
+                            b.label,
+                            self.stream,
+                            self.att.cg,
+                            b.scrub(repr(exc)),
+                        )
                         self._requeue_fetched()
                         self.stop_event.wait(backoff.step())
         except BaseException:  # noqa: BLE001 - a bug or KeyboardInterrupt: log, give the partition up
-            _log.exception("nova: redis backend %s: consumer of %s (%s) crashed; the partition "
-                           "is handed back", b.label, self.stream, self.att.cg)
+            _log.exception(
+                "nova: redis backend %s: consumer of %s (%s) crashed; the partition is handed back",
+                b.label,
+                self.stream,
+                self.att.cg,
+            )
             self.stop_event.wait(1.0)  # no hot loop of take-crash-release
             self.stop(REBALANCE)
         finally:
@@ -296,8 +311,14 @@ class PartitionWorker:
             )
             entries = _split(blob)
             if not entries and block is not None:
-                reply: Any = b._reader.xreadgroup(self.att.cg, b.consumer, {self.stream: start},
-                                                  count=b.batch_size, block=block, noack=noack)
+                reply: Any = b._reader.xreadgroup(
+                    self.att.cg,
+                    b.consumer,
+                    {self.stream: start},
+                    count=b.batch_size,
+                    block=block,
+                    noack=noack,
+                )
                 entries = _entries(reply)
             self.raw = len(entries)
         finally:
@@ -311,8 +332,9 @@ class PartitionWorker:
         cursor: Any = "0-0"
         while True:
             # Not JUSTID: redis-py's parsed form of it drops the cursor.
-            reply: Any = b._reader.xautoclaim(self.stream, self.att.cg, b.consumer,
-                                              min_idle_time=0, start_id=cursor, count=200)
+            reply: Any = b._reader.xautoclaim(
+                self.stream, self.att.cg, b.consumer, min_idle_time=0, start_id=cursor, count=200
+            )
             cursor = reply[0]
             if cursor in (b"0-0", "0-0"):
                 return
@@ -369,8 +391,9 @@ class PartitionWorker:
             elif kind == b"x":
                 found: Any = self.backend._reader.xrange(self.stream, msg_id, msg_id)
                 message = found[0][1] if found else None
-                fetched.append((msg_id, ValueError("the message has no 'event' field"),
-                                _dlq.raw_payload(message)))
+                fetched.append(
+                    (msg_id, ValueError("the message has no 'event' field"), _dlq.raw_payload(message))
+                )
             else:
                 # Deleted from the stream while pending: nothing to process.
                 fetched.append((msg_id, None, None))
@@ -393,8 +416,9 @@ class PartitionWorker:
             seen = self._seen_ids()
         last_ack = time.monotonic()
         while self.fetched:
-            if self.stop_event.is_set() and (att.mode is not DeliveryMode.AT_MOST_ONCE
-                                             or self.reason in (SHUTDOWN, UNSUBSCRIBE, DELETED)):
+            if self.stop_event.is_set() and (
+                att.mode is not DeliveryMode.AT_MOST_ONCE or self.reason in (SHUTDOWN, UNSUBSCRIBE, DELETED)
+            ):
                 raise _Stop
             if time.monotonic() >= self.lease_deadline:
                 self.stop(LOST)
@@ -420,8 +444,9 @@ class PartitionWorker:
 
     def _seen_ids(self) -> set[Any]:
         b = self.backend
-        ids = [ev.id for _id, ev, _raw in self.fetched
-               if ev is not None and not isinstance(ev, BaseException)]
+        ids = [
+            ev.id for _id, ev, _raw in self.fetched if ev is not None and not isinstance(ev, BaseException)
+        ]
         if not ids:
             return set()
         keys = [_keys.seen(self.att.topic, self.att.cg, i) for i in ids]
@@ -431,11 +456,23 @@ class PartitionWorker:
     def _poison(self, msg_id: bytes, exc: BaseException, raw: bytes) -> None:
         att = self.att
         b = self.backend
-        _log.error("nova: redis backend %s: message %s of %s does not decode (%s); it goes to %s",
-                   b.label, msg_id.decode(), self.stream, _dlq.error_text(exc), _keys.dlq(att.topic))
-        entry = _dlq.fields(payload=raw, error=_dlq.error_text(exc), listener=att.subscriber,
-                            partition=self.partition, attempts=0, group=att.cg,
-                            message_id=msg_id.decode())
+        _log.error(
+            "nova: redis backend %s: message %s of %s does not decode (%s); it goes to %s",
+            b.label,
+            msg_id.decode(),
+            self.stream,
+            _dlq.error_text(exc),
+            _keys.dlq(att.topic),
+        )
+        entry = _dlq.fields(
+            payload=raw,
+            error=_dlq.error_text(exc),
+            listener=att.subscriber,
+            partition=self.partition,
+            attempts=0,
+            group=att.cg,
+            message_id=msg_id.decode(),
+        )
         if not self._commit(lambda: b._reader.xadd(_keys.dlq(att.topic), cast(Any, entry))):
             raise _Stop
         b._counters.add(failed=1, dead_lettered=1)
@@ -456,10 +493,16 @@ class PartitionWorker:
                     if at_most_once:
                         b._counters.add(processed=1, failed=1, dropped=1)
                         return
-                    entry = _dlq.fields(payload=raw, error=_dlq.error_text(cause),
-                                        listener=att.subscriber, partition=self.partition,
-                                        attempts=attempt, group=att.cg,
-                                        message_id=msg_id.decode(), event=event)
+                    entry = _dlq.fields(
+                        payload=raw,
+                        error=_dlq.error_text(cause),
+                        listener=att.subscriber,
+                        partition=self.partition,
+                        attempts=attempt,
+                        group=att.cg,
+                        message_id=msg_id.decode(),
+                        event=event,
+                    )
                     if not self._commit(lambda: b._reader.xadd(_keys.dlq(att.topic), cast(Any, entry))):
                         raise _Stop from None
                     b._counters.add(processed=1, failed=1, dead_lettered=1)

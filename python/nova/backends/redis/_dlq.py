@@ -32,8 +32,17 @@ def raw_payload(message: dict[bytes, bytes] | None) -> bytes:
     ).encode()
 
 
-def fields(*, payload: bytes, error: str, listener: str, partition: int, attempts: int,
-           group: str, message_id: str, event: Any = None) -> dict[str, Any]:
+def fields(
+    *,
+    payload: bytes,
+    error: str,
+    listener: str,
+    partition: int,
+    attempts: int,
+    group: str,
+    message_id: str,
+    event: Any = None,
+) -> dict[str, Any]:
     return {
         "payload": payload,
         "error": error,

@@ -60,8 +60,7 @@ class LeaseKeeper:
     def start(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="nova-redis-leases",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="nova-redis-leases", daemon=True)
                 self._thread.start()
         self._wake.set()
 
@@ -93,8 +92,11 @@ class LeaseKeeper:
                     self._failing = False
             except _OUTAGE as exc:
                 if not self._failing:
-                    _log.warning("nova: redis backend %s: lease keeper cannot reach Redis (%s); "
-                                 "retrying", b.label, b.scrub(repr(exc)))
+                    _log.warning(
+                        "nova: redis backend %s: lease keeper cannot reach Redis (%s); retrying",
+                        b.label,
+                        b.scrub(repr(exc)),
+                    )
                     self._failing = True
             except Exception:  # noqa: BLE001 - keep the leases alive whatever happens
                 _log.exception("nova: redis backend %s: lease keeper tick failed", b.label)
@@ -132,14 +134,18 @@ class LeaseKeeper:
         for w in workers:
             scripts.renew(keys=[w.lease_key], args=[b.consumer, self.ttl_ms], client=pipe)
         results: list[Any] = pipe.execute() if (cgs or workers) else []
-        members = {cg: max(1, int(n)) for cg, n in zip(cgs, results[:len(cgs)], strict=True)}
+        members = {cg: max(1, int(n)) for cg, n in zip(cgs, results[: len(cgs)], strict=True)}
         renewed_until = now + self.ttl * 0.8
-        for w, ok in zip(workers, results[len(cgs):], strict=True):
+        for w, ok in zip(workers, results[len(cgs) :], strict=True):
             if int(ok) == 1:
                 w.lease_deadline = renewed_until
             elif w.alive and w.reason is None:
-                _log.warning("nova: redis backend %s: lease of %s for %s was lost; stopping",
-                             b.label, w.stream, w.att.cg)
+                _log.warning(
+                    "nova: redis backend %s: lease of %s for %s was lost; stopping",
+                    b.label,
+                    w.stream,
+                    w.att.cg,
+                )
                 w.stop(LOST)
         if not self._acquiring:
             return
@@ -156,8 +162,7 @@ class LeaseKeeper:
             busy = set(att.workers)  # partitions with a worker, stopping ones included
             # A worker of an earlier subscription of the same group may still be finishing.
             held_keys = {w.lease_key for w in b._live_workers}
-            busy.update(p for p in range(att.partitions)
-                        if _keys.lease(att.topic, p, att.cg) in held_keys)
+            busy.update(p for p in range(att.partitions) if _keys.lease(att.topic, p, att.cg) in held_keys)
         held = len(running)
         if held > share:
             # Hand back the partitions furthest from our preferred start.
@@ -174,14 +179,16 @@ class LeaseKeeper:
             return
         # Only free ones (a lease held elsewhere would block our share forever otherwise).
         holders = b._client.mget([_keys.lease(att.topic, p, att.cg) for p in candidates])
-        candidates = [p for p, h in zip(candidates, holders, strict=True)
-                      if h is None or h == b.consumer.encode()][:want]
+        candidates = [
+            p for p, h in zip(candidates, holders, strict=True) if h is None or h == b.consumer.encode()
+        ][:want]
         if not candidates:
             return
         pipe = b._client.pipeline(transaction=False)
         for p in candidates:
-            b._scripts.acquire(keys=[_keys.lease(att.topic, p, att.cg)],
-                               args=[b.consumer, self.ttl_ms], client=pipe)
+            b._scripts.acquire(
+                keys=[_keys.lease(att.topic, p, att.cg)], args=[b.consumer, self.ttl_ms], client=pipe
+            )
         results = pipe.execute()
         for p, ok in zip(candidates, results, strict=True):
             if int(ok) != 1:

@@ -46,8 +46,9 @@ class JsonSerializer:
             d = _DECODE(data)
             ts = d["timestamp"]
             if isinstance(ts, str) and ts.endswith("+00:00") and len(d) == 5:
-                return _core.Event(d["type"], d["data"], id=d["id"], metadata=d["metadata"],
-                                   timestamp=_FROM_ISO(ts))
+                return _core.Event(
+                    d["type"], d["data"], id=d["id"], metadata=d["metadata"], timestamp=_FROM_ISO(ts)
+                )
         except Exception:  # noqa: BLE001 - from_json gives the proper error below
             pass
         return _core.Event.from_json(data)

@@ -99,6 +99,9 @@ def is_remote(cfg: TopicConfig) -> bool:
 def describe_difference(stored: str | bytes, wanted: str) -> str:
     a = json.loads(stored)
     b = json.loads(wanted)
-    diffs = [f"{k}: existing {a.get(k)!r}, requested {b.get(k)!r}"
-             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    diffs = [
+        f"{k}: existing {a.get(k)!r}, requested {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
     return "; ".join(diffs)
