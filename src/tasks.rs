@@ -219,6 +219,12 @@ impl TaskDone {
         self.settle(py, error, result.as_ref());
     }
 
+    /// `returned(result)`: the listener's coroutine returned `result` (the common end; one
+    /// positional argument, the cheapest call).
+    fn returned(&self, py: Python<'_>, result: Bound<'_, PyAny>) {
+        self.settle(py, None, Some(&result));
+    }
+
     /// `finish` for a caller that raises the failure itself (`aemit`): returns the
     /// `ListenerError` (or None) instead of logging it.
     fn finish_raising(&self, py: Python<'_>, error: Option<Bound<'_, PyAny>>) -> Option<PyObject> {

@@ -27,6 +27,7 @@ class Done(Protocol):
     """Told how a listener task ended (``nova._core.TaskDone``)."""
 
     def finish(self, error: BaseException | None, result: Any = None, /) -> None: ...
+    def returned(self, result: Any, /) -> None: ...
 
 
 _lock = threading.Lock()
@@ -93,7 +94,7 @@ async def guarded(coro: Coroutine[Any, Any, Any], done: Done) -> None:
         if isinstance(e, asyncio.CancelledError):
             raise
     else:
-        done.finish(None, result)
+        done.returned(result)
 
 
 class _Dispatcher:
