@@ -52,12 +52,13 @@ typecheck: venv
 	$(PY) -m mypy --strict python/nova
 
 # Formatting and lints: rustfmt (rustfmt.toml), clippy with warnings as errors, ruff
-# (pyproject.toml).
-lint: venv
+# (pyproject.toml), and stubtest: the hand-written stubs against the built extension.
+lint: build
 	cargo fmt --check
 	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --release -q --features test-hooks -- -D warnings
 	$(PY) -m ruff check python/nova tests benches
 	$(PY) -m ruff format --check python/nova tests benches
+	$(PY) -m mypy.stubtest nova._core nova.compat._table --allowlist stubtest-allowlist.txt --ignore-unused-allowlist
 
 test: ensure-redis build lint test-rust test-loom typecheck test-matrix
 

@@ -5,7 +5,9 @@ import concurrent.futures
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
 from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from typing import Any, Self, final
+
+from typing_extensions import disjoint_base
 
 from ._types import (
     BusStats,
@@ -18,6 +20,7 @@ from ._types import (
     TopicInfo,
 )
 
+@disjoint_base
 class Event:
     """An immutable event: UUIDv7 id, type, data, read-only str metadata, UTC timestamp."""
 
@@ -56,9 +59,12 @@ class Event:
     def to_json(self) -> str: ...
     @classmethod
     def from_json(cls, s: str | bytes) -> Self: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
+    def __copy__(self) -> Self: ...
+    def __deepcopy__(self, _memo: dict[int, Any], /) -> Self: ...
 
+@disjoint_base
 class Listener:
     """A named handler with an optional error hook."""
 
@@ -77,6 +83,7 @@ class Listener:
     def on_error(self) -> Callable[[Event, BaseException], Any] | None: ...
     def __call__(self, event: Event) -> Any: ...
 
+@final
 class Subscription:
     """What ``subscribe`` returns; a context manager that unsubscribes on exit."""
 
@@ -94,6 +101,7 @@ class Subscription:
         self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
     ) -> bool: ...
 
+@disjoint_base
 class WorkerPool:
     """Native worker threads shared by components."""
 
@@ -114,6 +122,7 @@ class WorkerPool:
         self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
     ) -> bool: ...
 
+@disjoint_base
 class Emitter:
     def __new__(
         cls,
@@ -150,6 +159,7 @@ class Emitter:
         self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
     ) -> bool: ...
 
+@disjoint_base
 class Bus:
     def __new__(
         cls,
@@ -196,6 +206,7 @@ class Bus:
         self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
     ) -> bool: ...
 
+@final
 class TopicPattern:
     """A topic-name regex on Rust's linear-time engine, matched against whole names."""
 
@@ -215,12 +226,13 @@ def _test_inject_panic(point: str, count: int = 1) -> None: ...
 def _test_fail_spawn(count: int = 1) -> None: ...
 def _stop_watchdog() -> None: ...
 
+@final
 class _AttemptCore:
     """The native part of a ManagedListener: runs attempts (slot, timeout, accounting)."""
 
     registered: bool
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         name: str,
         handler: Callable[[Any], Any],
@@ -230,7 +242,7 @@ class _AttemptCore:
         circuit: bool,
         clock: Callable[[], float] | None,
         poke: Callable[[], None],
-    ) -> None: ...
+    ) -> Self: ...
     def run(self, event: Any, attempt: int) -> BaseException | None: ...
     def invoke(self, event: Any, attempt: int) -> BaseException | None: ...
     def set_state(self, state: int) -> None: ...
@@ -248,9 +260,10 @@ def _restore_event(
 
 # The compat tables (OnceCall, PyeeTable, SignalTable) are typed in nova/compat/_table.pyi.
 
+@final
 class TaskDone:
     """Told how one async listener task ended (made by the core; see nova._aio.guarded)."""
 
     def finish(self, error: BaseException | None, result: Any = None) -> None: ...
-    def returned(self, result: Any, /) -> None: ...
-    def finish_raising(self, error: BaseException | None, /) -> Exception | None: ...
+    def returned(self, result: Any) -> None: ...
+    def finish_raising(self, error: BaseException | None) -> Exception | None: ...

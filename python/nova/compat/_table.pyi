@@ -1,15 +1,19 @@
 # Type stubs for the Rust classes behind nova.compat (src/compat.rs).
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self, final
 
+from typing_extensions import disjoint_base
+
+@final
 class OnceCall:
     """What a ``once`` handler is stored as; calling it calls the handler."""
 
-    def __init__(self, func: Callable[..., Any]) -> None: ...
+    def __new__(cls, func: Callable[..., Any]) -> Self: ...
     @property
     def func(self) -> Callable[..., Any]: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
+@disjoint_base
 class PyeeTable:
     """Base of nova.compat.pyee.EventEmitter: handlers per event name, and emit."""
 
@@ -25,6 +29,7 @@ class PyeeTable:
         self,
     ) -> list[tuple[Any, list[tuple[Callable[..., Any], Callable[..., Any]]]]]: ...
 
+@disjoint_base
 class SignalTable:
     """Base of nova.compat.blinker.Signal: receivers per sender, and send."""
 
