@@ -1463,25 +1463,20 @@ fn partition(key: &str, partitions: usize) -> usize {
 struct FastPublish;
 
 impl crate::ffi::method::FastCall for FastPublish {
+    type Class = Bus;
+
     fn original() -> &'static pyo3::sync::GILOnceCell<Py<PyAny>> {
         static ORIGINAL: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
         &ORIGINAL
     }
 
-    unsafe fn fast(
-        py: Python<'_>,
-        slf: *mut pyo3::ffi::PyObject,
-        args: &[*mut pyo3::ffi::PyObject],
-    ) -> Option<PyResult<Py<PyAny>>> {
-        let [topic, event] = args else { return None };
-        // SAFETY: see `FastCall::fast`.
-        unsafe {
-            let topic = Borrowed::from_ptr(py, *topic);
-            let topic = topic.downcast::<PyString>().ok()?;
-            let slf = Borrowed::from_ptr(py, slf);
-            let bus = slf.downcast_unchecked::<Bus>().get();
-            Some(bus.publish(py, topic, &Borrowed::from_ptr(py, *event)))
+    fn fast<'py>(py: Python<'py>, bus: &Bus, args: crate::ffi::method::Args<'_, 'py>) -> Option<PyResult<Py<PyAny>>> {
+        if args.len() != 2 {
+            return None;
         }
+        let topic = args.get(0);
+        let topic = topic.downcast::<PyString>().ok()?;
+        Some(bus.publish(py, topic, &args.get(1)))
     }
 }
 

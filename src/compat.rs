@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use parking_lot::{ReentrantMutex, ReentrantMutexGuard, RwLock};
 use pyo3::exceptions::{PyException, PyKeyError, PyRuntimeError};
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyInt, PyList, PySet, PyString, PyTuple, PyType};
@@ -39,28 +38,18 @@ fn call<'py>(
     args: &Bound<'py, PyTuple>,
     kwargs: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let kw = kwargs.map_or(std::ptr::null_mut(), |k| k.as_ptr());
-    // SAFETY: GIL held; all pointers are live objects (kwargs may be NULL); PyObject_Call returns a
-    // new reference or NULL with an exception set.
-    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_Call(f.as_ptr(), args.as_ptr(), kw)) }
+    crate::ffi::object::call_prepared(f.bind(py), args, kwargs)
 }
 
 /// The referent of a weak reference, or `None` once it is gone.
 #[inline]
 fn deref_weak<'py>(py: Python<'py>, r: &Py<PyAny>) -> Option<Bound<'py, PyAny>> {
-    let mut obj: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: GIL held; `r` is a weakref object (we made it); on 1 `obj` is a new reference.
-    match unsafe { ffi::compat::PyWeakref_GetRef(r.as_ptr(), &mut obj) } {
-        1 => Some(unsafe { Bound::from_owned_ptr(py, obj) }),
-        _ => None,
-    }
+    crate::ffi::object::weakref_get(py, r)
 }
 
 /// `weakref.ref(obj, callback)`; `TypeError` when `obj` cannot be weakly referenced.
 fn new_weakref(py: Python<'_>, obj: &Bound<'_, PyAny>, callback: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-    let cb = callback.map_or(std::ptr::null_mut(), |c| c.as_ptr());
-    // SAFETY: GIL held; returns a new reference or NULL with an exception set.
-    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyWeakref_NewRef(obj.as_ptr(), cb))?.unbind()) }
+    crate::ffi::object::weakref_new(py, obj, callback)
 }
 
 static METHOD_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
@@ -231,16 +220,10 @@ impl PyeeTable {
     }
 
     fn slot<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyeeSlot>>> {
-        // SAFETY: GIL held; the result is borrowed and turned into an owned reference at once.
-        let item = unsafe { ffi::PyDict_GetItemWithError(self.index.as_ptr(), event.as_ptr()) };
-        if item.is_null() {
-            return match PyErr::take(py) {
-                Some(e) => Err(e),
-                None => Ok(None),
-            };
-        }
+        let index = self.index.bind(py);
+        let Some(item) = crate::ffi::object::dict_get_borrowed(index, event)? else { return Ok(None) };
         // SAFETY: the index is private to this table and only ever holds PyeeSlot objects.
-        Ok(Some(unsafe { Bound::from_borrowed_ptr(py, item).downcast_into_unchecked::<PyeeSlot>() }))
+        Ok(Some(unsafe { item.to_owned().downcast_into_unchecked::<PyeeSlot>() }))
     }
 
     /// Remove the entry `id` from `slot` (a `once` handler about to run). True if this call

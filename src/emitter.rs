@@ -673,6 +673,8 @@ impl Emitter {
 struct FastEmit<const QUEUED: bool>;
 
 impl<const QUEUED: bool> FastCall for FastEmit<QUEUED> {
+    type Class = Emitter;
+
     fn original() -> &'static GILOnceCell<Py<PyAny>> {
         static EMIT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
         static EMIT_ASYNC: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
@@ -683,16 +685,15 @@ impl<const QUEUED: bool> FastCall for FastEmit<QUEUED> {
         }
     }
 
-    unsafe fn fast(
-        py: Python<'_>,
-        slf: *mut pyo3::ffi::PyObject,
-        args: &[*mut pyo3::ffi::PyObject],
+    fn fast<'py>(
+        py: Python<'py>,
+        emitter: &Emitter,
+        args: crate::ffi::method::Args<'_, 'py>,
     ) -> Option<PyResult<Py<PyAny>>> {
-        let [event] = args else { return None };
-        // SAFETY: see `FastCall::fast`.
-        let (slf, event) = unsafe { (Borrowed::from_ptr(py, slf), Borrowed::from_ptr(py, *event)) };
-        // SAFETY: as above, `slf` is an Emitter.
-        let emitter = unsafe { slf.downcast_unchecked::<Emitter>() }.get();
+        if args.len() != 1 {
+            return None;
+        }
+        let event = args.get(0);
         let done = if QUEUED { emitter.emit_async(py, &event, None) } else { emitter.emit(py, &event) };
         Some(done.map(|()| py.None()))
     }

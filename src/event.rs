@@ -5,8 +5,7 @@
 //! never looked at that way.
 
 use std::mem::ManuallyDrop;
-use std::os::raw::c_void;
-use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -86,7 +85,7 @@ impl<T> std::ops::Deref for Held<T> {
 impl<T> Drop for Held<T> {
     fn drop(&mut self) {
         // SAFETY: the GIL is held (see above); the reference is owned and not used again.
-        unsafe { pyo3::ffi::Py_DecRef(self.0.as_ptr()) }
+        unsafe { crate::ffi::object::release(&self.0) }
     }
 }
 
@@ -172,23 +171,16 @@ static EVENT_TYPE: std::sync::atomic::AtomicPtr<pyo3::ffi::PyTypeObject> =
 #[inline]
 pub fn as_event<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, Event>> {
     let want = EVENT_TYPE.load(std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: both pointers are live type objects; the check makes the cast valid.
-    unsafe {
-        let t = pyo3::ffi::Py_TYPE(obj.as_ptr());
-        if !want.is_null() && (t == want || pyo3::ffi::PyType_IsSubtype(t, want) != 0) {
-            Some(obj.downcast_unchecked::<Event>())
-        } else if want.is_null() {
-            obj.downcast::<Event>().ok()
-        } else {
-            None
-        }
+    if want.is_null() {
+        return obj.downcast::<Event>().ok();
     }
+    // SAFETY: the Event type lives as long as the module; the check makes the cast valid.
+    crate::ffi::object::is_instance_of_type(obj, want).then(|| unsafe { obj.downcast_unchecked::<Event>() })
 }
 
 fn non_empty_str<'py>(py: Python<'py>, field: &str, value: &Bound<'py, PyAny>) -> PyResult<Py<PyString>> {
     match value.downcast::<PyString>() {
-        // SAFETY: `s` is a str, for which PyUnicode_GetLength cannot fail.
-        Ok(s) if unsafe { pyo3::ffi::PyUnicode_GetLength(s.as_ptr()) } > 0 => Ok(s.clone().unbind()),
+        Ok(s) if crate::ffi::object::str_len(s) > 0 => Ok(s.clone().unbind()),
         Ok(_) => Err(validation_error(py, format!("Event.{field} must be a non-empty str, got ''"))),
         Err(_) => Err(validation_error(py, format!("Event.{field} must be a non-empty str, got {}", type_name(value)))),
     }
@@ -314,16 +306,10 @@ impl Event {
         let Some(m) = &self.metadata else {
             return Ok(crate::partition::partition_of("", partitions));
         };
-        // SAFETY: GIL held, both live; the result is a borrowed reference (or NULL).
-        let value = unsafe { pyo3::ffi::PyDict_GetItemWithError(m.as_ptr(), key.as_ptr()) };
-        if value.is_null() {
-            if let Some(e) = PyErr::take(py) {
-                return Err(e);
-            }
+        // Borrowed: the event's own dict, which nothing changes and which outlives this read.
+        let Some(value) = crate::ffi::object::dict_get_borrowed(m.bind(py), key.as_any())? else {
             return Ok(crate::partition::partition_of("", partitions));
-        }
-        // SAFETY: a live object owned by the dict, which outlives this borrow.
-        let value = unsafe { pyo3::Borrowed::from_ptr(py, value) };
+        };
         let key = match value.downcast::<PyString>() {
             Ok(s) => s.to_str()?,
             Err(_) => "",
@@ -655,73 +641,35 @@ pub fn _restore_event<'py>(
     Event::build(py, cls, type_, data, id, metadata, timestamp)
 }
 
-/// `Event`'s `__new__` and `__init__` slots when its vectorcall was installed; null when it
-/// was not.
-static EVENT_NEW: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-static EVENT_INIT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-
-/// The vectorcall of the `Event` class (see `ffi::types::set_type_vectorcall`). `Event(...)` runs
-/// on every emit, and the ordinary route costs about as much as dispatching the event:
-/// `type.__call__` packs the arguments into a tuple, PyO3's `__new__` parses them against a
-/// signature with keywords, then `object.__init__` checks them again.
-unsafe extern "C" fn event_vectorcall(
-    callable: *mut pyo3::ffi::PyObject,
-    args: *const *mut pyo3::ffi::PyObject,
-    nargsf: usize,
-    kwnames: *mut pyo3::ffi::PyObject,
-) -> *mut pyo3::ffi::PyObject {
-    let nargs = crate::ffi::call::vectorcall_nargs(nargsf);
-    // SAFETY: called by CPython with the GIL held and valid vectorcall arguments.
-    crate::ffi::method::trampoline(|py| unsafe { construct(py, callable, args, nargs, kwnames) })
-}
-
 /// `Event(type)` and `Event(type, data)`, the forms events are made with on hot paths, build
-/// the event directly with the checks of `Event.__new__`. Any other call (keywords, a wrong
-/// argument count) goes the ordinary way, so its errors are PyO3's own, as are the results
-/// for a subclass or for an `Event.__new__`/`__init__` assigned from Python.
-unsafe fn construct(
-    py: Python<'_>,
-    callable: *mut pyo3::ffi::PyObject,
-    args: *const *mut pyo3::ffi::PyObject,
-    nargs: usize,
-    kwnames: *mut pyo3::ffi::PyObject,
-) -> PyResult<*mut pyo3::ffi::PyObject> {
-    // SAFETY: `args` holds `nargs` live objects (plus one per keyword name); `callable` is a
-    // live type object (the one the vectorcall was installed on, or a subclass).
-    unsafe {
-        let tp = callable.cast::<pyo3::ffi::PyTypeObject>();
-        if kwnames.is_null()
-            && (nargs == 1 || nargs == 2)
-            && tp == EVENT_TYPE.load(Relaxed)
-            && crate::ffi::types::new_and_init(tp) == (EVENT_NEW.load(Relaxed), EVENT_INIT.load(Relaxed))
-        {
-            let type_ = Borrowed::from_ptr(py, *args);
-            let data = (nargs == 2).then(|| Borrowed::from_ptr(py, *args.add(1)).to_owned().unbind());
-            // The ordinary route would also run `object.__init__`, which accepts any arguments
-            // when `__new__` is overridden and `__init__` is not: nothing to do here.
-            let event = Event::create(py, &type_, data, None, None, None)?;
-            return Ok(Py::new(py, event)?.into_ptr());
+/// the event directly with the checks of `Event.__new__` (see `ffi::types`). Any other call
+/// (keywords, a wrong argument count) goes the ordinary way, so its errors are PyO3's own.
+struct FastEvent;
+
+impl crate::ffi::types::FastNew for FastEvent {
+    type Class = Event;
+
+    fn construct<'py>(py: Python<'py>, args: crate::ffi::method::Args<'_, 'py>) -> Option<PyResult<Py<PyAny>>> {
+        if args.len() != 1 && args.len() != 2 {
+            return None;
         }
-        crate::ffi::call::call_via_type_call(py, callable, args, nargs, kwnames)
+        let data = (args.len() == 2).then(|| args.get(1).to_owned().unbind());
+        // The ordinary route would also run `object.__init__`, which accepts any arguments
+        // when `__new__` is overridden and `__init__` is not: nothing to do here.
+        Some(Event::create(py, &args.get(0), data, None, None, None).and_then(|e| Ok(Py::new(py, e)?.into_any())))
+    }
+
+    fn slots() -> &'static crate::ffi::types::TypeSlots {
+        static SLOTS: crate::ffi::types::TypeSlots = crate::ffi::types::TypeSlots::new();
+        &SLOTS
     }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Event>()?;
-    let tp = py.get_type::<Event>().as_type_ptr();
-    EVENT_TYPE.store(tp, Relaxed);
-    // SAFETY: GIL held, during module initialisation; the Event type lives as long as the
-    // module, and `event_vectorcall` answers every call as `type.__call__` would.
-    unsafe {
-        let (new, init) = crate::ffi::types::new_and_init(tp);
-        let (_, object_init) = crate::ffi::types::new_and_init(std::ptr::addr_of_mut!(pyo3::ffi::PyBaseObject_Type));
-        // Skipping `__init__` is only right while it is `object.__init__`.
-        if init == object_init && crate::ffi::types::set_type_vectorcall(py, tp, event_vectorcall) {
-            EVENT_NEW.store(new, Relaxed);
-            EVENT_INIT.store(init, Relaxed);
-        }
-    }
+    EVENT_TYPE.store(py.get_type::<Event>().as_type_ptr(), Relaxed);
+    crate::ffi::types::install_type_call::<FastEvent>(py);
     m.add_function(wrap_pyfunction!(_restore_event, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     Ok(())

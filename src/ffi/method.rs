@@ -7,6 +7,7 @@ use std::panic::AssertUnwindSafe;
 use pyo3::ffi::{PyObject, Py_ssize_t};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
+use pyo3::PyClass;
 
 /// Run the body of a C entry point that CPython calls with the GIL held: `Ok` is returned as
 /// is, an `Err` is raised, and a panic is caught and raised as `PanicException` (a panic must
@@ -26,18 +27,41 @@ pub fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut PyObject>) -> *
     })
 }
 
+/// The positional arguments of a fast call, borrowed from the caller.
+pub struct Args<'a, 'py> {
+    py: Python<'py>,
+    raw: &'a [*mut PyObject],
+}
+
+impl<'a, 'py> Args<'a, 'py> {
+    pub fn new(py: Python<'py>, raw: &'a [*mut PyObject]) -> Self {
+        Args { py, raw }
+    }
+
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Argument `i` (< `len()`).
+    pub fn get(&self, i: usize) -> Borrowed<'a, 'py, PyAny> {
+        // SAFETY: CPython keeps every argument alive for the call; `i` is in range (else the
+        // slice index panics, which the trampoline turns into an exception).
+        unsafe { Borrowed::from_ptr(self.py, self.raw[i]) }
+    }
+}
+
 /// A method whose common call skips PyO3's wrapper (see `install_fast_method`).
 pub trait FastCall {
+    /// The class the method is installed on (a frozen pyclass).
+    type Class: PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync;
+
     /// Where PyO3's own method is kept, for the calls `fast` passes on.
     fn original() -> &'static GILOnceCell<Py<PyAny>>;
 
     /// The common call, given `self` and the positional arguments of a call without keywords:
     /// `Some(result)` when it took the call, `None` to hand it to PyO3's method unchanged (so
     /// every other form behaves and fails exactly as before).
-    ///
-    /// SAFETY: GIL held; `slf` is an instance of the class the method was installed on (a
-    /// method descriptor guarantees it) and `args` are live objects.
-    unsafe fn fast(py: Python<'_>, slf: *mut PyObject, args: &[*mut PyObject]) -> Option<PyResult<Py<PyAny>>>;
+    fn fast<'py>(py: Python<'py>, slf: &Self::Class, args: Args<'_, 'py>) -> Option<PyResult<Py<PyAny>>>;
 }
 
 /// The C entry of a `FastCall` method (`METH_FASTCALL | METH_KEYWORDS`).
@@ -52,8 +76,11 @@ unsafe extern "C" fn fast_entry<M: FastCall>(
         unsafe {
             let nargs = nargs as usize;
             if kwnames.is_null() {
-                let positional = std::slice::from_raw_parts(args, nargs);
-                if let Some(result) = M::fast(py, slf, positional) {
+                let raw = if nargs == 0 { &[][..] } else { std::slice::from_raw_parts(args, nargs) };
+                // A method descriptor only ever calls it with an instance of its class.
+                let this = Borrowed::from_ptr(py, slf);
+                let this = this.downcast_unchecked::<M::Class>().get();
+                if let Some(result) = M::fast(py, this, Args { py, raw }) {
                     return result.map(Py::into_ptr);
                 }
             }

@@ -1,7 +1,8 @@
 //! Every use of CPython's C API that PyO3's safe API does not cover, in one place.
 //!
-//! Rules for this module (and nothing outside it calls `pyo3::ffi` in an `unsafe` block of
-//! its own):
+//! Nothing outside this module calls CPython's C API (`pyo3::ffi`) or takes raw object
+//! pointers; elsewhere `unsafe` is left for PyO3's unchecked downcasts, CPU intrinsics and
+//! the lock-free bookkeeping. Rules for this module:
 //! - only public or documented-unstable C API, as `Include/*.h` and `Include/cpython/*.h`
 //!   declare it for the CPython the extension is built for (the wheel is per CPython minor, so
 //!   the non-limited API is fair game, and a struct's fields are read through pyo3-ffi's
@@ -16,6 +17,7 @@ pub mod gil;
 #[cfg(feature = "test-hooks")]
 pub mod hooks;
 pub mod method;
+pub mod object;
 pub mod thread;
 pub mod types;
 

@@ -1,49 +1,108 @@
 //! A class's own vectorcall (`tp_vectorcall`, public non-limited API since 3.8 and used for
 //! calls of the type object since 3.9), set through pyo3-ffi's declaration of `PyTypeObject`
 //! for the CPython the extension is compiled for: no hand-written offset.
+//!
+//! `Event(...)` runs on every emit, and the ordinary route costs about as much as dispatching
+//! the event: `type.__call__` packs the arguments into a tuple, PyO3's `__new__` parses them
+//! against a signature with keywords, then `object.__init__` checks them again.
 
 use std::os::raw::c_void;
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 use pyo3::ffi::{PyObject, PyTypeObject};
 use pyo3::prelude::*;
+use pyo3::PyTypeInfo;
 
-/// The C signature of a vectorcall (PEP 590).
-pub type VectorcallFunc = unsafe extern "C" fn(
-    callable: *mut PyObject,
-    args: *const *mut PyObject,
-    nargsf: usize,
-    kwnames: *mut PyObject,
-) -> *mut PyObject;
+use super::method::Args;
 
-/// Install `f` as the vectorcall of the type object `tp` itself, so that `tp(...)` calls `f`
-/// directly instead of `type.__call__` (an argument tuple and dict, `__new__`'s generic
-/// argument parsing, then `__init__`). CPython never inherits `tp_vectorcall`, so subclasses
-/// keep the usual route. Returns false, changing nothing, when the type already has one.
-///
-/// SAFETY: GIL held; `tp` is a live heap type that outlives every call of `f`, no other thread
-/// uses it yet (call while the module is being initialised), and `f` gives the same results as
-/// `type.__call__` would (it may hand any call it does not take to
-/// `call::call_via_type_call`).
-pub unsafe fn set_type_vectorcall(_py: Python<'_>, tp: *mut PyTypeObject, f: VectorcallFunc) -> bool {
-    unsafe {
-        if (*tp).tp_vectorcall.is_some() {
-            return false;
+/// A class whose common construction skips `type.__call__` (see `install_type_call`).
+pub trait FastNew {
+    /// The class (its exact type only: subclasses take the ordinary route).
+    type Class: PyTypeInfo;
+
+    /// `Class(*args)` without keywords: `Some(instance)` when it took the call, `None` to hand
+    /// it to `type.__call__` unchanged (so every other form behaves and fails as before).
+    fn construct<'py>(py: Python<'py>, args: Args<'_, 'py>) -> Option<PyResult<Py<PyAny>>>;
+
+    /// Where the class's type object and its `__new__` and `__init__` slots are kept once
+    /// installed (a later assignment of `Class.__new__` or `Class.__init__` from Python turns
+    /// the fast path off).
+    fn slots() -> &'static TypeSlots;
+}
+
+/// A fast-constructed class's type object, `__new__` and `__init__`, as installed.
+pub struct TypeSlots {
+    tp: AtomicPtr<PyTypeObject>,
+    new: AtomicPtr<c_void>,
+    init: AtomicPtr<c_void>,
+}
+
+impl TypeSlots {
+    pub const fn new() -> TypeSlots {
+        TypeSlots {
+            tp: AtomicPtr::new(std::ptr::null_mut()),
+            new: AtomicPtr::new(std::ptr::null_mut()),
+            init: AtomicPtr::new(std::ptr::null_mut()),
         }
-        (*tp).tp_vectorcall = Some(f);
-        true
     }
 }
 
-/// `tp`'s `__new__` and `__init__` slots, to tell whether someone has assigned `tp.__new__`
-/// or `tp.__init__` since a vectorcall was installed.
+/// `tp`'s `__new__` and `__init__` slots.
 ///
 /// SAFETY: GIL held; `tp` is a live type object.
-#[inline]
-pub unsafe fn new_and_init(tp: *mut PyTypeObject) -> (*mut c_void, *mut c_void) {
+unsafe fn new_and_init(tp: *mut PyTypeObject) -> (*mut c_void, *mut c_void) {
     unsafe {
         (
             (*tp).tp_new.map_or(std::ptr::null_mut(), |f| f as *mut c_void),
             (*tp).tp_init.map_or(std::ptr::null_mut(), |f| f as *mut c_void),
         )
+    }
+}
+
+unsafe extern "C" fn type_vectorcall<T: FastNew>(
+    callable: *mut PyObject,
+    args: *const *mut PyObject,
+    nargsf: usize,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
+    let nargs = super::call::vectorcall_nargs(nargsf);
+    super::method::trampoline(|py| {
+        // SAFETY: called by CPython with the GIL held and valid vectorcall arguments;
+        // `callable` is the type object (or a subclass, which never inherits the vectorcall).
+        unsafe {
+            let tp = callable.cast::<PyTypeObject>();
+            let slots = T::slots();
+            if kwnames.is_null()
+                && tp == slots.tp.load(Relaxed)
+                && new_and_init(tp) == (slots.new.load(Relaxed), slots.init.load(Relaxed))
+            {
+                let raw = if nargs == 0 { &[][..] } else { std::slice::from_raw_parts(args, nargs) };
+                if let Some(made) = T::construct(py, Args::new(py, raw)) {
+                    return made.map(Py::into_ptr);
+                }
+            }
+            super::call::call_via_type_call(py, callable, args, nargs, kwnames)
+        }
+    })
+}
+
+/// Give `T::Class` a vectorcall that builds the common forms through `T::construct`. Call once,
+/// while the module is being initialised (no other thread uses the type yet). Does nothing
+/// unless the class's `__init__` is `object.__init__` (the only one it is right to skip) and
+/// the type has no vectorcall yet.
+pub fn install_type_call<T: FastNew>(py: Python<'_>) {
+    let tp = <T::Class as PyTypeInfo>::type_object_raw(py);
+    // SAFETY: GIL held, during module initialisation; the type lives as long as the module.
+    unsafe {
+        let (new, init) = new_and_init(tp);
+        let (_, object_init) = new_and_init(std::ptr::addr_of_mut!(pyo3::ffi::PyBaseObject_Type));
+        if init != object_init || (*tp).tp_vectorcall.is_some() {
+            return;
+        }
+        let slots = T::slots();
+        slots.tp.store(tp, Relaxed);
+        slots.new.store(new, Relaxed);
+        slots.init.store(init, Relaxed);
+        (*tp).tp_vectorcall = Some(type_vectorcall::<T>);
     }
 }
