@@ -560,37 +560,32 @@ class ManagedListener:
         }
         text = error_text(error)
         if delivered:
-            _log.info(
-                "nova: listener '%s' sent event %s to its dead letters after %d attempt(s): %s: %s",
-                self.name,
-                describe(event),
-                attempts,
-                type(error).__name__,
-                text,
-                extra=extra,
-            )
+            level, outcome = logging.INFO, "sent event %s to its dead letters after %d attempt(s)"
         elif configured:
-            _log.error(
-                "nova: listener '%s' failed on event %s after %d attempt(s) and its dead-letter "
-                "queue/handler failed too (logged above); the event is dropped: %s: %s",
-                self.name,
-                describe(event),
-                attempts,
-                type(error).__name__,
-                text,
-                extra=extra,
+            level, outcome = (
+                logging.ERROR,
+                (
+                    "failed on event %s after %d attempt(s) and its dead-letter queue/handler failed "
+                    "too (logged above); the event is dropped"
+                ),
             )
         else:
-            _log.error(
-                "nova: listener '%s' failed on event %s after %d attempt(s) and no dead letter "
-                "is configured; the event is dropped: %s: %s",
-                self.name,
-                describe(event),
-                attempts,
-                type(error).__name__,
-                text,
-                extra=extra,
+            level, outcome = (
+                logging.ERROR,
+                (
+                    "failed on event %s after %d attempt(s) and no dead letter is configured; the event is dropped"
+                ),
             )
+        _log.log(
+            level,
+            "nova: listener '%s' " + outcome + ": %s: %s",
+            self.name,
+            describe(event),
+            attempts,
+            type(error).__name__,
+            text,
+            extra=extra,
+        )
 
     # -- bookkeeping -------------------------------------------------------------------
 
