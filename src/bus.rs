@@ -1314,6 +1314,11 @@ impl Bus {
             }
         }
         left.extend(self.core.retries.abandon_all(py));
+        if !self.core.event_loop.as_ref().is_some_and(|l| crate::tasks::runs_here(py, l)) {
+            // Listener tasks still running at the deadline are cancelled; called on their
+            // own loop's thread, they could not have run yet, and go on (in flight).
+            left.extend(self.core.retries.abandon_tasks(py));
+        }
         // Retries running now finish on their own: in flight, never also undelivered.
         in_flight += self.core.retries.running();
         for t in &topics {

@@ -195,7 +195,35 @@ impl Sink for EmitterSink {
 }
 
 /// A listener's coroutine for `aemit` and what settles it.
-type AsyncCall = (PyObject, Py<crate::tasks::TaskDone>);
+type AsyncCall = (PyObject, Py<crate::tasks::ListenerRun>);
+
+/// The synchronous listeners of an `aemit` whose async listeners run on the caller's loop:
+/// called once, on the worker pool, it delivers the event to them as `emit` would and returns
+/// their failures (the caller raises them with those of the async listeners).
+#[pyclass(module = "nova._core", frozen)]
+pub struct SyncPart {
+    core: Arc<EmitterCore>,
+    subs: Vec<Arc<Sub>>,
+    event: Py<PyAny>,
+}
+
+#[pymethods]
+impl SyncPart {
+    fn __call__(&self, py: Python<'_>) -> Vec<PyObject> {
+        let event = self.event.bind(py);
+        let place = || format!("emitter '{}'", self.core.name);
+        let mut errors = Vec::new();
+        for sub in self.subs.iter().filter(|s| s.is_active()) {
+            let result = sub.call(py, event, self.core.event_loop.as_ref(), Some(&place));
+            self.core.counters.processed.inc(py);
+            if let Err(e) = result {
+                self.core.counters.failed.inc();
+                errors.push(e.into_value(py).into_any());
+            }
+        }
+        errors
+    }
+}
 
 #[pyclass(module = "nova", name = "Emitter", subclass, frozen)]
 pub struct Emitter {
@@ -459,24 +487,32 @@ impl Emitter {
         self.enqueue(py, event, self.on_full, timeout)
     }
 
-    /// For `aemit` on the thread of the loop its listeners run on, when every one is a plain
-    /// `async def` listener and no middleware is set: admits and counts the event and returns
-    /// each listener's (coroutine, TaskDone) for the caller to await here; else None (the
-    /// caller takes the general route).
-    fn _aemit_here(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Option<Vec<AsyncCall>>> {
+    /// For `aemit` on the thread of the loop its listeners run on, when no middleware is set
+    /// and every async listener is a plain `async def` one: admits and counts the event and
+    /// returns each async listener's (coroutine, ListenerRun) for the caller to await here,
+    /// and the sync listeners' part for it to run on the pool (None if there are none); else
+    /// None (the caller takes the general route: `emit` on the pool).
+    #[allow(clippy::type_complexity)]
+    fn _aemit_here(
+        &self,
+        py: Python<'_>,
+        event: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<(Vec<AsyncCall>, Option<Py<SyncPart>>)>> {
         let Some(event_loop) = &self.core.event_loop else { return Ok(None) };
         if self.core.chain.snapshot().is_some() || !crate::tasks::runs_here(py, event_loop) {
             return Ok(None);
         }
         let Some(resolved) = self.core.resolve(event) else { return Ok(None) };
-        if !resolved.all_plain_async {
+        let subs: Vec<&Arc<Sub>> = resolved.subs.iter().filter(|s| s.is_active()).collect();
+        let (plain_async, sync): (Vec<&Arc<Sub>>, Vec<&Arc<Sub>>) =
+            subs.into_iter().partition(|s| s.listener.get().is_async());
+        if plain_async.is_empty() || plain_async.iter().any(|s| s.managed.is_some()) {
             return Ok(None);
         }
         self.admit(py, event)?;
         // Every coroutine first: a handler that raises instead leaves nothing half-started.
-        let subs: Vec<&Arc<Sub>> = resolved.subs.iter().filter(|s| s.is_active()).collect();
-        let mut coros = Vec::with_capacity(subs.len());
-        for sub in &subs {
+        let mut coros = Vec::with_capacity(plain_async.len());
+        for sub in &plain_async {
             match crate::ffi::call::call1(sub.listener.bind(py).get().handler(py), event) {
                 Ok(c) => coros.push(c),
                 Err(e) => {
@@ -495,12 +531,23 @@ impl Emitter {
         }
         resolved.counters.accepted.inc(py);
         let mut calls = Vec::new();
-        for (sub, coro) in subs.into_iter().zip(coros) {
+        for (sub, coro) in plain_async.into_iter().zip(coros) {
             self.core.retries.begin_task();
             let end = crate::tasks::TaskEnd::new(sub, event, &self.core.counters, &self.core.retries);
-            calls.push((coro.unbind(), Py::new(py, crate::tasks::TaskDone::new(end))?));
+            calls.push((coro.unbind(), Py::new(py, crate::tasks::ListenerRun::new(None, end))?));
         }
-        Ok(Some(calls))
+        let sync_part = match sync.is_empty() {
+            true => None,
+            false => Some(Py::new(
+                py,
+                SyncPart {
+                    core: self.core.clone(),
+                    subs: sync.into_iter().cloned().collect(),
+                    event: event.clone().unbind(),
+                },
+            )?),
+        };
+        Ok(Some((calls, sync_part)))
     }
 
     /// Wait (without the GIL, up to `timeout` seconds) until the buffer has room; for
@@ -615,6 +662,11 @@ impl Emitter {
         let in_flight = unfinished as usize;
         let mut undelivered: Vec<Py<PyAny>> = left.into_iter().map(|i| i.event).collect();
         undelivered.extend(self.core.retries.abandon_all(py));
+        if with_tasks {
+            // Listener tasks still running at the deadline are cancelled; called on their
+            // own loop's thread, they could not have run yet, and go on (in flight).
+            undelivered.extend(self.core.retries.abandon_tasks(py));
+        }
         // Retries running now finish on their own: in flight, never also undelivered.
         let in_flight = in_flight + self.core.retries.running();
         self.core.dropped_shutdown.add(undelivered.len() as u64);
@@ -702,6 +754,7 @@ impl<const QUEUED: bool> FastCall for FastEmit<QUEUED> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Emitter>()?;
+    m.add_class::<SyncPart>()?;
     let ty = py.get_type::<Emitter>();
     install_fast_method::<FastEmit<false>>(
         py,

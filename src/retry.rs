@@ -14,6 +14,8 @@ use crate::ffi::context::run_in_copy as run_in_context;
 use crate::handoff::Handoff;
 use crate::listener::Sub;
 use crate::pool::{Job, PoolInner};
+use crate::tasks::ListenerRun;
+use rustc_hash::FxHashMap;
 
 /// Told when a subscriber's retried event is finished (success or final failure), so an
 /// ordered partition can release the events it held back for that subscriber.
@@ -25,13 +27,32 @@ pub trait FollowUp: Send + Sync {
 /// waiting for its outcome (if the component has middleware).
 type Waiting = (Arc<Sub>, Py<PyAny>, Option<Arc<PendingAfter>>);
 
+/// Why an event was left undelivered at shutdown.
+#[derive(Clone, Copy)]
+pub enum Left {
+    /// It waited for a retry.
+    Retry,
+    /// Its listener's task was still running at the deadline, and was cancelled.
+    Task,
+}
+
 /// The outcome `after` hooks get for an event left undelivered at shutdown.
-pub fn undelivered_at_shutdown(py: Python<'_>, component: &str, sub: &Sub, event: &Bound<'_, PyAny>) -> PyErr {
+pub fn undelivered_at_shutdown(
+    py: Python<'_>,
+    component: &str,
+    sub: &Sub,
+    event: &Bound<'_, PyAny>,
+    why: Left,
+) -> PyErr {
+    let why = match why {
+        Left::Retry => "it waited for a retry",
+        Left::Task => "its listener task was still running at the deadline and was cancelled",
+    };
     crate::errors::nova_err(
         py,
         "ClosedError",
         format!(
-            "{component} shut down before {} was delivered to listener '{}' (it waited for a retry); \
+            "{component} shut down before {} was delivered to listener '{}' ({why}); \
              it is in the shutdown report's undelivered events",
             crate::errors::describe_event(event),
             sub.listener_name(py)
@@ -49,6 +70,9 @@ pub struct Retries {
     next_id: AtomicU64,
     /// Listener tasks running on an event loop (`tasks.rs`): in flight, like running retries.
     tasks: std::sync::atomic::AtomicUsize,
+    /// The listener tasks a shutdown can cancel at its deadline (by key; those an `aemit`
+    /// caller awaits itself are counted in `tasks` but not here).
+    live: Mutex<FxHashMap<u64, Py<ListenerRun>>>,
     /// Events waiting for a retry (by job id), handed either to their job or to a shutdown.
     waiting: Handoff<Waiting>,
     idle: (Mutex<()>, Condvar),
@@ -78,6 +102,7 @@ impl Retries {
             event_loop,
             next_id: AtomicU64::new(1),
             tasks: std::sync::atomic::AtomicUsize::new(0),
+            live: Mutex::new(FxHashMap::default()),
             waiting: Handoff::default(),
             idle: (Mutex::new(()), Condvar::new()),
         })
@@ -104,6 +129,57 @@ impl Retries {
         self.notify();
     }
 
+    /// A task handed to its loop, which a shutdown may cancel: its key in the live table.
+    pub fn track(&self, done: Py<ListenerRun>) -> u64 {
+        let key = self.next_id.fetch_add(1, SeqCst);
+        self.live.lock().insert(key, done);
+        key
+    }
+
+    /// The task with `key` has settled its delivery.
+    pub fn untrack(&self, key: u64) {
+        // Taken out under the lock, released after it (dropping may run Python code).
+        let done = self.live.lock().remove(&key);
+        drop(done);
+    }
+
+    /// At a shutdown's deadline: every listener task still running is cancelled and its event
+    /// handed back (counted as undelivered, never also as processed).
+    pub fn abandon_tasks(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
+        let live: Vec<Py<ListenerRun>> = self.live.lock().drain().map(|(_, d)| d).collect();
+        let events = live
+            .iter()
+            .filter_map(|d| d.get().abandon(py))
+            .map(|end| {
+                self.hand_back(py, &end.sub, end.event.bind(py), end.after, Left::Task);
+                end.retries.end_task();
+                end.event
+            })
+            .collect();
+        self.notify();
+        events
+    }
+
+    /// An event a shutdown hands back: its managed listener is told (its `stop()` reports
+    /// it) and its middleware's `after` hooks get the outcome.
+    fn hand_back(
+        &self,
+        py: Python<'_>,
+        sub: &Sub,
+        event: &Bound<'_, PyAny>,
+        after: Option<Arc<PendingAfter>>,
+        why: Left,
+    ) {
+        if let Some(m) = &sub.managed {
+            if let Err(e) = m.bind(py).call_method1("abandon", (event,)) {
+                log_failure(py, &self.component, &e);
+            }
+        }
+        if let Some(a) = after {
+            a.settle(py, Some(undelivered_at_shutdown(py, &self.component, sub, event, why)));
+        }
+    }
+
     /// Attempt `attempt` of `event` for `sub` after `delay` seconds.
     #[allow(clippy::too_many_arguments)]
     pub fn schedule(
@@ -125,7 +201,7 @@ impl Retries {
             let event = event.bind(py);
             self.abandon_late(py, &sub, event);
             if let Some(a) = after {
-                a.settle(py, Some(undelivered_at_shutdown(py, &self.component, &sub, event)));
+                a.settle(py, Some(undelivered_at_shutdown(py, &self.component, &sub, event, Left::Retry)));
             }
             if let Some(f) = &follow {
                 f.finished(py, &sub, event, false);
@@ -194,14 +270,7 @@ impl Retries {
         let waiting: Vec<Waiting> = self.waiting.abandon_all();
         let mut events = Vec::with_capacity(waiting.len());
         for (sub, event, after) in waiting {
-            if let Some(m) = &sub.managed {
-                if let Err(e) = m.bind(py).call_method1("abandon", (event.bind(py),)) {
-                    log_failure(py, &self.component, &e);
-                }
-            }
-            if let Some(a) = after {
-                a.settle(py, Some(undelivered_at_shutdown(py, &self.component, &sub, event.bind(py))));
-            }
+            self.hand_back(py, &sub, event.bind(py), after, Left::Retry);
             events.push(event);
         }
         self.notify();

@@ -1,14 +1,16 @@
 //! `async def` listeners of queued deliveries run as tasks on their event loop: the worker
 //! hands the coroutine over (`nova._aio.submit`, a batch per loop wake-up) and goes on; when
-//! the task ends, [`TaskDone`] settles the delivery as a returning listener call would have:
+//! the task ends, [`ListenerRun`] settles the delivery as a returning listener call would have:
 //! metrics, `on_error`, counts, the log line, the middleware's `after`, and (on a bus) the
 //! release of the partition's later events for that subscriber, which waited to keep order.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
+use pyo3::types::PyTuple;
 
 use crate::dispatch::{log_failure, DispatchCounters, PendingAfter};
 use crate::listener::Sub;
@@ -57,22 +59,31 @@ impl TaskEnd {
     }
 }
 
-/// Told how one listener task ended (`nova._aio.guarded` calls `finish` on the loop's thread,
-/// in the task's last step); settles once.
+/// One run of an `async def` listener for one event, as its task runs it: awaiting it steps
+/// the listener's coroutine (passing through what it yields), and its end settles the
+/// delivery once, in the task's last step (no done-callback round through the loop).
+/// A listener's failure is settled and ends the task quietly; a cancellation is settled,
+/// then propagates, so the task ends cancelled.
 #[pyclass(module = "nova._core", frozen)]
-pub struct TaskDone {
+pub struct ListenerRun {
+    /// The listener's coroutine; None when the caller awaits it itself (`aemit`) and only
+    /// reports its end (`finish_raising`).
+    coro: Option<Py<PyAny>>,
     end: Mutex<Option<(TaskEnd, u64)>>,
     /// The component's name, kept for the log line once `end` is taken.
     component: Mutex<Option<Arc<str>>>,
+    /// A weak reference to the task running it, once created: what a shutdown's deadline
+    /// cancels. Weak: the task refers to this run, and a task whose loop is dropped must
+    /// stay collectable (its run settles as it goes) although the run is in the live table.
+    task: Mutex<Option<Py<PyAny>>>,
+    /// Its key in the component's table of live tasks (`Retries::track`); 0 when not in it.
+    key: std::sync::atomic::AtomicU64,
 }
 
-/// `nova._aio.submit` and `nova._aio.guarded`.
-fn aio(py: Python<'_>) -> PyResult<&(Py<PyAny>, Py<PyAny>)> {
-    static AIO: GILOnceCell<(Py<PyAny>, Py<PyAny>)> = GILOnceCell::new();
-    AIO.get_or_try_init(py, || {
-        let m = py.import("nova._aio")?;
-        Ok::<_, PyErr>((m.getattr("submit")?.unbind(), m.getattr("guarded")?.unbind()))
-    })
+/// `nova._aio.submit`.
+fn submit(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    static SUBMIT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    SUBMIT.get_or_try_init(py, || Ok::<_, PyErr>(py.import("nova._aio")?.getattr("submit")?.unbind()))
 }
 
 /// Whether `event_loop` is the loop running on this thread (`asyncio._get_running_loop()`).
@@ -93,8 +104,11 @@ pub fn runs_here(py: Python<'_>, event_loop: &Py<PyAny>) -> bool {
 pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, event_loop: Option<&Py<PyAny>>, end: TaskEnd, here: bool) {
     let retries = end.retries.clone();
     retries.begin_task();
-    let done = match Py::new(py, TaskDone::new(end)) {
-        Ok(d) => d,
+    let run = match Py::new(py, ListenerRun::new(Some(coro.clone().unbind()), end)) {
+        Ok(r) => {
+            r.get().key.store(retries.track(r.clone_ref(py)), Relaxed);
+            r
+        }
         Err(e) => {
             retries.end_task();
             let _ = coro.call_method0("close");
@@ -102,24 +116,91 @@ pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, event_loop: Option<&Py<PyAn
             return;
         }
     };
-    let handed = aio(py).and_then(|(submit, guarded)| match event_loop.filter(|_| here) {
+    let handed = match event_loop.filter(|_| here) {
         // On the loop's own thread: create the task now, nothing to hand over.
-        Some(l) => {
-            let task = guarded.bind(py).call1((&coro, done.bind(py)))?;
-            l.bind(py).call_method1(pyo3::intern!(py, "create_task"), (task,)).map(drop)
-        }
-        None => submit.bind(py).call1((event_loop.map(|l| l.bind(py)), &coro, done.bind(py))).map(drop),
-    });
+        Some(l) => l.bind(py).call_method1(pyo3::intern!(py, "create_task"), (&run,)).map(|task| {
+            run.get().started(py, task);
+        }),
+        None => submit(py).and_then(|s| s.bind(py).call1((event_loop.map(|l| l.bind(py)), &run)).map(drop)),
+    };
     if let Err(e) = handed {
         // Never reached its loop: settle it now, as failed.
         let _ = coro.call_method0("close");
-        done.get().settle(py, Some(e), None);
+        run.get().settle(py, Some(e), None);
     }
 }
 
-impl TaskDone {
-    pub fn new(end: TaskEnd) -> TaskDone {
-        TaskDone { end: Mutex::new(Some((end, stopwatch::now()))), component: Mutex::new(None) }
+/// How a run is resumed.
+enum Resume<'py> {
+    Send(Bound<'py, PyAny>),
+    Throw(Bound<'py, PyTuple>),
+}
+
+impl ListenerRun {
+    pub fn new(coro: Option<Py<PyAny>>, end: TaskEnd) -> ListenerRun {
+        ListenerRun {
+            coro,
+            end: Mutex::new(Some((end, stopwatch::now()))),
+            component: Mutex::new(None),
+            task: Mutex::new(None),
+            key: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Take the delivery away from a task still running at a shutdown's deadline and cancel
+    /// the task (on its loop's thread): its end, whose event the shutdown reports as
+    /// undelivered; None if it had settled first.
+    pub fn abandon(&self, py: Python<'_>) -> Option<TaskEnd> {
+        let (end, _) = self.end.lock().take()?;
+        if let Some(task) = self.task.lock().take().and_then(|t| crate::ffi::object::weakref_get(py, &t)) {
+            cancel(py, &task);
+        }
+        Some(end)
+    }
+
+    /// One step of the listener's coroutine: what it yielded, or None once it has ended (and
+    /// the delivery is settled). A cancellation propagates; any other failure is settled
+    /// here and ends the task quietly.
+    fn resume(&self, py: Python<'_>, how: Resume<'_>) -> PyResult<Option<PyObject>> {
+        use crate::ffi::object::Sent;
+        let Some(coro) = &self.coro else {
+            return Err(pyo3::exceptions::PyTypeError::new_err("this listener run is awaited by its caller"));
+        };
+        let coro = coro.bind(py);
+        let sent = match how {
+            Resume::Send(value) => crate::ffi::object::iter_send(py, coro, &value),
+            Resume::Throw(args) => match coro.call_method1(pyo3::intern!(py, "throw"), args) {
+                Ok(yielded) => Sent::Yielded(yielded),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                    Sent::Returned(e.value(py).getattr(pyo3::intern!(py, "value"))?)
+                }
+                Err(e) => Sent::Raised(e),
+            },
+        };
+        match sent {
+            Sent::Yielded(y) => Ok(Some(y.unbind())),
+            Sent::Returned(result) => {
+                self.settle(py, None, Some(&result));
+                Ok(None)
+            }
+            Sent::Raised(e) => {
+                let cancelled = e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py);
+                self.finish(py, Some(e.value(py).clone().into_any()), None);
+                if cancelled {
+                    Err(e)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Taken out of the component's live table once its end is taken.
+    fn untrack(&self, end: &TaskEnd) {
+        let key = self.key.swap(0, Relaxed);
+        if key != 0 {
+            end.retries.untrack(key);
+        }
     }
 
     fn settle(&self, py: Python<'_>, error: Option<PyErr>, result: Option<&Bound<'_, PyAny>>) {
@@ -137,6 +218,8 @@ impl TaskDone {
     /// the listener failed.
     fn settle_quietly(&self, py: Python<'_>, error: Option<PyErr>, result: Option<&Bound<'_, PyAny>>) -> Option<PyErr> {
         let (end, started) = self.end.lock().take()?;
+        self.untrack(&end);
+        self.task.lock().take();
         *self.component.lock() = Some(end.component.clone());
         let sub = &end.sub;
         let event = end.event.bind(py);
@@ -189,7 +272,7 @@ impl TaskDone {
     }
 }
 
-impl Drop for TaskDone {
+impl Drop for ListenerRun {
     /// Dropped without being told how its task ended (the task never ran to its end): it no
     /// longer counts as in flight, so nothing waits for it for ever.
     fn drop(&mut self) {
@@ -199,12 +282,81 @@ impl Drop for TaskDone {
     }
 }
 
+/// Cancel `task` from any thread: `task.cancel()` runs on its loop's thread (a closed
+/// loop runs nothing more, so there is nothing to cancel).
+fn cancel(py: Python<'_>, task: &Bound<'_, PyAny>) {
+    let scheduled = task.call_method0("get_loop").and_then(|l| {
+        let cancel = task.getattr("cancel")?;
+        l.call_method1("call_soon_threadsafe", (cancel,))
+    });
+    if let Err(e) = scheduled {
+        if !e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) {
+            log_failure(py, "nova", &e);
+        }
+    }
+}
+
 #[pymethods]
-impl TaskDone {
+impl ListenerRun {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// A task's step (`PyIter_Send(run, None)` lands here).
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        self.resume(py, Resume::Send(py.None().into_bound(py)))
+    }
+
+    fn send(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<PyObject> {
+        self.resume(py, Resume::Send(value))?.ok_or_else(|| pyo3::exceptions::PyStopIteration::new_err(()))
+    }
+
+    /// `throw(exc)` (or the old three-argument form): how a task delivers a cancellation.
+    #[pyo3(signature = (*args))]
+    fn throw(&self, py: Python<'_>, args: Bound<'_, PyTuple>) -> PyResult<PyObject> {
+        self.resume(py, Resume::Throw(args))?.ok_or_else(|| pyo3::exceptions::PyStopIteration::new_err(()))
+    }
+
+    /// Closed before it ended (its task was destroyed): the coroutine is closed and the
+    /// delivery settled as failed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(coro) = &self.coro {
+            coro.bind(py).call_method0(pyo3::intern!(py, "close"))?;
+        }
+        if self.end.lock().is_some() {
+            let e = crate::errors::nova_err(
+                py,
+                "ListenerError",
+                "the listener's task was destroyed before it finished; the event was not delivered",
+            );
+            self.settle(py, Some(e), None);
+        }
+        Ok(())
+    }
+
+    /// `started(task)`: the listener's task was created. If a shutdown took the delivery
+    /// away before that, the task is cancelled at once.
+    fn started(&self, py: Python<'_>, task: Bound<'_, PyAny>) {
+        let end = self.end.lock();
+        if end.is_some() {
+            match crate::ffi::object::weakref_new(py, &task, None) {
+                Ok(weak) => *self.task.lock() = Some(weak),
+                Err(e) => log_failure(py, "nova", &e),
+            }
+        } else {
+            drop(end);
+            cancel(py, &task);
+        }
+    }
+
     /// `finish(error)`: the listener's coroutine returned (`None`) or raised `error` (a
     /// cancellation included), or never ran (its loop was closed).
     #[pyo3(signature = (error, result=None))]
-    fn finish(&self, py: Python<'_>, error: Option<Bound<'_, PyAny>>, result: Option<Bound<'_, PyAny>>) {
+    pub fn finish(&self, py: Python<'_>, error: Option<Bound<'_, PyAny>>, result: Option<Bound<'_, PyAny>>) {
         let error = error.map(|e| {
             if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>() {
                 crate::errors::nova_err(
@@ -219,12 +371,6 @@ impl TaskDone {
         self.settle(py, error, result.as_ref());
     }
 
-    /// `returned(result)`: the listener's coroutine returned `result` (the common end; one
-    /// positional argument, the cheapest call).
-    fn returned(&self, py: Python<'_>, result: Bound<'_, PyAny>) {
-        self.settle(py, None, Some(&result));
-    }
-
     /// `finish` for a caller that raises the failure itself (`aemit`): returns the
     /// `ListenerError` (or None) instead of logging it.
     fn finish_raising(&self, py: Python<'_>, error: Option<Bound<'_, PyAny>>) -> Option<PyObject> {
@@ -234,5 +380,5 @@ impl TaskDone {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<TaskDone>()
+    m.add_class::<ListenerRun>()
 }

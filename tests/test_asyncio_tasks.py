@@ -96,24 +96,101 @@ def test_a_failing_async_listener_is_counted_logged_and_told_to_middleware() -> 
     em.shutdown(5)
 
 
-def test_shutdown_counts_running_tasks_in_flight_and_loses_none() -> None:
-    em = nova.Emitter()
-    p = Peak()
+def test_shutdown_cancels_tasks_running_at_its_deadline_and_returns_their_events() -> None:
+    em = nova.Emitter()  # listeners on Nova's own loop; shutdown from this thread
+    outcomes: list[Any] = []
+    em.use(nova.middleware(after=lambda e, err: outcomes.append(err)))
+    cancelled: list[int] = []
 
     async def slow(event: nova.Event) -> None:
-        await p.io(event, 0.3)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(event.data)
+            raise
 
     em.subscribe("x", slow)
-    for i in range(20):
-        em.emit_async(nova.Event("x", i))
-    time.sleep(0.05)
-    report = em.shutdown(0.01)
-    assert report.in_flight == 20, report  # all running on the loop: none lost, none undelivered
-    assert report.undelivered == []
+    sent = [nova.Event("x", i) for i in range(20)]
+    for e in sent:
+        em.emit_async(e)
+    time.sleep(0.1)
+    report = em.shutdown(0.05)
+    assert report.in_flight == 0, report
+    assert sorted(e.data for e in report.undelivered) == list(range(20))
+    assert {id(e) for e in report.undelivered} == {id(e) for e in sent}
     deadline = time.monotonic() + 5
-    while p.done < 20 and time.monotonic() < deadline:
+    while len(cancelled) < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert p.done == 20
+    assert sorted(cancelled) == list(range(20))  # each task was really cancelled
+    stats = em.stats()
+    # Undelivered, so never also processed or failed; the middleware was told why.
+    assert stats.events_processed == 0 and stats.failed_events == 0
+    assert stats.dropped_events == 20
+    assert len(outcomes) == 20 and all(isinstance(o, nova.ClosedError) for o in outcomes)
+    assert "cancelled" in str(outcomes[0])
+
+
+def test_each_event_is_processed_or_returned_when_shutdown_races_its_tasks() -> None:
+    em = nova.Emitter()
+    done: list[int] = []
+
+    async def short(event: nova.Event) -> None:
+        await asyncio.sleep(0.001 * (event.data % 7))
+        done.append(event.data)
+
+    em.subscribe("x", short)
+    for i in range(300):
+        em.emit_async(nova.Event("x", i))
+    time.sleep(0.003)
+    report = em.shutdown(0.002)
+    returned = [e.data for e in report.undelivered]
+    processed = em.stats().events_processed
+    assert report.in_flight == 0
+    assert processed + len(returned) == 300, (processed, len(returned))
+    time.sleep(0.05)  # a cancelled task never reports afterwards
+    assert em.stats().events_processed == processed
+    # Those that finished and were not handed back are exactly the processed ones (a task that
+    # finished as the deadline passed may be handed back too: reported, never lost).
+    assert len(set(done) - set(returned)) == processed
+
+
+def test_shutdown_on_the_listeners_own_loop_counts_running_tasks_in_flight() -> None:
+    async def main() -> None:
+        em = nova.Emitter()  # made inside asyncio.run: its tasks need this thread to run
+        p = Peak()
+
+        async def slow(event: nova.Event) -> None:
+            await p.io(event, 0.1)
+
+        em.subscribe("x", slow)
+        for i in range(20):
+            em.emit_async(nova.Event("x", i))
+        await asyncio.sleep(0.01)
+        report = em.shutdown(0.01)
+        assert report.in_flight == 20, report  # running on this loop: they go on, none lost
+        assert report.undelivered == []
+        await until(lambda: p.done == 20)
+        assert em.stats().events_processed == 20
+
+    asyncio.run(main())
+
+
+def test_bus_shutdown_cancels_running_listener_tasks_and_returns_their_events() -> None:
+    bus = nova.Bus()
+    bus.create_topic("t", partitions=4, ordering_key="k")
+
+    async def slow(event: nova.Event) -> None:
+        await asyncio.sleep(30)
+
+    bus.subscribe("t", slow)
+    for i in range(12):
+        bus.publish("t", nova.Event("t", {"k": i % 4, "n": i}))
+    time.sleep(0.1)
+    report = bus.shutdown(0.05)
+    # Four running (one per partition, in order); the rest held back behind them.
+    assert sorted(e.data["n"] for e in report.undelivered) == list(range(12)), report
+    assert report.in_flight == 0
+    assert bus.stats().events_processed == 0
 
 
 def test_flush_on_the_listeners_own_loop_does_not_hang() -> None:
@@ -189,6 +266,51 @@ def test_aemit_on_the_listeners_loop_awaits_them_here_with_emits_errors() -> Non
         stats = em.stats()
         assert stats.events_processed == 6 and stats.failed_events == 3  # per listener call
         assert em.flush(1)
+        em.shutdown(5)
+
+    asyncio.run(main())
+
+
+def test_aemit_with_sync_and_async_listeners_runs_each_where_it_belongs() -> None:
+    async def main() -> None:
+        em = nova.Emitter()
+        loop_thread = threading.get_ident()
+        where: dict[str, int] = {}
+        finished: list[str] = []
+
+        async def on_loop(event: nova.Event) -> None:
+            where["async"] = threading.get_ident()
+            await asyncio.sleep(0.02)
+            finished.append("async")
+
+        def on_pool(event: nova.Event) -> None:
+            where["sync"] = threading.get_ident()
+            time.sleep(0.02)  # blocks a pool thread, never the loop
+            finished.append("sync")
+
+        em.subscribe("x", on_loop)
+        em.subscribe("x", on_pool)
+        await em.aemit(nova.Event("x"))
+        assert sorted(finished) == ["async", "sync"]  # both done when aemit returns
+        assert where["async"] == loop_thread and where["sync"] != loop_thread
+
+        def sync_boom(event: nova.Event) -> None:
+            raise KeyError("sku")
+
+        async def async_boom(event: nova.Event) -> None:
+            raise ValueError("no stock")
+
+        em.subscribe("y", sync_boom)
+        em.subscribe("y", async_boom)
+        try:
+            await em.aemit(nova.Event("y"))
+        except ExceptionGroup as g:  # what emit raises for two failures
+            assert sorted(type(e.__cause__).__name__ for e in g.exceptions) == ["KeyError", "ValueError"]
+            assert all(isinstance(e, nova.ListenerError) for e in g.exceptions)
+        else:
+            raise AssertionError("aemit did not raise a group")
+        stats = em.stats()
+        assert stats.events_processed == 4 and stats.failed_events == 2
         em.shutdown(5)
 
     asyncio.run(main())

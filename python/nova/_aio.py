@@ -19,15 +19,18 @@ import inspect
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol
 
 
-class Done(Protocol):
-    """Told how a listener task ended (``nova._core.TaskDone``)."""
+class Run(Protocol):
+    """One run of an async listener (``nova._core.ListenerRun``): awaitable, and told how its
+    task ended."""
 
+    def __await__(self) -> Generator[Any, None, None]: ...
     def finish(self, error: BaseException | None, result: Any = None, /) -> None: ...
-    def returned(self, result: Any, /) -> None: ...
+    def started(self, task: asyncio.Task[None], /) -> None: ...
+    def close(self) -> None: ...
 
 
 _lock = threading.Lock()
@@ -83,33 +86,19 @@ def wait(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, Any])
     return asyncio.run_coroutine_threadsafe(coro, target).result()
 
 
-async def guarded(coro: Coroutine[Any, Any, Any], done: Done) -> None:
-    """A listener's coroutine as a task runs it: its end is reported to ``done.finish`` in the
-    same step (no done-callback round through the loop). A cancellation is reported, then
-    propagates, so the task ends cancelled."""
-    try:
-        result = await coro
-    except BaseException as e:
-        done.finish(e)
-        if isinstance(e, asyncio.CancelledError):
-            raise
-    else:
-        done.returned(result)
-
-
 class _Dispatcher:
     """Hands coroutines from worker threads to one loop as tasks, a batch per wake-up."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: deque[tuple[Coroutine[Any, Any, Any], contextvars.Context, Done]] = deque()
+        self._queue: deque[tuple[Run, contextvars.Context]] = deque()
         self._scheduled = False
         self._lock = threading.Lock()
 
-    def submit(self, coro: Coroutine[Any, Any, Any], done: Done) -> None:
+    def submit(self, run: Run) -> None:
         ctx = contextvars.copy_context()
         with self._lock:
-            self._queue.append((coro, ctx, done))
+            self._queue.append((run, ctx))
             if self._scheduled:
                 return
             self._scheduled = True
@@ -123,9 +112,9 @@ class _Dispatcher:
             waiting = list(self._queue)
             self._queue.clear()
             self._scheduled = False
-        for coro, _ctx, done in waiting:
-            coro.close()
-            done.finish(_Refused(self._loop, cause).exception())
+        for run, _ctx in waiting:
+            run.finish(_Refused(self._loop, cause).exception())
+            run.close()
 
     def _start(self) -> None:
         with self._lock:
@@ -133,8 +122,8 @@ class _Dispatcher:
             batch = list(self._queue)
             self._queue.clear()
         create = self._loop.create_task
-        for coro, ctx, done in batch:
-            create(guarded(coro, done), context=ctx)
+        for run, ctx in batch:
+            run.started(create(run, context=ctx))  # type: ignore[arg-type]
 
 
 class _Refused:
@@ -156,19 +145,19 @@ class _Refused:
 _dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Dispatcher] = weakref.WeakKeyDictionary()
 
 
-def submit(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, Any], done: Done) -> None:
-    """Run ``coro`` as a task on the target loop (in a copy of the caller's context) and call
-    ``done.finish(error_or_None)`` when it ends; returns at once."""
+def submit(loop: asyncio.AbstractEventLoop | None, run: Run) -> None:
+    """Run ``run`` as a task on the target loop (in a copy of the caller's context); it settles
+    its delivery when it ends. Returns at once."""
     running = asyncio._get_running_loop()
     target = loop if loop is not None and loop is running else target_loop(loop)
     if target is running:  # on the loop's own thread: start the task at once
-        target.create_task(guarded(coro, done))
+        run.started(target.create_task(run))  # type: ignore[arg-type]
         return
     dispatcher = _dispatchers.get(target)
     if dispatcher is None:
         with _lock:
             dispatcher = _dispatchers.setdefault(target, _Dispatcher(target))
-    dispatcher.submit(coro, done)
+    dispatcher.submit(run)
 
 
 async def until_room(attempt: Callable[[], None], wait_room: Callable[[float], bool]) -> None:

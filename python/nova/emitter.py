@@ -36,33 +36,38 @@ class Emitter(_core.Emitter):
 
     async def aemit(self, event: _core.Event) -> None:
         """``emit`` awaited: returns when every listener has finished, raising what ``emit``
-        would. On the loop the listeners run on, when all of them are ``async def`` (and no
-        middleware is set), they run right here as tasks of this loop; otherwise the emit runs
-        on the worker pool, so the loop is never blocked."""
-        calls = self._aemit_here(event)
-        if calls is None:
+        would. On the loop the listeners run on (with no middleware set), its plain ``async
+        def`` listeners run right here, on this loop, and its sync listeners on the worker pool
+        meanwhile; otherwise the whole emit runs on the worker pool, so the loop is never
+        blocked."""
+        here = self._aemit_here(event)
+        if here is None:
             # submit() runs the call inside a copy of this task's context.
             future = self.pool.submit(self.emit, event)
             await asyncio.wrap_future(future)
             return
-        if len(calls) == 1:  # the common case: no gather, no extra task
-            coro, done = calls[0]
+        calls, sync_part = here
+        if sync_part is None and len(calls) == 1:  # the common case: no gather, no extra task
+            coro, run = calls[0]
             try:
                 await coro
             except Exception as e:
-                error = done.finish_raising(e)
+                error = run.finish_raising(e)
             else:
-                error = done.finish_raising(None)
+                error = run.finish_raising(None)
             if error is not None:
                 raise error
             return
+        sync_errors = None if sync_part is None else asyncio.wrap_future(self.pool.submit(sync_part))
         outcomes = await asyncio.gather(*(coro for coro, _ in calls), return_exceptions=True)
         errors = [
             err
-            for (_, done), outcome in zip(calls, outcomes)
-            if (err := done.finish_raising(outcome if isinstance(outcome, BaseException) else None))
+            for (_, run), outcome in zip(calls, outcomes)
+            if (err := run.finish_raising(outcome if isinstance(outcome, BaseException) else None))
             is not None
         ]
+        if sync_errors is not None:
+            errors.extend(await sync_errors)
         if len(errors) == 1:
             raise errors[0]
         if errors:

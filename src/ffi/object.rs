@@ -1,6 +1,6 @@
 //! Object-level calls the hot paths make without PyO3's checks: a dict lookup that borrows,
-//! calls with a prepared tuple and dict, weak references, a type check by type object, and a
-//! plain reference release.
+//! calls with a prepared tuple and dict, weak references, a type check by type object, a
+//! plain reference release, and a coroutine step.
 
 use pyo3::ffi::PyTypeObject;
 use pyo3::prelude::*;
@@ -89,4 +89,30 @@ pub unsafe fn release<T>(obj: &std::mem::ManuallyDrop<Py<T>>) {
 pub fn str_len(s: &Bound<'_, pyo3::types::PyString>) -> isize {
     // SAFETY: GIL held; `s` is a str, for which this cannot fail.
     unsafe { pyo3::ffi::PyUnicode_GetLength(s.as_ptr()) }
+}
+
+/// What one step of a coroutine or generator came to (`PyIter_Send`).
+pub enum Sent<'py> {
+    /// It yielded this value (it is suspended).
+    Yielded(Bound<'py, PyAny>),
+    /// It returned this value (it is finished).
+    Returned(Bound<'py, PyAny>),
+    /// It raised.
+    Raised(PyErr),
+}
+
+/// Resume `iter` with `value` (`PyIter_Send`: a coroutine's `send` without the method call,
+/// and without a `StopIteration` made for its return).
+pub fn iter_send<'py>(py: Python<'py>, iter: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>) -> Sent<'py> {
+    use pyo3::ffi::PySendResult::{PYGEN_ERROR, PYGEN_NEXT, PYGEN_RETURN};
+    let mut result: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: GIL held; both are live objects; on NEXT and RETURN `result` is a new reference,
+    // on ERROR an exception is set.
+    unsafe {
+        match pyo3::ffi::PyIter_Send(iter.as_ptr(), value.as_ptr(), &mut result) {
+            PYGEN_NEXT => Sent::Yielded(Bound::from_owned_ptr(py, result)),
+            PYGEN_RETURN => Sent::Returned(Bound::from_owned_ptr(py, result)),
+            PYGEN_ERROR => Sent::Raised(PyErr::fetch(py)),
+        }
+    }
 }
