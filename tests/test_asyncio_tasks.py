@@ -316,6 +316,29 @@ def test_aemit_with_sync_and_async_listeners_runs_each_where_it_belongs() -> Non
     asyncio.run(main())
 
 
+def test_a_loops_task_factory_makes_the_listener_tasks() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        made: list[Any] = []
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+            made.append(task)
+            return task
+
+        loop.set_task_factory(factory)
+        em = nova.Emitter()
+        p = Peak()
+        em.subscribe("x", p.io)
+        for i in range(3):
+            em.emit_async(nova.Event("x", i))
+        await until(lambda: p.done == 3)
+        assert len(made) == 3
+        em.shutdown(5)
+
+    asyncio.run(main())
+
+
 def test_aemit_async_waits_for_room_without_polling() -> None:
     async def main() -> None:
         release = threading.Event()
