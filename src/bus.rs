@@ -152,7 +152,7 @@ impl Topic {
 
     fn set_subs(&self, subs: Vec<Arc<Sub>>) {
         let counters = self.subs.read().counters.clone();
-        *self.subs.write() = Arc::new(Resolved { subs, counters, all_plain_async: false });
+        *self.subs.write() = Arc::new(Resolved::new(subs, counters));
         self.subs_version.fetch_add(1, SeqCst);
     }
 
@@ -411,6 +411,30 @@ impl PartitionSink {
                 crate::tasks::spawn(py, coro.into_bound(py), core.event_loop.as_ref(), end, false);
                 Delivery::Pending
             }
+        }
+    }
+
+    /// Deliver `event` on the publisher's thread (`Bus::delivers_here`): its listeners'
+    /// tasks start on this loop at once; `context` is kept for retries.
+    fn deliver_here(
+        &self,
+        py: Python<'_>,
+        core: &BusCore,
+        topic: &Topic,
+        event: &Bound<'_, PyAny>,
+        context: &Py<PyAny>,
+    ) {
+        let _topic = CurrentTopic::enter(py, &topic.name_obj);
+        let resolved = topic.subs.read().clone();
+        let d = Dispatch { component: &core.name, chain: &core.chain, counters: &core.counters };
+        let result = d.run(
+            py,
+            event.clone(),
+            |_| &*resolved,
+            |sub, ev, later| self.deliver_to(py, core, topic, sub, ev, Some(context), &|| later.defer()),
+        );
+        if let Err(e) = result {
+            log_failure(py, &core.name, &e);
         }
     }
 
@@ -724,11 +748,7 @@ impl Bus {
             dedup_window,
             lanes,
             sinks,
-            subs: RwLock::new(Arc::new(Resolved {
-                subs,
-                counters: Arc::new(TypeCounters::default()),
-                all_plain_async: false,
-            })),
+            subs: RwLock::new(Arc::new(Resolved::new(subs, Arc::new(TypeCounters::default())))),
             subs_version: AtomicU64::new(0),
             dedup: Mutex::new(HashMap::new()),
             deleted: AtomicBool::new(false),
@@ -765,6 +785,19 @@ impl Bus {
         }
     }
 
+    /// Whether an event for `lane` of `topic` is delivered by the publisher itself: on the
+    /// thread of the bus's loop, when every subscriber of the topic is an `async def`
+    /// listener (managed or not), no middleware is set and the partition has nothing queued or running (a
+    /// worker would only hand the coroutines straight back to this loop). Per-key order holds
+    /// as on a worker: later events wait for this one's tasks in the partition's backlog.
+    fn delivers_here(&self, py: Python<'_>, topic: &Topic, lane: &Lane) -> bool {
+        lane.len() == 0
+            && lane.in_flight() == 0
+            && topic.subs.read().all_async
+            && self.core.chain.snapshot().is_none()
+            && self.core.event_loop.as_ref().is_some_and(|l| crate::tasks::runs_here(py, l))
+    }
+
     /// Queue `event` on `partition` of `topic`, with the publisher's `context`.
     fn enqueue(
         &self,
@@ -775,6 +808,12 @@ impl Bus {
         context: Py<PyAny>,
     ) -> PyResult<()> {
         let lane = &topic.lanes[partition];
+        if self.delivers_here(py, topic, lane) {
+            topic.sinks[partition].deliver_here(py, &self.core, topic, event, &context);
+            self.core.published.inc(py);
+            self.count(py, event, |c| &c.accepted);
+            return Ok(());
+        }
         let item = Item { event: event.clone().unbind(), context: Some(context) };
         match topic.on_full {
             OnFull::DropOldest => {

@@ -391,9 +391,20 @@ impl Subscription {
 pub struct Resolved {
     pub subs: Vec<Arc<Sub>>,
     pub counters: Arc<TypeCounters>,
-    /// Every subscriber is a plain `async def` listener (no policy): an emit from their
-    /// loop's own thread can start their tasks itself (`Emitter.emit_async`).
+    /// Every subscriber is a plain `async def` listener (no policy), and there is one: an
+    /// emit or publish from their loop's own thread can start their tasks itself.
     pub all_plain_async: bool,
+    /// Every subscriber is an `async def` listener, managed or not, and there is one.
+    pub all_async: bool,
+}
+
+impl Resolved {
+    pub fn new(subs: Vec<Arc<Sub>>, counters: Arc<TypeCounters>) -> Resolved {
+        let all_async = !subs.is_empty()
+            && subs.iter().all(|s| if s.managed.is_some() { s.managed_async } else { s.listener.get().is_async() });
+        let all_plain_async = all_async && subs.iter().all(|s| s.managed.is_none());
+        Resolved { subs, counters, all_plain_async, all_async }
+    }
 }
 
 /// A resolution borrowed from a memo, or one of its own.
@@ -571,9 +582,7 @@ impl Registry {
                 tc.entry(event_type.to_string()).or_default().clone()
             }
         };
-        let all_plain_async =
-            !subs.is_empty() && subs.iter().all(|s| s.managed.is_none() && s.listener.get().is_async());
-        let resolved = Arc::new(Resolved { subs, counters, all_plain_async });
+        let resolved = Arc::new(Resolved::new(subs, counters));
         let mut cache = self.cache.write();
         if self.generation.load(SeqCst) == generation {
             if cache.len() >= CACHE_LIMIT {

@@ -339,6 +339,32 @@ def test_a_loops_task_factory_makes_the_listener_tasks() -> None:
     asyncio.run(main())
 
 
+def test_publish_on_the_bus_loop_starts_listener_tasks_at_once_in_key_order() -> None:
+    async def main() -> None:
+        bus = nova.Bus(pool=nova.WorkerPool(workers=4))  # made inside asyncio.run: this loop
+        bus.create_topic("t", partitions=4, ordering_key="k")
+        seen: dict[int, list[int]] = {}
+
+        async def slow(event: nova.Event) -> None:
+            await asyncio.sleep(0.001 * (event.data["n"] % 3))
+            seen.setdefault(event.data["k"], []).append(event.data["n"])
+
+        bus.subscribe("t", slow)
+        mine = {t for t in asyncio.all_tasks()}
+        await bus.apublish("t", nova.Event("t", {"k": 0, "n": -1}))
+        started = [t for t in asyncio.all_tasks() - mine if isinstance(t.get_coro(), nova._core.ListenerRun)]
+        assert len(started) == 1  # its task exists already: no worker thread hop
+        for n in range(200):
+            bus.publish("t", nova.Event("t", {"k": n % 4, "n": n}))
+        await until(lambda: sum(map(len, seen.values())) == 201)
+        for k, ns in seen.items():
+            assert ns == sorted(ns), (k, ns)  # per key, in publish order
+        assert bus.stats().events_processed == 201
+        bus.shutdown(5)
+
+    asyncio.run(main())
+
+
 def test_aemit_async_waits_for_room_without_polling() -> None:
     async def main() -> None:
         release = threading.Event()
