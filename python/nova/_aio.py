@@ -124,7 +124,7 @@ class _Dispatcher:
             self._queue.clear()
         create = _task_maker(self._loop)
         for run, ctx in batch:
-            run.started(create(run, context=ctx))  # type: ignore[arg-type]
+            run.started(create(run, context=ctx))
 
 
 def _task_maker(loop: asyncio.AbstractEventLoop) -> Callable[..., asyncio.Task[Any]]:
