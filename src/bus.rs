@@ -28,12 +28,14 @@ use crate::errors::{
 };
 use crate::event::as_event;
 use crate::ffi::context::run_in_copy as run_in_context;
+use crate::listener::component_snapshot;
 use crate::listener::{Listener, Registry, Resolved, Sub, Subscription, Unsubscribe};
-use crate::metrics::{component_snapshot, pairs, Counter, GilCounter, TypeCounters};
+use crate::metrics::{pairs, Counter, GilCounter, TypeCounters};
 use crate::partition::partition_of;
 use crate::pool::{PoolInner, WorkerPool};
 use crate::queue::{Item, Lane, Pushed, Sink};
-use crate::retry::{FollowUp, Retries};
+use crate::retry::Retries;
+use crate::tasks::FollowUp;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[allow(clippy::enum_variant_names)] // the names of nova.DeliveryMode

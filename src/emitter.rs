@@ -17,11 +17,13 @@ use crate::dispatch::{attempt, log_failure, Attempt, Chain, Delivery, Dispatch, 
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
 use crate::event::as_event;
 use crate::ffi::method::{install_fast_method, FastCall};
+use crate::listener::component_snapshot;
 use crate::listener::{LastResolved, Listener, Registry, Resolved, ResolvedRef, Sub, Subscription, Unsubscribe};
-use crate::metrics::{component_snapshot, pairs, Counter, TypeCounters};
+use crate::metrics::{pairs, Counter, TypeCounters};
 use crate::pool::WorkerPool;
 use crate::queue::{Item, Lane, Pushed, Sink};
 use crate::retry::Retries;
+use crate::tasks::TaskHome;
 
 pub struct EmitterCore {
     name: String,

@@ -103,11 +103,15 @@ pub fn group_errors(py: Python<'_>, what: &str, mut errors: Vec<PyErr>) -> PyErr
     build().unwrap_or_else(|e| e)
 }
 
-/// "event <id> (<type>)" for messages; best effort on foreign objects.
+/// "event <id> (<type>)" for messages; best effort on foreign objects. Read through the
+/// attributes (error paths only), so this layer needs no knowledge of the `Event` type.
 pub fn describe_event(event: &Bound<'_, PyAny>) -> String {
-    if let Ok(ev) = event.downcast::<crate::event::Event>() {
-        let ev = ev.get();
-        return format!("event {} ({})", ev.id_str(event.py()), ev.type_str(event.py()));
+    let py = event.py();
+    let attr = |name: &pyo3::Bound<'_, PyString>| {
+        event.getattr(name).ok().and_then(|v| v.downcast_into::<PyString>().ok()).map(|s| s.to_string())
+    };
+    if let (Some(id), Some(type_)) = (attr(pyo3::intern!(py, "id")), attr(pyo3::intern!(py, "type"))) {
+        return format!("event {id} ({type_})");
     }
     match event.repr() {
         Ok(r) => r.to_string(),

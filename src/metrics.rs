@@ -264,40 +264,6 @@ pub struct TypeCounters {
     pub dropped: GilCounter,
 }
 
-/// The part of a component's `_metrics()` snapshot every component has: its name, emits by
-/// event type and result, and outcomes and durations by listener.
-pub fn component_snapshot<'py>(
-    py: Python<'py>,
-    component: &str,
-    types: &crate::listener::Registry,
-    listeners: &crate::listener::Registry,
-) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
-    let d = pyo3::types::PyDict::new(py);
-    d.set_item("component", component)?;
-    let emitted = PyList::empty(py);
-    for (t, tc) in types.type_counters() {
-        for (result, n) in
-            [("accepted", tc.accepted.get()), ("rejected", tc.rejected.get()), ("dropped", tc.dropped.get())]
-        {
-            if n > 0 {
-                emitted.append((t.as_str(), result, n))?;
-            }
-        }
-    }
-    d.set_item("emitted", emitted)?;
-    let processed = PyList::empty(py);
-    let durations = PyList::empty(py);
-    for (name, m) in listeners.listener_metrics() {
-        processed.append((name.as_str(), "success", m.success.get()))?;
-        processed.append((name.as_str(), "failure", m.failure.get()))?;
-        let (bounds, counts, sum, count) = m.duration.snapshot(py)?;
-        durations.append((name.as_str(), bounds, counts, sum, count))?;
-    }
-    d.set_item("processed", processed)?;
-    d.set_item("durations", durations)?;
-    Ok(d)
-}
-
 /// A `(label, count)` list for `_metrics()`.
 pub fn pairs<'py>(py: Python<'py>, items: Vec<(String, u64)>) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);

@@ -14,14 +14,8 @@ use crate::ffi::context::run_in_copy as run_in_context;
 use crate::handoff::Handoff;
 use crate::listener::Sub;
 use crate::pool::{Job, PoolInner};
-use crate::tasks::ListenerRun;
+use crate::tasks::{FollowUp, ListenerRun, TaskHome};
 use rustc_hash::FxHashMap;
-
-/// Told when a subscriber's retried event is finished (success or final failure), so an
-/// ordered partition can release the events it held back for that subscriber.
-pub trait FollowUp: Send + Sync {
-    fn finished(&self, py: Python<'_>, sub: &Arc<Sub>, event: &Bound<'_, PyAny>, ok: bool);
-}
 
 /// An event waiting for a retry: its subscriber, and the event's middleware `after` hooks
 /// waiting for its outcome (if the component has middleware).
@@ -76,6 +70,8 @@ pub struct Retries {
     /// Events waiting for a retry (by job id), handed either to their job or to a shutdown.
     waiting: Handoff<Waiting>,
     idle: (Mutex<()>, Condvar),
+    /// Itself, for the retries its listener tasks ask for (`TaskHome::retry_later`).
+    me: std::sync::Weak<Retries>,
 }
 
 struct RetryJob {
@@ -87,6 +83,50 @@ struct RetryJob {
     follow: Option<Arc<dyn FollowUp>>,
 }
 
+impl TaskHome for Retries {
+    fn label(&self) -> Arc<str> {
+        self.label.clone()
+    }
+
+    fn begin_task(&self) {
+        self.tasks.fetch_add(1, SeqCst);
+    }
+
+    fn end_task(&self) {
+        self.tasks.fetch_sub(1, SeqCst);
+        self.notify();
+    }
+
+    fn track(&self, run: Py<ListenerRun>) -> u64 {
+        let key = self.next_id.fetch_add(1, SeqCst);
+        self.live.lock().insert(key, run);
+        key
+    }
+
+    fn untrack(&self, key: u64) {
+        // Taken out under the lock, released after it (dropping may run Python code).
+        let run = self.live.lock().remove(&key);
+        drop(run);
+    }
+
+    fn retry_later(
+        &self,
+        py: Python<'_>,
+        sub: Arc<Sub>,
+        event: &Bound<'_, PyAny>,
+        context: Option<&Py<PyAny>>,
+        attempt: u32,
+        topic: Option<&str>,
+        delay: f64,
+        follow: Option<Arc<dyn FollowUp>>,
+        after: Option<Arc<PendingAfter>>,
+    ) {
+        if let Some(me) = self.me.upgrade() {
+            me.schedule(py, sub, event, context, attempt, topic, delay, follow, after);
+        }
+    }
+}
+
 impl Retries {
     pub fn new(
         component: &str,
@@ -94,7 +134,8 @@ impl Retries {
         counters: Arc<DispatchCounters>,
         event_loop: Option<Py<PyAny>>,
     ) -> Arc<Retries> {
-        Arc::new(Retries {
+        Arc::new_cyclic(|me| Retries {
+            me: me.clone(),
             component: component.to_string(),
             label: Arc::from(component),
             pool,
@@ -116,31 +157,6 @@ impl Retries {
     /// Retries running now and listener tasks not finished: in flight for a shutdown report.
     pub fn running(&self) -> usize {
         self.waiting.running() + self.tasks.load(SeqCst)
-    }
-
-    /// A listener task was handed to its event loop.
-    pub fn begin_task(&self) {
-        self.tasks.fetch_add(1, SeqCst);
-    }
-
-    /// A listener task has ended (and its delivery is settled).
-    pub fn end_task(&self) {
-        self.tasks.fetch_sub(1, SeqCst);
-        self.notify();
-    }
-
-    /// A task handed to its loop, which a shutdown may cancel: its key in the live table.
-    pub fn track(&self, done: Py<ListenerRun>) -> u64 {
-        let key = self.next_id.fetch_add(1, SeqCst);
-        self.live.lock().insert(key, done);
-        key
-    }
-
-    /// The task with `key` has settled its delivery.
-    pub fn untrack(&self, key: u64) {
-        // Taken out under the lock, released after it (dropping may run Python code).
-        let done = self.live.lock().remove(&key);
-        drop(done);
     }
 
     /// At a shutdown's deadline: every listener task still running is cancelled and its event

@@ -15,7 +15,43 @@ use pyo3::types::PyTuple;
 use crate::dispatch::{log_failure, DispatchCounters, PendingAfter};
 use crate::listener::Sub;
 use crate::metrics::stopwatch;
-use crate::retry::{FollowUp, Retries};
+
+/// Told when a subscriber's deferred event (retried, or in a task) is finished (success or
+/// final failure), so an ordered partition can release the events it held back for that
+/// subscriber.
+pub trait FollowUp: Send + Sync {
+    fn finished(&self, py: Python<'_>, sub: &Arc<Sub>, event: &Bound<'_, PyAny>, ok: bool);
+}
+
+/// What a listener task needs from the component that started it (its retry queue,
+/// `retry::Retries`): in-flight counting, the table a shutdown cancels from, and a later
+/// attempt when a managed listener's attempt asks for one.
+pub trait TaskHome: Send + Sync {
+    /// The component's name, for log lines.
+    fn label(&self) -> Arc<str>;
+    /// A task was handed to its loop (counted in flight until `end_task`).
+    fn begin_task(&self);
+    /// A task has ended and its delivery is settled (or handed back).
+    fn end_task(&self);
+    /// Put `run` in the live table a shutdown cancels from; its key.
+    fn track(&self, run: Py<ListenerRun>) -> u64;
+    /// Take the run with `key` out of the live table.
+    fn untrack(&self, key: u64);
+    /// Attempt `attempt` of `event` for `sub` after `delay` seconds.
+    #[allow(clippy::too_many_arguments)]
+    fn retry_later(
+        &self,
+        py: Python<'_>,
+        sub: Arc<Sub>,
+        event: &Bound<'_, PyAny>,
+        context: Option<&Py<PyAny>>,
+        attempt: u32,
+        topic: Option<&str>,
+        delay: f64,
+        follow: Option<Arc<dyn FollowUp>>,
+        after: Option<Arc<PendingAfter>>,
+    );
+}
 
 /// A managed listener's attempt running as a task: what a retry needs.
 pub struct RetryPlan {
@@ -32,7 +68,7 @@ pub struct TaskEnd {
     pub event: Py<PyAny>,
     pub component: Arc<str>,
     pub counters: Arc<DispatchCounters>,
-    pub retries: Arc<Retries>,
+    pub retries: Arc<dyn TaskHome>,
     pub after: Option<Arc<PendingAfter>>,
     pub follow: Option<Arc<dyn FollowUp>>,
 }
@@ -40,19 +76,19 @@ pub struct TaskEnd {
 impl TaskEnd {
     /// A plain listener's task for `event` (no retry plan, no pending `after`, nothing held
     /// back); set those fields where they apply.
-    pub fn new(
+    pub fn new<H: TaskHome + 'static>(
         sub: &Arc<Sub>,
         event: &Bound<'_, PyAny>,
         counters: &Arc<DispatchCounters>,
-        retries: &Arc<Retries>,
+        home: &Arc<H>,
     ) -> TaskEnd {
         TaskEnd {
             plan: None,
             sub: sub.clone(),
             event: event.clone().unbind(),
-            component: retries.label.clone(),
+            component: home.label(),
             counters: counters.clone(),
-            retries: retries.clone(),
+            retries: home.clone(),
             after: None,
             follow: None,
         }
@@ -241,7 +277,7 @@ impl ListenerRun {
         if let (Some(plan), None) = (&end.plan, &error) {
             // attempt_async returned a delay: wait for the next attempt, still pending.
             if let Some(delay) = result.filter(|r| !r.is_none()).and_then(|r| r.extract::<f64>().ok()) {
-                end.retries.schedule(
+                end.retries.retry_later(
                     py,
                     sub.clone(),
                     event,
