@@ -11,7 +11,7 @@
 #   NOVA_PYTHONS      versions to run, e.g. "3.11 3.12" (or interpreter paths); default: every
 #                     one of 3.11 3.12 3.13 3.14 3.13t 3.14t found, and at least two of them.
 #                     Every version named here must be found.
-#   NOVA_PYTEST_ARGS  pytest arguments instead of the whole tests/, e.g. "tests/test_event.py -x";
+#   NOVA_PYTEST_ARGS  pytest arguments instead of the whole tests/, e.g. "tests/core/test_event.py -x";
 #                     paths are relative to the repo.
 #   NOVA_SUITE_LIMIT  seconds one interpreter's pytest run may take in all (default 900): past it
 #                     the run gets SIGINT, then SIGKILL, and counts as failed. pytest-timeout's

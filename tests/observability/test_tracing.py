@@ -63,7 +63,7 @@ def mw(tracer: trace.Tracer) -> TracingMiddleware:
 
 
 @pytest.fixture
-def emitter() -> Iterator[nova.Emitter]:
+def traced_emitter() -> Iterator[nova.Emitter]:
     em = nova.Emitter(name="traced")
     yield em
     em.shutdown(timeout=5)
@@ -351,12 +351,12 @@ def test_import_nova_does_not_import_opentelemetry() -> None:
 
 
 def test_sync_emit_runs_listeners_in_a_consumer_span(
-    emitter: nova.Emitter,
+    traced_emitter: nova.Emitter,
     mw: TracingMiddleware,
     tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
-    emitter.use(mw)
+    traced_emitter.use(mw)
     seen: list[tuple[dict[str, str], int]] = []
     event = nova.Event("order.created", {"n": 1})
 
@@ -365,9 +365,9 @@ def test_sync_emit_runs_listeners_in_a_consumer_span(
         with tracer.start_as_current_span("work"):
             pass
 
-    emitter.subscribe("order.created", listener)
+    traced_emitter.subscribe("order.created", listener)
     with tracer.start_as_current_span("producer") as producer:
-        emitter.emit(event)
+        traced_emitter.emit(event)
         assert current_span_id() == producer.get_span_context().span_id
 
     consumer = only(spans_named(exporter, "process order.created"))
@@ -390,12 +390,12 @@ def test_sync_emit_runs_listeners_in_a_consumer_span(
 
 
 def test_emit_async_links_the_consumer_span_on_the_worker_thread(
-    emitter: nova.Emitter,
+    traced_emitter: nova.Emitter,
     mw: TracingMiddleware,
     tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
-    emitter.use(mw)
+    traced_emitter.use(mw)
     threads: list[int] = []
     ids: list[str] = []
 
@@ -403,15 +403,15 @@ def test_emit_async_links_the_consumer_span_on_the_worker_thread(
         threads.append(threading.get_ident())
         ids.append(event.id)
 
-    emitter.subscribe("order.created", listener)
+    traced_emitter.subscribe("order.created", listener)
     producers = []
     for n in range(5):
         with tracer.start_as_current_span(f"producer-{n}") as producer:
             event = nova.Event("order.created", n)
-            emitter.emit_async(event)
+            traced_emitter.emit_async(event)
             producers.append((event.id, producer.get_span_context()))
     assert not trace.get_current_span().get_span_context().is_valid
-    assert emitter.flush(timeout=10)
+    assert traced_emitter.flush(timeout=10)
 
     assert threading.get_ident() not in threads  # really ran on a worker thread
     consumers = {
@@ -429,23 +429,23 @@ def test_emit_async_links_the_consumer_span_on_the_worker_thread(
 
 
 def test_a_failing_listener_marks_the_span_and_restores_the_callers_context(
-    emitter: nova.Emitter,
+    traced_emitter: nova.Emitter,
     mw: TracingMiddleware,
     tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
-    emitter.use(mw)
+    traced_emitter.use(mw)
 
     def broken(event: nova.Event) -> None:
         raise ValueError("bad data")
 
-    emitter.subscribe("a.b", broken)
+    traced_emitter.subscribe("a.b", broken)
     with tracer.start_as_current_span("producer") as producer:
         with pytest.raises(nova.ListenerError):
-            emitter.emit(nova.Event("a.b"))
+            traced_emitter.emit(nova.Event("a.b"))
         assert current_span_id() == producer.get_span_context().span_id
-    emitter.emit_async(nova.Event("a.b"))
-    assert emitter.flush(timeout=10)
+    traced_emitter.emit_async(nova.Event("a.b"))
+    assert traced_emitter.flush(timeout=10)
     spans = spans_named(exporter, "process a.b")
     assert len(spans) == 2
     for span in spans:
@@ -455,7 +455,7 @@ def test_a_failing_listener_marks_the_span_and_restores_the_callers_context(
 
 
 def test_context_crossing_a_process_boundary_starts_a_linked_trace(
-    emitter: nova.Emitter,
+    traced_emitter: nova.Emitter,
     mw: TracingMiddleware,
     tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
@@ -463,9 +463,9 @@ def test_context_crossing_a_process_boundary_starts_a_linked_trace(
     # The producer stamps the event; it travels as JSON; the consumer has no ambient context.
     with tracer.start_as_current_span("producer") as producer:
         wire = inject(nova.Event("a.b", {"x": 1})).to_json()
-    emitter.use(mw)
-    emitter.subscribe("a.b", lambda e: None)
-    contextvars.Context().run(emitter.emit, nova.Event.from_json(wire))
+    traced_emitter.use(mw)
+    traced_emitter.subscribe("a.b", lambda e: None)
+    contextvars.Context().run(traced_emitter.emit, nova.Event.from_json(wire))
 
     consumer = only(spans_named(exporter, "process a.b"))
     assert consumer.parent is None
@@ -477,12 +477,12 @@ def test_context_crossing_a_process_boundary_starts_a_linked_trace(
 
 
 def test_emit_without_a_span_adds_no_metadata(
-    emitter: nova.Emitter, mw: TracingMiddleware, exporter: InMemorySpanExporter
+    traced_emitter: nova.Emitter, mw: TracingMiddleware, exporter: InMemorySpanExporter
 ) -> None:
-    emitter.use(mw)
+    traced_emitter.use(mw)
     seen: list[Mapping[str, Any]] = []
-    emitter.subscribe("a.b", lambda e: seen.append(dict(e.metadata)))
-    emitter.emit(nova.Event("a.b", metadata={"k": "v"}))
+    traced_emitter.subscribe("a.b", lambda e: seen.append(dict(e.metadata)))
+    traced_emitter.emit(nova.Event("a.b", metadata={"k": "v"}))
     assert seen == [{"k": "v"}]
     consumer = only(spans_named(exporter, "process a.b"))
     assert consumer.parent is None and list(consumer.links) == []
@@ -507,25 +507,25 @@ def test_a_listener_emitting_inside_its_span_chains_the_trace(
 
 
 def test_an_async_listener_runs_inside_the_consumer_span(
-    emitter: nova.Emitter,
+    traced_emitter: nova.Emitter,
     mw: TracingMiddleware,
     tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
 ) -> None:
     import asyncio
 
-    emitter.use(mw)
+    traced_emitter.use(mw)
 
     async def handler(event: nova.Event) -> None:
         await asyncio.sleep(0.02)
         with tracer.start_as_current_span("after-await"):
             pass
 
-    emitter.subscribe("a.b", handler)
+    traced_emitter.subscribe("a.b", handler)
     with tracer.start_as_current_span("producer"):
-        emitter.emit(nova.Event("a.b"))
-        emitter.emit_async(nova.Event("a.b"))
-    assert emitter.flush(timeout=10)
+        traced_emitter.emit(nova.Event("a.b"))
+        traced_emitter.emit_async(nova.Event("a.b"))
+    assert traced_emitter.flush(timeout=10)
     consumers = spans_named(exporter, "process a.b")
     inner = spans_named(exporter, "after-await")
     assert len(consumers) == len(inner) == 2
@@ -538,7 +538,7 @@ def test_an_async_listener_runs_inside_the_consumer_span(
 
 
 def test_a_rejecting_middleware_placed_first_leaves_no_span_open(
-    emitter: nova.Emitter,
+    traced_emitter: nova.Emitter,
     mw: TracingMiddleware,
     tracer: trace.Tracer,
     exporter: InMemorySpanExporter,
@@ -547,13 +547,13 @@ def test_a_rejecting_middleware_placed_first_leaves_no_span_open(
         if event.type == "bad.e":
             raise ValueError("rejected")
 
-    emitter.use(nova.middleware(before=reject), mw)
-    emitter.subscribe("#", lambda e: None)
+    traced_emitter.use(nova.middleware(before=reject), mw)
+    traced_emitter.subscribe("#", lambda e: None)
     with tracer.start_as_current_span("producer") as producer:
         with pytest.raises(nova.MiddlewareError):
-            emitter.emit(nova.Event("bad.e"))
+            traced_emitter.emit(nova.Event("bad.e"))
         assert current_span_id() == producer.get_span_context().span_id
-        emitter.emit(nova.Event("good.e"))
+        traced_emitter.emit(nova.Event("good.e"))
         assert current_span_id() == producer.get_span_context().span_id
     assert [s.name for s in exporter.get_finished_spans()] == ["process good.e", "producer"]
 

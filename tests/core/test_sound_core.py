@@ -18,8 +18,6 @@ import pytest
 import nova
 from nova import _core
 
-from redis_server import _redis_module_server, redis_server, redis_url  # noqa: F401
-
 
 def run_child(*parts: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run the code `parts` in a fresh interpreter (the one running the tests); fail on a hang."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nova.cli import BENCH_NAMES, TuneCell, main, recommend
-from redis_server import _redis_module_server, free_port, redis_server, redis_url  # noqa: F401
+from support.redis_server import free_port
 
 TESTS = Path(__file__).resolve().parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

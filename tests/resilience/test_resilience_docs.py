@@ -10,7 +10,7 @@ import pytest
 import nova
 import nova.resilience
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "resilience.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "resilience.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
 
 

@@ -25,7 +25,7 @@ def fnv1a64(data: bytes) -> int:
 
 
 @pytest.fixture
-def bus() -> Any:
+def amo_bus() -> Any:
     b = Bus(name="test-bus", default_delivery_mode=AMO)
     yield b
     b.shutdown(timeout=5)
@@ -68,30 +68,30 @@ def test_without_an_ordering_key_the_partition_is_that_of_the_event_id(id_read_f
         assert p == nova._core.partition(ev.id, 16)
 
 
-def test_topics_are_created_explicitly_or_on_first_use(bus: Bus) -> None:
-    bus.create_topic("orders", partitions=4, ordering_key="customer_id")
-    bus.create_topic("orders", partitions=4, ordering_key="customer_id")  # same: no-op
+def test_topics_are_created_explicitly_or_on_first_use(amo_bus: Bus) -> None:
+    amo_bus.create_topic("orders", partitions=4, ordering_key="customer_id")
+    amo_bus.create_topic("orders", partitions=4, ordering_key="customer_id")  # same: no-op
     with pytest.raises(nova.ValidationError, match="orders"):
-        bus.create_topic("orders", partitions=8)
-    bus.publish("auto", Event("a.b"))
-    bus.subscribe("auto2", lambda e: None)
-    assert bus.topics() == ["auto", "auto2", "orders"]
-    info = bus.topic_info("orders")
+        amo_bus.create_topic("orders", partitions=8)
+    amo_bus.publish("auto", Event("a.b"))
+    amo_bus.subscribe("auto2", lambda e: None)
+    assert amo_bus.topics() == ["auto", "auto2", "orders"]
+    info = amo_bus.topic_info("orders")
     assert (info.name, info.partitions, info.delivery_mode, info.subscribers) == ("orders", 4, AMO, 0)
-    assert bus.topic_config("auto") == TopicConfig(delivery_mode=AMO)
-    bus.create_topic("with-config", TopicConfig(partitions=2, delivery_mode=AMO))
-    assert bus.topic_info("with-config").partitions == 2
+    assert amo_bus.topic_config("auto") == TopicConfig(delivery_mode=AMO)
+    amo_bus.create_topic("with-config", TopicConfig(partitions=2, delivery_mode=AMO))
+    assert amo_bus.topic_info("with-config").partitions == 2
 
 
-def test_delete_topic(bus: Bus) -> None:
+def test_delete_topic(amo_bus: Bus) -> None:
     seen: list[Event] = []
-    sub = bus.subscribe("t", seen.append)
-    bus.delete_topic("t")
-    assert not sub.active and "t" not in bus.topics()
+    sub = amo_bus.subscribe("t", seen.append)
+    amo_bus.delete_topic("t")
+    assert not sub.active and "t" not in amo_bus.topics()
     with pytest.raises(nova.TopicNotFound):
-        bus.delete_topic("t")
+        amo_bus.delete_topic("t")
     with pytest.raises(nova.TopicNotFound):
-        bus.topic_info("t")
+        amo_bus.topic_info("t")
 
 
 def test_drop_policies_need_at_most_once() -> None:
@@ -127,78 +127,78 @@ def test_per_key_order_across_16_partitions(key: Any) -> None:
     bus.shutdown()
 
 
-def test_missing_metadata_key_uses_the_empty_key(bus: Bus) -> None:
-    bus.create_topic("k", partitions=8, ordering_key="absent", delivery_mode=AMO, on_full=OnFull.BLOCK)
+def test_missing_metadata_key_uses_the_empty_key(amo_bus: Bus) -> None:
+    amo_bus.create_topic("k", partitions=8, ordering_key="absent", delivery_mode=AMO, on_full=OnFull.BLOCK)
     got: list[int] = []
-    bus.subscribe("k", lambda e: got.append(e.data))
+    amo_bus.subscribe("k", lambda e: got.append(e.data))
     for i in range(200):
-        bus.publish("k", Event("a.b", i))
-    assert bus.flush(5)
+        amo_bus.publish("k", Event("a.b", i))
+    assert amo_bus.flush(5)
     assert got == list(range(200))  # one partition: one order
 
 
-def test_callable_key_must_return_str(bus: Bus) -> None:
-    bus.create_topic("k", partitions=4, ordering_key=lambda e: 42, delivery_mode=AMO)
+def test_callable_key_must_return_str(amo_bus: Bus) -> None:
+    amo_bus.create_topic("k", partitions=4, ordering_key=lambda e: 42, delivery_mode=AMO)
     with pytest.raises(nova.ValidationError, match="str"):
-        bus.publish("k", Event("a.b"))
+        amo_bus.publish("k", Event("a.b"))
 
 
-def test_pattern_subscriptions_see_existing_and_future_topics(bus: Bus) -> None:
+def test_pattern_subscriptions_see_existing_and_future_topics(amo_bus: Bus) -> None:
     seen: list[tuple[str, str]] = []
-    bus.create_topic("orders.eu", delivery_mode=AMO)
-    sub = bus.subscribe_pattern(r"orders\..*", lambda e: seen.append(("p", e.type)))
-    bus.create_topic("orders.us", delivery_mode=AMO)
-    bus.create_topic("ordersx", delivery_mode=AMO)
-    bus.publish("orders.eu", Event("a.eu"))
-    bus.publish("orders.us", Event("a.us"))
-    bus.publish("ordersx", Event("a.x"))
-    bus.publish("orders.new", Event("a.new"))  # created by publish
-    assert bus.flush(5)
+    amo_bus.create_topic("orders.eu", delivery_mode=AMO)
+    sub = amo_bus.subscribe_pattern(r"orders\..*", lambda e: seen.append(("p", e.type)))
+    amo_bus.create_topic("orders.us", delivery_mode=AMO)
+    amo_bus.create_topic("ordersx", delivery_mode=AMO)
+    amo_bus.publish("orders.eu", Event("a.eu"))
+    amo_bus.publish("orders.us", Event("a.us"))
+    amo_bus.publish("ordersx", Event("a.x"))
+    amo_bus.publish("orders.new", Event("a.new"))  # created by publish
+    assert amo_bus.flush(5)
     assert sorted(seen) == [("p", "a.eu"), ("p", "a.new"), ("p", "a.us")]
     sub.unsubscribe()
-    bus.publish("orders.eu", Event("a.after"))
-    assert bus.flush(5) and len(seen) == 3
+    amo_bus.publish("orders.eu", Event("a.after"))
+    assert amo_bus.flush(5) and len(seen) == 3
 
 
-def test_invalid_pattern_names_the_position(bus: Bus) -> None:
+def test_invalid_pattern_names_the_position(amo_bus: Bus) -> None:
     with pytest.raises(nova.ValidationError) as info:
-        bus.subscribe_pattern("orders.(eu", print)
+        amo_bus.subscribe_pattern("orders.(eu", print)
     assert "^" in str(info.value) and "orders.(eu" in str(info.value)
 
 
-def test_pathological_pattern_stays_fast(bus: Bus) -> None:
-    bus.subscribe_pattern("(a+)+$", lambda e: None)
+def test_pathological_pattern_stays_fast(amo_bus: Bus) -> None:
+    amo_bus.subscribe_pattern("(a+)+$", lambda e: None)
     name = "a" * 5000 + "b"
     started = time.perf_counter()
-    bus.create_topic(name, delivery_mode=AMO)
+    amo_bus.create_topic(name, delivery_mode=AMO)
     assert time.perf_counter() - started < 1.0
-    assert bus.topic_info(name).subscribers == 0
+    assert amo_bus.topic_info(name).subscribers == 0
 
 
-def test_at_most_once_failures_are_counted_and_dropped(bus: Bus) -> None:
-    bus.create_topic("t", delivery_mode=AMO)
+def test_at_most_once_failures_are_counted_and_dropped(amo_bus: Bus) -> None:
+    amo_bus.create_topic("t", delivery_mode=AMO)
     calls: list[int] = []
 
     def bad(e: Event) -> None:
         calls.append(e.data)
         raise RuntimeError("nope")
 
-    bus.subscribe("t", nova.Listener("bad", bad))
+    amo_bus.subscribe("t", nova.Listener("bad", bad))
     for i in range(3):
-        bus.publish("t", Event("a.b", i))
-    assert bus.flush(5)
-    s = bus.stats()
+        amo_bus.publish("t", Event("a.b", i))
+    assert amo_bus.flush(5)
+    s = amo_bus.stats()
     assert calls == [0, 1, 2]
     assert (s.failed_events, s.dropped_events, s.events_processed) == (3, 3, 3)
 
 
-def test_on_error_is_called_on_the_bus(bus: Bus) -> None:
+def test_on_error_is_called_on_the_bus(amo_bus: Bus) -> None:
     handled: list[str] = []
-    bus.subscribe("t", nova.Listener("l", lambda e: 1 / 0, on_error=lambda e, x: handled.append(e.id)))
+    amo_bus.subscribe("t", nova.Listener("l", lambda e: 1 / 0, on_error=lambda e, x: handled.append(e.id)))
     ev = Event("a.b")
-    bus.publish("t", ev)
-    assert bus.flush(5)
-    assert handled == [ev.id] and bus.stats().failed_events == 0
+    amo_bus.publish("t", ev)
+    assert amo_bus.flush(5)
+    assert handled == [ev.id] and amo_bus.stats().failed_events == 0
 
 
 def test_exactly_once_deduplicates_by_id() -> None:
@@ -264,32 +264,32 @@ def test_shutdown_reports_undelivered_and_closes() -> None:
     pool.close(5)
 
 
-def test_validator_and_non_events(bus: Bus) -> None:
+def test_validator_and_non_events(amo_bus: Bus) -> None:
     b = Bus(validator=nova.strict_type_names, default_delivery_mode=AMO)
     with pytest.raises(nova.ValidationError):
         b.publish("t", Event("NotDomainAction"))
     with pytest.raises(nova.ValidationError, match="nova.Event"):
-        bus.publish("t", {"type": "a.b"})  # type: ignore[arg-type]
+        amo_bus.publish("t", {"type": "a.b"})  # type: ignore[arg-type]
     b.shutdown()
 
 
-def test_middleware_runs_on_the_bus_with_current_topic(bus: Bus) -> None:
+def test_middleware_runs_on_the_bus_with_current_topic(amo_bus: Bus) -> None:
     seen: list[Any] = []
-    bus.use(nova.middleware(before=lambda e: seen.append(nova._core.current_topic())))
-    bus.subscribe("orders", lambda e: None)
-    bus.publish("orders", Event("a.b"))
-    assert bus.flush(5)
+    amo_bus.use(nova.middleware(before=lambda e: seen.append(nova._core.current_topic())))
+    amo_bus.subscribe("orders", lambda e: None)
+    amo_bus.publish("orders", Event("a.b"))
+    assert amo_bus.flush(5)
     assert seen == ["orders"] and nova._core.current_topic() is None
 
 
-def test_bus_stats(bus: Bus) -> None:
-    bus.subscribe("a", lambda e: None)
-    bus.subscribe("a", lambda e: None)
-    bus.subscribe("b", lambda e: None)
+def test_bus_stats(amo_bus: Bus) -> None:
+    amo_bus.subscribe("a", lambda e: None)
+    amo_bus.subscribe("a", lambda e: None)
+    amo_bus.subscribe("b", lambda e: None)
     for _ in range(5):
-        bus.publish("a", Event("x.y"))
-    assert bus.flush(5)
-    s = bus.stats()
+        amo_bus.publish("a", Event("x.y"))
+    assert amo_bus.flush(5)
+    s = amo_bus.stats()
     assert (s.events_published, s.events_processed, s.active_topics, s.active_subscribers) == (5, 10, 2, 3)
 
 

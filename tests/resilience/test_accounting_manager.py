@@ -45,7 +45,7 @@ def _config(
 
 
 @pytest.fixture
-def emitter() -> Iterator[nova.Emitter]:
+def manager_emitter() -> Iterator[nova.Emitter]:
     em = nova.Emitter()
     yield em
     em.shutdown(timeout=0)
@@ -61,11 +61,11 @@ def _emit_and_wait_first_failure(em: nova.Emitter, managed: ManagedListener, han
     return event
 
 
-def test_stop_mid_retry_reports_the_event_as_undelivered(emitter: nova.Emitter) -> None:
+def test_stop_mid_retry_reports_the_event_as_undelivered(manager_emitter: nova.Emitter) -> None:
     manager = nova.ListenerManager(name="accounting")
     handler = Flaky(failures=1)
     managed = manager.register(nova.Listener("flaky", handler), _config(3.0))
-    event = _emit_and_wait_first_failure(emitter, managed, handler)
+    event = _emit_and_wait_first_failure(manager_emitter, managed, handler)
 
     started = time.monotonic()
     report = manager.stop(timeout=0.5)
@@ -74,62 +74,62 @@ def test_stop_mid_retry_reports_the_event_as_undelivered(emitter: nova.Emitter) 
     assert handler.calls == [event.id]  # not delivered
     assert manager.stats().events_processed == 0
     # Reported once: neither a later stop nor the emitter's shutdown hands it to the manager again.
-    emitter.shutdown(timeout=0)
+    manager_emitter.shutdown(timeout=0)
     assert manager.stop(timeout=0).undelivered == []
     assert handler.calls == [event.id]
 
 
-def test_a_retry_firing_after_the_stop_is_not_run_nor_reported_twice(emitter: nova.Emitter) -> None:
+def test_a_retry_firing_after_the_stop_is_not_run_nor_reported_twice(manager_emitter: nova.Emitter) -> None:
     manager = nova.ListenerManager()
     handler = Flaky(failures=1)
     managed = manager.register(nova.Listener("flaky", handler), _config(0.6))
-    event = _emit_and_wait_first_failure(emitter, managed, handler)
+    event = _emit_and_wait_first_failure(manager_emitter, managed, handler)
     report = manager.stop(timeout=0.1)
     assert report.undelivered == [event]
     # Even with the manager started again, the retry the core fires later is refused: the
     # caller got the event back in the report and may emit it again itself.
     manager.start()
     time.sleep(1.0)
-    assert emitter.flush(timeout=5)
+    assert manager_emitter.flush(timeout=5)
     assert handler.calls == [event.id]
     assert manager.stop(timeout=0).undelivered == []
     assert manager.stats().events_processed == 0
 
 
-def test_stop_with_a_dead_letter_queue_still_reports_a_pending_retry(emitter: nova.Emitter) -> None:
+def test_stop_with_a_dead_letter_queue_still_reports_a_pending_retry(manager_emitter: nova.Emitter) -> None:
     """A retry pending at the deadline is undelivered, not dead-lettered: its attempts were
     not used up (see ``ListenerManager.stop``)."""
     queue = nova.DeadLetterQueue()
     manager = nova.ListenerManager()
     handler = Flaky(failures=10)
     managed = manager.register(nova.Listener("flaky", handler), _config(3.0, queue=queue))
-    event = _emit_and_wait_first_failure(emitter, managed, handler)
+    event = _emit_and_wait_first_failure(manager_emitter, managed, handler)
     report = manager.stop(timeout=0.5)
     assert report.undelivered == [event]
-    emitter.shutdown(timeout=0)
+    manager_emitter.shutdown(timeout=0)
     assert queue.count() == 0
     assert manager.stats().dead_letter_events == 0
     assert manager.stop(timeout=0).undelivered == []
     queue.close()
 
 
-def test_stop_waits_for_a_retry_due_before_the_deadline(emitter: nova.Emitter) -> None:
+def test_stop_waits_for_a_retry_due_before_the_deadline(manager_emitter: nova.Emitter) -> None:
     manager = nova.ListenerManager()
     handler = Flaky(failures=1)
     managed = manager.register(nova.Listener("flaky", handler), _config(0.3))
-    event = _emit_and_wait_first_failure(emitter, managed, handler)
+    event = _emit_and_wait_first_failure(manager_emitter, managed, handler)
     report = manager.stop(timeout=5.0)
     assert report.undelivered == []
     assert handler.calls == [event.id, event.id]  # delivered by its retry
     assert manager.stats().events_processed == 1
 
 
-def test_stop_waits_for_a_last_attempt_that_dead_letters(emitter: nova.Emitter) -> None:
+def test_stop_waits_for_a_last_attempt_that_dead_letters(manager_emitter: nova.Emitter) -> None:
     queue = nova.DeadLetterQueue()
     manager = nova.ListenerManager()
     handler = Flaky(failures=10)
     managed = manager.register(nova.Listener("flaky", handler), _config(0.3, attempts=2, queue=queue))
-    event = _emit_and_wait_first_failure(emitter, managed, handler)
+    event = _emit_and_wait_first_failure(manager_emitter, managed, handler)
     report = manager.stop(timeout=5.0)
     assert report.undelivered == []
     assert [entry.event for entry in queue.list()] == [event]
@@ -137,7 +137,7 @@ def test_stop_waits_for_a_last_attempt_that_dead_letters(emitter: nova.Emitter) 
     queue.close()
 
 
-def test_every_event_of_a_burst_is_accounted_for(emitter: nova.Emitter) -> None:
+def test_every_event_of_a_burst_is_accounted_for(manager_emitter: nova.Emitter) -> None:
     """Some events succeed, some retry before the deadline, some after it: each one is
     delivered, dead-lettered or reported undelivered — exactly once."""
     queue = nova.DeadLetterQueue()
@@ -172,18 +172,18 @@ def test_every_event_of_a_burst_is_accounted_for(emitter: nova.Emitter) -> None:
     )
     fast_managed = manager.register(nova.Listener("fast", handler), config)
     slow_managed = manager.register(nova.Listener("slow", handler), slow)
-    emitter.subscribe("fast", fast_managed)
-    emitter.subscribe("slow", slow_managed)
+    manager_emitter.subscribe("fast", fast_managed)
+    manager_emitter.subscribe("slow", slow_managed)
     events = [nova.Event("slow" if i % 4 == 3 else "fast", i) for i in range(200)]
     for event in events:
-        emitter.emit_async(event)
+        manager_emitter.emit_async(event)
     deadline = time.monotonic() + 5
     while len(attempts) < len(events) and time.monotonic() < deadline:
         time.sleep(0.005)
     assert len(attempts) == len(events)
     time.sleep(0.05)
     report = manager.stop(timeout=1.0)
-    emitter.shutdown(timeout=0)
+    manager_emitter.shutdown(timeout=0)
     undelivered = [e.id for e in report.undelivered]
     dead = [entry.event.id for entry in queue.list()]
     outcome = delivered + dead + undelivered

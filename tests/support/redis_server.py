@@ -2,9 +2,10 @@
 directory, stopped after. A missing binary or a server that does not start FAILS the test
 (never a skip): CI installs Debian's redis-server.
 
-Test modules import the fixtures they use::
+tests/conftest.py makes the fixtures (``redis_server``, ``redis_url``) available to every test;
+a module that needs a helper imports it::
 
-    from redis_server import RedisServer, redis_server, redis_url  # noqa: F401
+    from support.redis_server import RedisServer, free_port, tmp_server
 """
 
 from __future__ import annotations

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import pytest
 
-from redis_server import RedisServer
+from support.redis_server import RedisServer
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 MKDOCS = ROOT / "mkdocs.yml"
 

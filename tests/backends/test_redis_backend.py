@@ -1,4 +1,4 @@
-"""RedisBackend in one process, against a real redis-server (tests/redis_server.py)."""
+"""RedisBackend in one process, against a real redis-server (tests/support/redis_server.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import redis
-from redis_server import RedisServer, _redis_module_server, redis_server, redis_url  # noqa: F401
 
 import nova
 from nova import DeliveryMode, Event, TopicConfig

@@ -36,7 +36,7 @@ def fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 @pytest.fixture
-def emitter() -> Iterator[nova.Emitter]:
+def logged_emitter() -> Iterator[nova.Emitter]:
     em = nova.Emitter(name="logged")
     yield em
     em.shutdown(timeout=5)
@@ -210,12 +210,14 @@ def test_extra_fields_work_with_a_formatter() -> None:
 # -- integration with the real Emitter --------------------------------------------------------
 
 
-def test_sync_emit_through_a_real_emitter(emitter: nova.Emitter, caplog: pytest.LogCaptureFixture) -> None:
+def test_sync_emit_through_a_real_emitter(
+    logged_emitter: nova.Emitter, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="nova")
-    emitter.use(LoggingMiddleware())
-    emitter.subscribe("order.created", lambda e: time.sleep(0.005))
+    logged_emitter.use(LoggingMiddleware())
+    logged_emitter.subscribe("order.created", lambda e: time.sleep(0.005))
     event = nova.Event("order.created", {"n": 1}, metadata={"tenant": "acme"})
-    emitter.emit(event)
+    logged_emitter.emit(event)
     first, second = records(caplog)
     assert fields(first) == {
         "event_id": event.id,
@@ -227,18 +229,18 @@ def test_sync_emit_through_a_real_emitter(emitter: nova.Emitter, caplog: pytest.
 
 
 def test_a_failing_listener_through_a_real_emitter(
-    emitter: nova.Emitter, caplog: pytest.LogCaptureFixture
+    logged_emitter: nova.Emitter, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="nova")
-    emitter.use(LoggingMiddleware())
+    logged_emitter.use(LoggingMiddleware())
 
     def broken(event: nova.Event) -> None:
         raise ValueError("bad data")
 
-    emitter.subscribe("a.b", broken)
+    logged_emitter.subscribe("a.b", broken)
     event = nova.Event("a.b")
     with pytest.raises(nova.ListenerError):
-        emitter.emit(event)
+        logged_emitter.emit(event)
     second = records(caplog)[-1]
     assert second.levelno == logging.ERROR
     assert second.event_id == event.id
@@ -247,16 +249,16 @@ def test_a_failing_listener_through_a_real_emitter(
 
 
 def test_emit_async_logs_from_the_worker_with_metadata_set_by_earlier_middleware(
-    emitter: nova.Emitter, caplog: pytest.LogCaptureFixture
+    logged_emitter: nova.Emitter, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="nova")
     stamp = nova.middleware(before=lambda e: e.with_metadata(stamped="yes"))
-    emitter.use(stamp, LoggingMiddleware())
-    emitter.subscribe("a.#", lambda e: None)
+    logged_emitter.use(stamp, LoggingMiddleware())
+    logged_emitter.subscribe("a.#", lambda e: None)
     events = [nova.Event(f"a.e{n}") for n in range(20)]
     for event in events:
-        emitter.emit_async(event)
-    assert emitter.flush(timeout=10)
+        logged_emitter.emit_async(event)
+    assert logged_emitter.flush(timeout=10)
     logged = records(caplog)
     assert len(logged) == 40
     assert {r.event_id for r in logged} == {e.id for e in events}

@@ -1,4 +1,4 @@
-"""Sample handlers for the `nova tune` tests (tests/test_cli.py)."""
+"""Sample handlers for the `nova tune` tests (tests/cli/test_cli.py)."""
 
 from __future__ import annotations
 

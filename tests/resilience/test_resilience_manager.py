@@ -864,7 +864,7 @@ def test_health_endpoint_report_reads_the_manager() -> None:
 # -- the Bus: the core drives attempt() on its timers ----------------------------------------------
 # A managed listener registered by the user is subscribed as it is (its own policy), so these
 # exercise exactly the core <-> attempt() protocol. (An AT_MOST_ONCE topic would give it one
-# attempt only: tests/test_accounting_at_most_once.py.)
+# attempt only: tests/bus/test_accounting_at_most_once.py.)
 
 
 def test_bus_drives_attempts_and_dead_letters_carry_the_topic() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_server import RedisServer, free_port, tmp_server
+from support.redis_server import RedisServer, free_port, tmp_server
 
 import nova
 from nova.backends.redis import RedisBackend, redact_url

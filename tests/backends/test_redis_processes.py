@@ -1,4 +1,4 @@
-"""Several consumer processes of one group (tests/redis_workers/consumer.py) sharing the 16
+"""Several consumer processes of one group (tests/backends/redis_workers/consumer.py) sharing the 16
 partitions of a topic, with per-key order kept, one of them killed with SIGKILL."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_server import RedisServer, _redis_module_server, redis_server, redis_url  # noqa: F401
 
 import nova
 from nova.backends.redis import RedisBackend

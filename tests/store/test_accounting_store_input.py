@@ -48,7 +48,7 @@ def at_stack_depth(frames: int, fn: Callable[[], Any]) -> Any:
 
 
 @pytest.fixture(params=["memory-file", "file"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[nova.SqliteStore]:
+def sqlite_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[nova.SqliteStore]:
     path = ":memory:" if request.param == "memory-file" else str(tmp_path / "events.db")
     s = nova.SqliteStore(path)
     yield s
@@ -77,53 +77,55 @@ def _all_reads(s: nova.SqliteStore) -> dict[str, Callable[[], list[nova.Event]]]
 @pytest.mark.parametrize("depth", [990, 600, LIMIT + 1, 5000])
 @pytest.mark.parametrize("kind", ["list", "dict"])
 def test_append_refuses_data_nested_deeper_than_the_limit(
-    store: nova.SqliteStore, depth: int, kind: str
+    sqlite_store: nova.SqliteStore, depth: int, kind: str
 ) -> None:
     event = nova.Event("x.y", nested(depth, kind=kind))
     with pytest.raises(nova.ValidationError) as info:
-        store.append("a", event)
+        sqlite_store.append("a", event)
     message = str(info.value)
     assert event.id in message
     assert "nested too deep" in message
     assert str(LIMIT) in message
     assert not isinstance(info.value.__cause__, RecursionError) or "nested" in message
-    assert store.read("$all")[0] == []  # nothing appended (the batch is all or nothing)
+    assert sqlite_store.read("$all")[0] == []  # nothing appended (the batch is all or nothing)
 
 
-def test_a_refused_event_in_a_batch_appends_nothing(store: nova.SqliteStore) -> None:
+def test_a_refused_event_in_a_batch_appends_nothing(sqlite_store: nova.SqliteStore) -> None:
     good = nova.Event("x.y", {"ok": True})
     bad = nova.Event("x.y", nested(990))
     with pytest.raises(nova.ValidationError, match=bad.id):
-        store.append("a", good, bad)
-    assert store.read("$all")[0] == []
+        sqlite_store.append("a", good, bad)
+    assert sqlite_store.read("$all")[0] == []
 
 
 @pytest.mark.parametrize("frames", [0, 300, 700])
-def test_data_at_the_limit_is_read_back_from_any_stack_depth(store: nova.SqliteStore, frames: int) -> None:
+def test_data_at_the_limit_is_read_back_from_any_stack_depth(
+    sqlite_store: nova.SqliteStore, frames: int
+) -> None:
     data = {"deep": nested(LIMIT - 1, "leaf")}
     event = nova.Event("x.y", data)
-    at_stack_depth(frames, lambda: store.append("a", event))
-    for name, read in _all_reads(store).items():
+    at_stack_depth(frames, lambda: sqlite_store.append("a", event))
+    for name, read in _all_reads(sqlite_store).items():
         got = at_stack_depth(frames, read)
         assert [e.id for e in got] == [event.id], name
         assert depth_of(got[0].data["deep"]) == LIMIT - 1, name
         assert got[0].data == data, name
 
 
-def test_wide_data_with_many_brackets_is_still_accepted(store: nova.SqliteStore) -> None:
+def test_wide_data_with_many_brackets_is_still_accepted(sqlite_store: nova.SqliteStore) -> None:
     data = {"rows": [{"i": i, "tags": [str(i)]} for i in range(3000)], "text": "[" * 5000 + "{" * 5000}
     event = nova.Event("x.y", data)
-    store.append("a", event)
-    [got] = store.read("a")[0]
+    sqlite_store.append("a", event)
+    [got] = sqlite_store.read("a")[0]
     assert got.data == data
 
 
-def test_a_reference_cycle_is_refused_as_not_serialisable(store: nova.SqliteStore) -> None:
+def test_a_reference_cycle_is_refused_as_not_serialisable(sqlite_store: nova.SqliteStore) -> None:
     loop: list[Any] = []
     loop.append(loop)
     event = nova.Event("x.y", {"loop": loop})
     with pytest.raises(nova.ValidationError, match=event.id) as info:
-        store.append("a", event)
+        sqlite_store.append("a", event)
     assert "refers to itself" in str(info.value) or "cycle" in str(info.value)
 
 
@@ -184,14 +186,14 @@ def test_an_old_store_with_990_levels_is_readable_from_a_deep_stack(tmp_path: Pa
         s.close()
 
 
-def test_reads_in_other_threads_decode_deep_data(store: nova.SqliteStore) -> None:
+def test_reads_in_other_threads_decode_deep_data(sqlite_store: nova.SqliteStore) -> None:
     event = nova.Event("x.y", nested(LIMIT))
-    store.append("a", event)
+    sqlite_store.append("a", event)
     errors: list[BaseException] = []
 
     def read() -> None:
         try:
-            assert store.read("$all")[0] == [event]
+            assert sqlite_store.read("$all")[0] == [event]
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 

@@ -48,7 +48,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
 
 
 @pytest.fixture
-def store(make_store: MakeStore) -> Store:
+def any_store(make_store: MakeStore) -> Store:
     return make_store()
 
 
@@ -64,25 +64,25 @@ def data(events: list[nova.Event]) -> list[int]:
 # ---------------------------------------------------------------- append and read
 
 
-def test_append_returns_the_new_version_and_read_follows_cursors(store: Store) -> None:
-    assert store.append("orders", ev(0), ev(1)) == 2
-    assert store.append("orders", ev(2)) == 3
-    events, cursor = store.read("orders", 0, limit=2)
+def test_append_returns_the_new_version_and_read_follows_cursors(any_store: Store) -> None:
+    assert any_store.append("orders", ev(0), ev(1)) == 2
+    assert any_store.append("orders", ev(2)) == 3
+    events, cursor = any_store.read("orders", 0, limit=2)
     assert data(events) == [0, 1]
     assert cursor == Cursor("orders", 2)
-    events, cursor = store.read("orders", cursor)
+    events, cursor = any_store.read("orders", cursor)
     assert data(events) == [2]
     assert cursor == Cursor("orders", 3)
-    events, cursor = store.read("orders", cursor)
+    events, cursor = any_store.read("orders", cursor)
     assert events == [] and cursor == Cursor("orders", 3)
 
 
-def test_read_keeps_every_field(store: Store) -> None:
+def test_read_keeps_every_field(any_store: Store) -> None:
     e = nova.Event(
         "order.created", {"id": 7, "items": [1, 2], "ok": True, "x": None}, metadata={"k": "v"}, timestamp=T0
     )
-    store.append("s", e)
-    [got] = store.read_stream("s")
+    any_store.append("s", e)
+    [got] = any_store.read_stream("s")
     assert (got.id, got.type, got.data, dict(got.metadata), got.timestamp) == (
         e.id,
         e.type,
@@ -93,73 +93,73 @@ def test_read_keeps_every_field(store: Store) -> None:
     assert isinstance(got, nova.Event)
 
 
-def test_reading_a_missing_stream_gives_nothing(store: Store) -> None:
-    assert store.read("nope") == ([], Cursor("nope", 0))
-    assert store.read("nope", 5) == ([], Cursor("nope", 5))
-    assert store.read_stream("nope") == []
+def test_reading_a_missing_stream_gives_nothing(any_store: Store) -> None:
+    assert any_store.read("nope") == ([], Cursor("nope", 0))
+    assert any_store.read("nope", 5) == ([], Cursor("nope", 5))
+    assert any_store.read_stream("nope") == []
 
 
-def test_read_limit_zero_and_read_stream_start(store: Store) -> None:
-    store.append("s", *(ev(i) for i in range(5)))
-    assert store.read("s", 1, limit=0) == ([], Cursor("s", 1))
-    assert data(store.read_stream("s", 3)) == [3, 4]
-    assert data(store.read_stream("s", Cursor("s", 4))) == [4]
+def test_read_limit_zero_and_read_stream_start(any_store: Store) -> None:
+    any_store.append("s", *(ev(i) for i in range(5)))
+    assert any_store.read("s", 1, limit=0) == ([], Cursor("s", 1))
+    assert data(any_store.read_stream("s", 3)) == [3, 4]
+    assert data(any_store.read_stream("s", Cursor("s", 4))) == [4]
 
 
-def test_expected_version(store: Store) -> None:
-    assert store.append("s", ev(0), expected_version=0) == 1
-    assert store.append("s", ev(1), expected_version=1) == 2
+def test_expected_version(any_store: Store) -> None:
+    assert any_store.append("s", ev(0), expected_version=0) == 1
+    assert any_store.append("s", ev(1), expected_version=1) == 2
     with pytest.raises(ConcurrencyError) as info:
-        store.append("s", ev(2), ev(3), expected_version=1)
+        any_store.append("s", ev(2), ev(3), expected_version=1)
     assert "'s'" in str(info.value) and "2" in str(info.value)
-    assert data(store.read_stream("s")) == [0, 1]
+    assert data(any_store.read_stream("s")) == [0, 1]
     with pytest.raises(ConcurrencyError):
-        store.append("new", ev(4), expected_version=3)
+        any_store.append("new", ev(4), expected_version=3)
     with pytest.raises(StreamNotFound):
-        store.stream_info("new")
+        any_store.stream_info("new")
 
 
-def test_empty_append_returns_the_version_without_creating_the_stream(store: Store) -> None:
-    assert store.append("s") == 0
-    assert store.streams() == []
-    store.append("s", ev(0))
-    assert store.append("s", expected_version=1) == 1
+def test_empty_append_returns_the_version_without_creating_the_stream(any_store: Store) -> None:
+    assert any_store.append("s") == 0
+    assert any_store.streams() == []
+    any_store.append("s", ev(0))
+    assert any_store.append("s", expected_version=1) == 1
     with pytest.raises(ConcurrencyError):
-        store.append("s", expected_version=0)
+        any_store.append("s", expected_version=0)
 
 
 @pytest.mark.parametrize("stream", ["", 5, None, b"s"])
-def test_bad_stream_names_are_rejected(store: Store, stream: Any) -> None:
+def test_bad_stream_names_are_rejected(any_store: Store, stream: Any) -> None:
     with pytest.raises(ValidationError, match="stream"):
-        store.append(stream, ev(0))
+        any_store.append(stream, ev(0))
 
 
-def test_all_is_not_appendable(store: Store) -> None:
+def test_all_is_not_appendable(any_store: Store) -> None:
     with pytest.raises(ValidationError, match=r"\$all"):
-        store.append("$all", ev(0))
+        any_store.append("$all", ev(0))
 
 
-def test_non_events_are_rejected_and_nothing_is_appended(store: Store) -> None:
+def test_non_events_are_rejected_and_nothing_is_appended(any_store: Store) -> None:
     with pytest.raises(ValidationError, match=r"events\[1\]"):
-        store.append("s", ev(0), {"type": "x"})  # type: ignore[arg-type]
-    assert store.read_stream("s") == []
+        any_store.append("s", ev(0), {"type": "x"})  # type: ignore[arg-type]
+    assert any_store.read_stream("s") == []
     with pytest.raises(ValidationError, match="expected_version"):
-        store.append("s", ev(0), expected_version=-1)
+        any_store.append("s", ev(0), expected_version=-1)
     with pytest.raises(ValidationError, match="expected_version"):
-        store.append("s", ev(0), expected_version=True)
+        any_store.append("s", ev(0), expected_version=True)
 
 
-def test_bad_read_arguments(store: Store) -> None:
+def test_bad_read_arguments(any_store: Store) -> None:
     with pytest.raises(ValidationError, match="cursor"):
-        store.read("s", -1)
+        any_store.read("s", -1)
     with pytest.raises(ValidationError, match="cursor"):
-        store.read("s", Cursor("other", 0))
+        any_store.read("s", Cursor("other", 0))
     with pytest.raises(ValidationError, match="limit"):
-        store.read("s", 0, limit=-1)
+        any_store.read("s", 0, limit=-1)
     with pytest.raises(ValidationError, match="start"):
-        store.read_time_range("yesterday", None)  # type: ignore[arg-type]
+        any_store.read_time_range("yesterday", None)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="streams"):
-        store.read_time_range(None, None, streams=[1])  # type: ignore[list-item]
+        any_store.read_time_range(None, None, streams=[1])  # type: ignore[list-item]
 
 
 def test_subclasses(make_store: MakeStore) -> None:
@@ -180,94 +180,98 @@ def test_subclasses(make_store: MakeStore) -> None:
 # ---------------------------------------------------------------- $all
 
 
-def test_all_has_global_positions_in_append_order(store: Store) -> None:
-    store.append("a", ev(0))
-    store.append("b", ev(1), ev(2))
-    store.append("a", ev(3))
-    events, cursor = store.read("$all")
+def test_all_has_global_positions_in_append_order(any_store: Store) -> None:
+    any_store.append("a", ev(0))
+    any_store.append("b", ev(1), ev(2))
+    any_store.append("a", ev(3))
+    events, cursor = any_store.read("$all")
     assert data(events) == [0, 1, 2, 3] and cursor == Cursor("$all", 4)
-    events, cursor = store.read("$all", Cursor("$all", 2), limit=1)
+    events, cursor = any_store.read("$all", Cursor("$all", 2), limit=1)
     assert data(events) == [2] and cursor == Cursor("$all", 3)
-    assert [s.stream for s in store.streams()] == ["a", "b"]
-    info = store.stream_info("$all")
+    assert [s.stream for s in any_store.streams()] == ["a", "b"]
+    info = any_store.stream_info("$all")
     assert (info.event_count, info.version) == (4, 4)
 
 
 # ---------------------------------------------------------------- time ranges, replay
 
 
-def test_read_time_range_is_in_time_order_with_ties_in_append_order(store: Store) -> None:
-    store.append("a", ev(0, at=5), ev(1, at=1))
-    store.append("b", ev(2, at=3), ev(3, at=1))
-    store.append("a", ev(4, at=9))
-    assert data(store.read_time_range(None, None)) == [1, 3, 2, 0, 4]
+def test_read_time_range_is_in_time_order_with_ties_in_append_order(any_store: Store) -> None:
+    any_store.append("a", ev(0, at=5), ev(1, at=1))
+    any_store.append("b", ev(2, at=3), ev(3, at=1))
+    any_store.append("a", ev(4, at=9))
+    assert data(any_store.read_time_range(None, None)) == [1, 3, 2, 0, 4]
     # start inclusive, end exclusive
-    assert data(store.read_time_range(T0 + timedelta(seconds=1), T0 + timedelta(seconds=5))) == [1, 3, 2]
-    assert data(store.read_time_range(T0 + timedelta(seconds=3), None, streams=["a"])) == [0, 4]
-    assert data(store.read_time_range(None, None, streams="b")) == [3, 2]
+    assert data(any_store.read_time_range(T0 + timedelta(seconds=1), T0 + timedelta(seconds=5))) == [1, 3, 2]
+    assert data(any_store.read_time_range(T0 + timedelta(seconds=3), None, streams=["a"])) == [0, 4]
+    assert data(any_store.read_time_range(None, None, streams="b")) == [3, 2]
 
 
-def test_naive_datetimes_mean_utc(store: Store) -> None:
-    store.append("a", ev(0, at=0), ev(1, at=10))
+def test_naive_datetimes_mean_utc(any_store: Store) -> None:
+    any_store.append("a", ev(0, at=0), ev(1, at=10))
     naive = (T0 + timedelta(seconds=5)).replace(tzinfo=None)
-    assert data(store.read_time_range(naive, None)) == [1]
-    assert data(list(store.replay(None, naive))) == [0]
+    assert data(any_store.read_time_range(naive, None)) == [1]
+    assert data(list(any_store.replay(None, naive))) == [0]
 
 
-def test_timestamps_in_other_zones_compare_as_instants(store: Store) -> None:
+def test_timestamps_in_other_zones_compare_as_instants(any_store: Store) -> None:
     plus2 = timezone(timedelta(hours=2))
     e = nova.Event("x.y", 1, timestamp=datetime(2024, 5, 1, 14, 0, 30, tzinfo=plus2))
-    store.append("a", e)  # 12:00:30 UTC
-    assert store.read_time_range(T0, T0 + timedelta(minutes=1)) == [e]
-    assert store.read_time_range(T0 + timedelta(minutes=1), None) == []
-    [got] = store.read_stream("a")
+    any_store.append("a", e)  # 12:00:30 UTC
+    assert any_store.read_time_range(T0, T0 + timedelta(minutes=1)) == [e]
+    assert any_store.read_time_range(T0 + timedelta(minutes=1), None) == []
+    [got] = any_store.read_stream("a")
     assert got.timestamp == e.timestamp
 
 
-def test_replay_streams_in_append_order_and_is_lazy(store: Store) -> None:
+def test_replay_streams_in_append_order_and_is_lazy(any_store: Store) -> None:
     for i in range(2500):
-        store.append("ab"[i % 2], ev(i, at=i))
-    it = store.replay()
+        any_store.append("ab"[i % 2], ev(i, at=i))
+    it = any_store.replay()
     assert iter(it) is it
     assert [next(it).data["i"] for _ in range(3)] == [0, 1, 2]
     assert data(list(it)) == list(range(3, 2500))
-    assert data(list(store.replay(streams=["b"], start=T0 + timedelta(seconds=2000)))) == list(
+    assert data(list(any_store.replay(streams=["b"], start=T0 + timedelta(seconds=2000)))) == list(
         range(2001, 2500, 2)
     )
-    assert data(list(store.replay(T0 + timedelta(seconds=10), T0 + timedelta(seconds=13)))) == [10, 11, 12]
+    assert data(list(any_store.replay(T0 + timedelta(seconds=10), T0 + timedelta(seconds=13)))) == [
+        10,
+        11,
+        12,
+    ]
 
 
-def test_replay_stops_at_the_events_present_at_the_call(store: Store) -> None:
-    store.append("a", ev(0), ev(1))
-    it = store.replay()
-    store.append("a", ev(2))
+def test_replay_stops_at_the_events_present_at_the_call(any_store: Store) -> None:
+    any_store.append("a", ev(0), ev(1))
+    it = any_store.replay()
+    any_store.append("a", ev(2))
     assert data(list(it)) == [0, 1]
 
 
 # ---------------------------------------------------------------- info and stats
 
 
-def test_stream_info_and_streams(store: Store) -> None:
+def test_stream_info_and_streams(any_store: Store) -> None:
     with pytest.raises(StreamNotFound, match="'ghost'"):
-        store.stream_info("ghost")
-    store.append("b", ev(0, at=7), ev(1, at=3))
-    store.append("a", ev(2, at=1))
-    info = store.stream_info("b")
+        any_store.stream_info("ghost")
+    any_store.append("b", ev(0, at=7), ev(1, at=3))
+    any_store.append("a", ev(2, at=1))
+    info = any_store.stream_info("b")
     assert info == StreamInfo("b", 2, T0 + timedelta(seconds=7), T0 + timedelta(seconds=3), 2)
-    assert store.streams() == [store.stream_info("a"), info]
+    assert any_store.streams() == [any_store.stream_info("a"), info]
     assert isinstance(info.first_timestamp, datetime)
     assert info.first_timestamp.utcoffset() == timedelta(0)
 
 
-def test_stats_count_reads_and_replays(store: Store) -> None:
-    assert store.stats() == StoreStats(0, 0, 0, 0, 0)
-    store.append("a", ev(0), ev(1), ev(2))
-    store.append("b", ev(3))
-    store.read("a", 0, limit=2)
-    store.read_stream("b")
-    list(store.replay())
-    store.read_time_range(None, None, streams=["a"])
-    stats = store.stats()
+def test_stats_count_reads_and_replays(any_store: Store) -> None:
+    assert any_store.stats() == StoreStats(0, 0, 0, 0, 0)
+    any_store.append("a", ev(0), ev(1), ev(2))
+    any_store.append("b", ev(3))
+    any_store.read("a", 0, limit=2)
+    any_store.read_stream("b")
+    list(any_store.replay())
+    any_store.read_time_range(None, None, streams=["a"])
+    stats = any_store.stats()
     assert stats == StoreStats(
         total_events=4, total_streams=2, events_appended=4, events_read=2 + 1 + 4 + 3, active_subscriptions=0
     )
@@ -334,11 +338,11 @@ def test_a_replay_in_progress_raises_when_the_store_closes(make_store: MakeStore
 # ---------------------------------------------------------------- subscriptions
 
 
-def test_subscribe_yields_past_then_live_events(store: Store) -> None:
-    store.append("s", ev(0), ev(1), ev(2))
+def test_subscribe_yields_past_then_live_events(any_store: Store) -> None:
+    any_store.append("s", ev(0), ev(1), ev(2))
     got: list[int] = []
-    with store.subscribe("s", 1) as sub:
-        assert store.stats().active_subscriptions == 1
+    with any_store.subscribe("s", 1) as sub:
+        assert any_store.stats().active_subscriptions == 1
 
         def consume() -> None:
             for e in sub:
@@ -349,17 +353,17 @@ def test_subscribe_yields_past_then_live_events(store: Store) -> None:
         t = threading.Thread(target=consume)
         t.start()
         time.sleep(0.05)
-        store.append("other", ev(99))
-        store.append("s", ev(3), ev(4))
+        any_store.append("other", ev(99))
+        any_store.append("s", ev(3), ev(4))
         t.join(5)
         assert not t.is_alive()
         assert sub.cursor == Cursor("s", 5)
     assert got == [1, 2, 3, 4]
-    assert sub.closed and store.stats().active_subscriptions == 0
+    assert sub.closed and any_store.stats().active_subscriptions == 0
 
 
-def test_closing_a_subscription_wakes_a_waiting_thread(store: Store) -> None:
-    sub = store.subscribe("$all")
+def test_closing_a_subscription_wakes_a_waiting_thread(any_store: Store) -> None:
+    sub = any_store.subscribe("$all")
     done = threading.Event()
 
     def consume() -> None:
@@ -393,13 +397,13 @@ def test_a_subscription_ends_when_the_store_closes(make_store: MakeStore) -> Non
     assert sub.closed
 
 
-def test_subscribe_async(store: Store) -> None:
+def test_subscribe_async(any_store: Store) -> None:
     import asyncio
 
-    store.append("s", ev(0))
+    any_store.append("s", ev(0))
 
     async def main() -> list[int]:
-        async with store.subscribe_async("s") as sub:
+        async with any_store.subscribe_async("s") as sub:
             got = [(await sub.__anext__()).data["i"]]
             waiting = asyncio.create_task(sub.__anext__())
             # The loop keeps running while the subscription waits: were the wait blocking,
@@ -407,7 +411,7 @@ def test_subscribe_async(store: Store) -> None:
             await asyncio.sleep(0.05)
             assert not waiting.done()
             # an append from another thread, as a bus worker would do, wakes it up
-            await asyncio.to_thread(store.append, "s", ev(1), ev(2))
+            await asyncio.to_thread(any_store.append, "s", ev(1), ev(2))
             got.append((await asyncio.wait_for(waiting, 5)).data["i"])
             async for e in sub:
                 got.append(e.data["i"])
@@ -416,7 +420,7 @@ def test_subscribe_async(store: Store) -> None:
         return got
 
     assert asyncio.run(main()) == [0, 1, 2]
-    assert store.stats().active_subscriptions == 0
+    assert any_store.stats().active_subscriptions == 0
 
 
 def test_subscribe_async_ends_when_the_store_closes(make_store: MakeStore) -> None:
