@@ -2,7 +2,6 @@
 //! the caller's thread (`emit`) or through one bounded queue drained by pool workers
 //! (`emit_async`).
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 
 use pyo3::prelude::*;
@@ -14,9 +13,10 @@ use crate::component::{
 };
 use crate::context::ContextRunner;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Delivery, Dispatch, DispatchCounters};
-use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, pool_closed, validation_error};
+use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, validation_error};
 use crate::event::as_event;
 use crate::ffi::method::{install_fast_method, FastCall};
+use crate::lifecycle::Lifecycle;
 use crate::listener::component_snapshot;
 use crate::listener::{LastResolved, Listener, Registry, Resolved, ResolvedRef, Sub, Subscription, Unsubscribe};
 use crate::metrics::{pairs, Counter, TypeCounters};
@@ -231,13 +231,10 @@ impl SyncPart {
 pub struct Emitter {
     core: Arc<EmitterCore>,
     lane: Arc<Lane>,
-    pool: Py<WorkerPool>,
-    owns_pool: bool,
+    life: Lifecycle,
     on_full: OnFull,
     validator: Option<Py<PyAny>>,
     propagate_context: bool,
-    closed: AtomicBool,
-    reported: AtomicBool,
     context: ContextCapture,
 }
 
@@ -245,25 +242,7 @@ impl Emitter {
     #[inline]
     /// Open for `event` (named in the error when given)?
     fn check_open(&self, py: Python<'_>, event: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let refused = || event.map(|e| format!(" ({} was not emitted)", describe_event(e))).unwrap_or_default();
-        if self.closed.load(SeqCst) {
-            return Err(emitter_closed(
-                py,
-                format!("emitter '{}' is shut down{}; create a new Emitter", self.core.name, refused()),
-            ));
-        }
-        if self.lane.pool().is_closed() {
-            return Err(pool_closed(
-                py,
-                format!(
-                    "emitter '{}': its worker pool '{}' is closed{}",
-                    self.core.name,
-                    self.lane.pool().name,
-                    refused()
-                ),
-            ));
-        }
-        Ok(())
+        self.life.check_open(py, event)
     }
 
     #[inline]
@@ -405,11 +384,14 @@ impl Emitter {
                 return Err(validation_error(py, "Emitter.validator must be callable or None"));
             }
         }
-        let (pool, owns_pool) = match pool.filter(|p| !p.is_none(py)) {
-            Some(p) => (p, false),
-            None => (Py::new(py, WorkerPool::create(py, None, 1000, &format!("{name}-pool"))?)?, true),
-        };
-        let pool_inner = pool.borrow(py).inner.clone();
+        let life = Lifecycle::new(
+            py,
+            format!("emitter '{name}'"),
+            name,
+            pool,
+            ("EmitterClosed", "emitted", "create a new Emitter"),
+        )?;
+        let pool_inner = life.pool_inner().clone();
         let counters = Arc::new(DispatchCounters::default());
         let event_loop = pick_loop(py, r#loop)?;
         let retries =
@@ -426,18 +408,7 @@ impl Emitter {
         });
         let sink = Arc::new(EmitterSink { core: core.clone() });
         let lane = Lane::new(buffer_size, max_concurrency, sink, pool_inner);
-        Ok(Emitter {
-            core,
-            lane,
-            pool,
-            owns_pool,
-            on_full,
-            validator,
-            propagate_context,
-            closed: AtomicBool::new(false),
-            reported: AtomicBool::new(false),
-            context: ContextCapture::default(),
-        })
+        Ok(Emitter { core, lane, life, on_full, validator, propagate_context, context: ContextCapture::default() })
     }
 
     #[getter]
@@ -447,12 +418,12 @@ impl Emitter {
 
     #[getter]
     fn pool(&self, py: Python<'_>) -> Py<WorkerPool> {
-        self.pool.clone_ref(py)
+        self.life.pool(py)
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        self.closed.load(SeqCst)
+        self.life.is_closed()
     }
 
     /// Subscribe `listener` to an event type or a `*`/`#` pattern.
@@ -461,7 +432,7 @@ impl Emitter {
         if event_type.is_empty() {
             return Err(validation_error(py, "subscribe: event_type must be a non-empty str"));
         }
-        if self.closed.load(SeqCst) {
+        if self.life.is_closed() {
             return Err(emitter_closed(py, format!("emitter '{}' is shut down; cannot subscribe", self.core.name)));
         }
         let (listener, managed) = Listener::for_subscription(py, listener)?;
@@ -645,8 +616,7 @@ impl Emitter {
     #[pyo3(signature = (timeout=30.0))]
     fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let until = deadline(py, "Emitter.shutdown timeout", timeout)?;
-        self.closed.store(true, SeqCst);
-        if self.reported.swap(true, SeqCst) {
+        if !self.life.close() {
             return shutdown_report(py, 0, Vec::new(), 0);
         }
         let lane = self.lane.clone();
@@ -672,12 +642,7 @@ impl Emitter {
         // Retries running now finish on their own: in flight, never also undelivered.
         let in_flight = in_flight + self.core.retries.running();
         self.core.dropped_shutdown.add(undelivered.len() as u64);
-        if self.owns_pool {
-            let inner = self.pool.borrow(py).inner.clone();
-            let until = if in_flight > 0 { Some(std::time::Instant::now()) } else { until };
-            py.allow_threads(move || inner.close(until));
-        }
-        shutdown_report(py, drained, undelivered, in_flight)
+        self.life.finish(py, until, drained, undelivered, in_flight)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

@@ -14,6 +14,7 @@ mod errors;
 mod event;
 mod ffi;
 mod handoff;
+mod lifecycle;
 mod listener;
 mod managed;
 mod metrics;

@@ -86,9 +86,6 @@ impl Lane {
         })
     }
 
-    pub fn pool(&self) -> &Arc<PoolInner> {
-        &self.pool
-    }
     pub fn len(&self) -> usize {
         self.queue.len()
     }

@@ -10,7 +10,7 @@ mod topic;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -25,7 +25,8 @@ use crate::component::{
     bounded, deadline, pick_loop, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE, MAX_PARTITIONS,
 };
 use crate::dispatch::{Chain, DispatchCounters};
-use crate::errors::{buffer_full, bus_closed, describe_event, pool_closed, topic_not_found, validation_error};
+use crate::errors::{buffer_full, topic_not_found, validation_error};
+use crate::lifecycle::Lifecycle;
 use crate::listener::component_snapshot;
 use crate::listener::{Listener, Registry, Sub, Subscription, Unsubscribe};
 use crate::metrics::{pairs, Counter, GilCounter};
@@ -72,8 +73,7 @@ type LastTopic = (Py<PyString>, Arc<Topic>);
 #[pyclass(module = "nova", name = "Bus", subclass, frozen)]
 pub struct Bus {
     core: Arc<BusCore>,
-    pool: Py<WorkerPool>,
-    owns_pool: bool,
+    life: Lifecycle,
     default_partitions: usize,
     default_buffer_size: usize,
     default_mode: Py<PyAny>,
@@ -84,8 +84,6 @@ pub struct Bus {
     /// The topic of the last publish and the str object that named it (held, so its address
     /// cannot be reused by another string): a run of publishes to one topic skips the lookup.
     last_topic: GILProtected<RefCell<Option<LastTopic>>>,
-    closed: AtomicBool,
-    reported: AtomicBool,
     /// Held across "is there room", the store's append and the enqueue when the bus has a
     /// store, so that the store holds exactly the accepted events, in publish order.
     publish_lock: PublishLock,
@@ -96,7 +94,7 @@ impl Drop for Bus {
     /// partitions' sinks only reach the bus weakly). Take them, count them as dropped, and warn.
     fn drop(&mut self) {
         // Only when the core goes with the bus (else whoever holds it can still deliver).
-        if self.backend.is_some() || self.reported.load(SeqCst) || Arc::strong_count(&self.core) > 1 {
+        if self.backend.is_some() || self.life.reported() || Arc::strong_count(&self.core) > 1 {
             return;
         }
         Python::with_gil(|py| {
@@ -125,20 +123,7 @@ impl Bus {
     }
 
     fn check_open_for(&self, py: Python<'_>, event: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let refused = || event.map(|e| format!(" ({} was not published)", describe_event(e))).unwrap_or_default();
-        if self.closed.load(SeqCst) {
-            return Err(bus_closed(
-                py,
-                format!("bus '{}' is shut down{}; create a new Bus", self.core.name, refused()),
-            ));
-        }
-        if self.core.pool.is_closed() {
-            return Err(pool_closed(
-                py,
-                format!("bus '{}': its worker pool '{}' is closed{}", self.core.name, self.core.pool.name, refused()),
-            ));
-        }
-        Ok(())
+        self.life.check_open(py, event)
     }
 
     fn all_topics(&self) -> Vec<Arc<Topic>> {
@@ -253,11 +238,9 @@ impl Bus {
                 return Err(validation_error(py, "Bus.validator must be callable or None"));
             }
         }
-        let (pool, owns_pool) = match pool.filter(|p| !p.is_none(py)) {
-            Some(p) => (p, false),
-            None => (Py::new(py, WorkerPool::create(py, None, 1000, &format!("{name}-pool"))?)?, true),
-        };
-        let pool_inner = pool.borrow(py).inner.clone();
+        let life =
+            Lifecycle::new(py, format!("bus '{name}'"), name, pool, ("BusClosed", "published", "create a new Bus"))?;
+        let pool_inner = life.pool_inner().clone();
         let counters = Arc::new(DispatchCounters::default());
         let event_loop = pick_loop(py, r#loop)?;
         let retries =
@@ -280,8 +263,7 @@ impl Bus {
         });
         Ok(Bus {
             core,
-            pool,
-            owns_pool,
+            life,
             default_partitions,
             default_buffer_size,
             default_mode,
@@ -290,8 +272,6 @@ impl Bus {
             validator,
             context: ContextCapture::default(),
             last_topic: GILProtected::new(RefCell::new(None)),
-            closed: AtomicBool::new(false),
-            reported: AtomicBool::new(false),
             publish_lock: PublishLock(<parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT),
         })
     }
@@ -302,7 +282,7 @@ impl Bus {
     }
     #[getter]
     fn pool(&self, py: Python<'_>) -> Py<WorkerPool> {
-        self.pool.clone_ref(py)
+        self.life.pool(py)
     }
     #[getter]
     fn backend(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -314,7 +294,7 @@ impl Bus {
     }
     #[getter]
     fn closed(&self) -> bool {
-        self.closed.load(SeqCst)
+        self.life.is_closed()
     }
     #[getter]
     fn _defaults(&self, py: Python<'_>) -> (usize, usize, Py<PyAny>) {
@@ -521,16 +501,12 @@ impl Bus {
     fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let until = deadline(py, "Bus.shutdown timeout", timeout)?;
         if let Some(b) = &self.backend {
-            self.closed.store(true, SeqCst);
+            self.life.close();
             let report = b.bind(py).call_method1("shutdown", (timeout,))?;
-            if self.owns_pool {
-                let inner = self.pool.borrow(py).inner.clone();
-                py.allow_threads(move || inner.close(Some(Instant::now())));
-            }
+            self.life.close_owned_pool(py, Some(Instant::now()), 0);
             return Ok(report);
         }
-        self.closed.store(true, SeqCst);
-        if self.reported.swap(true, SeqCst) {
+        if !self.life.close() {
             return shutdown_report(py, 0, Vec::new(), 0);
         }
         let before: u64 = self.core.counters.processed.get();
@@ -562,12 +538,7 @@ impl Bus {
         left.retain(|e| seen.insert(e.as_ptr() as usize));
         self.core.dropped_shutdown.add(left.len() as u64);
         let drained = self.core.counters.processed.get() - before;
-        if self.owns_pool {
-            let inner = self.pool.borrow(py).inner.clone();
-            let until = if in_flight > 0 { Some(Instant::now()) } else { until };
-            py.allow_threads(move || inner.close(until));
-        }
-        shutdown_report(py, drained, left, in_flight)
+        self.life.finish(py, until, drained, left, in_flight)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
