@@ -150,6 +150,18 @@ pub fn shutdown_report<'py>(
     py.import("nova._types")?.getattr("ShutdownReport")?.call1((drained, list, in_flight))
 }
 
+/// How long to wait before looking again, at most `step`, for a wait that ends at `deadline`
+/// (None: never); None once the deadline has passed.
+pub fn next_wait(deadline: Option<std::time::Instant>, step: std::time::Duration) -> Option<std::time::Duration> {
+    match deadline {
+        Some(d) => {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            (!left.is_zero()).then(|| left.min(step))
+        }
+        None => Some(step),
+    }
+}
+
 /// A timeout in seconds to a deadline: `None` and `inf` mean no deadline (wait for ever), zero
 /// or less means now, and a value too far away to represent is no deadline either. NaN is a
 /// `ValidationError` naming `field` (it used to read as zero).

@@ -147,10 +147,83 @@ pub fn attempt(
     event_loop: Option<&Py<PyAny>>,
     last: bool,
 ) -> Attempt {
-    let run = || {
+    // The body runs in a closure so that a panic in it becomes this delivery's failure.
+    let run = || -> Attempt {
         #[cfg(feature = "test-hooks")]
         crate::ffi::hooks::maybe_panic(crate::ffi::hooks::Point::Attempt);
-        attempt_unguarded(py, sub, event, n, topic, event_loop, last)
+        let Some(managed) = &sub.managed else {
+            let listener = sub.listener.bind(py).get();
+            if listener.is_async() {
+                // The coroutine is made here, in the event's context; it runs as a task.
+                return match crate::ffi::call::call1(listener.handler(py), event) {
+                    Ok(coro) => Attempt::Async(coro.unbind(), false),
+                    Err(e) => {
+                        sub.metrics.failure.inc();
+                        Attempt::Failed(crate::errors::listener_error(py, listener.name(), event, e))
+                    }
+                };
+            }
+            return match sub.call(py, event, event_loop, None) {
+                Ok(()) => Attempt::Done,
+                Err(e) => Attempt::Failed(e),
+            };
+        };
+        if sub.managed_async {
+            let coro = if last {
+                managed.bind(py).call_method1("attempt_async", (event, n, topic, last))
+            } else {
+                managed.bind(py).call_method1("attempt_async", (event, n, topic))
+            };
+            return match coro {
+                Ok(coro) => Attempt::Async(coro.unbind(), true),
+                Err(e) => {
+                    sub.metrics.failure.inc();
+                    Attempt::Failed(crate::errors::listener_error(py, &sub.listener_name(py), event, e))
+                }
+            };
+        }
+        let r = match &sub.core {
+            // The common case runs in Rust; Python's policy is asked only after a failure.
+            Some(core) if n == 1 && core.get().takes_first_attempt() => {
+                let (result, elapsed) = core.get().run(py, event, n);
+                sub.metrics.duration.observe_nanos(py, elapsed);
+                match result {
+                    Ok(None) => Ok(py.None().into_bound(py)),
+                    Ok(Some(error)) => {
+                        managed.bind(py).call_method1("_after_failed_attempt", (event, n, topic, error, last))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                let start = crate::metrics::stopwatch::now();
+                // `last` only when set: a managed listener of the user's own may take three arguments.
+                let r = if last {
+                    managed.bind(py).call_method1("attempt", (event, n, topic, last))
+                } else {
+                    managed.bind(py).call_method1("attempt", (event, n, topic))
+                };
+                sub.metrics.duration.observe_nanos(py, crate::metrics::stopwatch::elapsed_nanos(start));
+                r
+            }
+        };
+        match r {
+            Ok(v) if v.is_none() => {
+                sub.metrics.success.inc(py);
+                Attempt::Done
+            }
+            Ok(v) => match v.extract::<f64>() {
+                Ok(d) => Attempt::Retry(d.max(0.0)),
+                Err(e) => {
+                    sub.metrics.failure.inc();
+                    Attempt::Failed(e)
+                }
+            },
+            Err(e) => {
+                sub.metrics.failure.inc();
+                Attempt::Failed(crate::errors::listener_error(py, &sub.listener_name(py), event, e))
+            }
+        }
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(outcome) => outcome,
@@ -162,90 +235,6 @@ pub fn attempt(
                 &crate::ffi::panic_message(&payload),
             );
             Attempt::Failed(crate::errors::listener_error(py, &sub.listener_name(py), event, cause))
-        }
-    }
-}
-
-fn attempt_unguarded(
-    py: Python<'_>,
-    sub: &Sub,
-    event: &Bound<'_, PyAny>,
-    n: u32,
-    topic: Option<&str>,
-    event_loop: Option<&Py<PyAny>>,
-    last: bool,
-) -> Attempt {
-    let Some(managed) = &sub.managed else {
-        let listener = sub.listener.bind(py).get();
-        if listener.is_async() {
-            // The coroutine is made here, in the event's context; it runs as a task.
-            return match crate::ffi::call::call1(listener.handler(py), event) {
-                Ok(coro) => Attempt::Async(coro.unbind(), false),
-                Err(e) => {
-                    sub.metrics.failure.inc();
-                    Attempt::Failed(crate::errors::listener_error(py, listener.name(), event, e))
-                }
-            };
-        }
-        return match sub.call(py, event, event_loop, None) {
-            Ok(()) => Attempt::Done,
-            Err(e) => Attempt::Failed(e),
-        };
-    };
-    if sub.managed_async {
-        let coro = if last {
-            managed.bind(py).call_method1("attempt_async", (event, n, topic, last))
-        } else {
-            managed.bind(py).call_method1("attempt_async", (event, n, topic))
-        };
-        return match coro {
-            Ok(coro) => Attempt::Async(coro.unbind(), true),
-            Err(e) => {
-                sub.metrics.failure.inc();
-                Attempt::Failed(crate::errors::listener_error(py, &sub.listener_name(py), event, e))
-            }
-        };
-    }
-    let r = match &sub.core {
-        // The common case runs in Rust; Python's policy is asked only after a failure.
-        Some(core) if n == 1 && core.get().takes_first_attempt() => {
-            let (result, elapsed) = core.get().run(py, event, n);
-            sub.metrics.duration.observe_nanos(py, elapsed);
-            match result {
-                Ok(None) => Ok(py.None().into_bound(py)),
-                Ok(Some(error)) => {
-                    managed.bind(py).call_method1("_after_failed_attempt", (event, n, topic, error, last))
-                }
-                Err(e) => Err(e),
-            }
-        }
-        _ => {
-            let start = crate::metrics::stopwatch::now();
-            // `last` only when set: a managed listener of the user's own may take three arguments.
-            let r = if last {
-                managed.bind(py).call_method1("attempt", (event, n, topic, last))
-            } else {
-                managed.bind(py).call_method1("attempt", (event, n, topic))
-            };
-            sub.metrics.duration.observe_nanos(py, crate::metrics::stopwatch::elapsed_nanos(start));
-            r
-        }
-    };
-    match r {
-        Ok(v) if v.is_none() => {
-            sub.metrics.success.inc(py);
-            Attempt::Done
-        }
-        Ok(v) => match v.extract::<f64>() {
-            Ok(d) => Attempt::Retry(d.max(0.0)),
-            Err(e) => {
-                sub.metrics.failure.inc();
-                Attempt::Failed(e)
-            }
-        },
-        Err(e) => {
-            sub.metrics.failure.inc();
-            Attempt::Failed(crate::errors::listener_error(py, &sub.listener_name(py), event, e))
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::metrics::{pairs, Counter, TypeCounters};
 use crate::pool::WorkerPool;
 use crate::queue::{Item, Lane, Pushed, Sink};
 use crate::retry::Retries;
-use crate::tasks::TaskHome;
+use crate::tasks::{NextAttempt, TaskHome};
 
 pub struct EmitterCore {
     name: String,
@@ -114,7 +114,17 @@ impl EmitterCore {
                     }
                 }
                 Attempt::Retry(delay) => {
-                    self.retries.schedule(py, sub.clone(), ev, context, 2, None, delay, None, later.defer());
+                    let next = NextAttempt {
+                        sub: sub.clone(),
+                        event: ev,
+                        context,
+                        attempt: 2,
+                        topic: None,
+                        delay,
+                        follow: None,
+                        after: later.defer(),
+                    };
+                    self.retries.schedule(py, next);
                     Delivery::Pending
                 }
                 Attempt::Async(coro, managed) => {

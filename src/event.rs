@@ -338,8 +338,32 @@ impl Event {
         })
     }
 
-    /// The checks and defaults of `Event(...)`, shared by `__new__` and the vectorcall.
-    fn create(
+    /// Build an event of class `cls` through `Event.__new__`, so subclasses keep their class
+    /// without running a subclass `__init__` of another signature.
+    fn build<'py>(
+        py: Python<'py>,
+        cls: &Bound<'py, PyType>,
+        type_: &Bound<'py, PyAny>,
+        data: &Bound<'py, PyAny>,
+        id: &Bound<'py, PyAny>,
+        metadata: &Bound<'py, PyAny>,
+        timestamp: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("id", id)?;
+        kwargs.set_item("metadata", metadata)?;
+        kwargs.set_item("timestamp", timestamp)?;
+        py.get_type::<Event>().getattr("__new__")?.call((cls, type_, data), Some(&kwargs))
+    }
+}
+
+#[pymethods]
+impl Event {
+    /// `Event(...)`: its checks and defaults (the vectorcall of `Event("type", data)` comes
+    /// here too).
+    #[new]
+    #[pyo3(signature = (r#type, data=None, *, id=None, metadata=None, timestamp=None))]
+    fn new(
         py: Python<'_>,
         r#type: &Bound<'_, PyAny>,
         data: Option<Py<PyAny>>,
@@ -380,40 +404,6 @@ impl Event {
             micros,
             timestamp: cell,
         })
-    }
-
-    /// Build an event of class `cls` through `Event.__new__`, so subclasses keep their class
-    /// without running a subclass `__init__` of another signature.
-    fn build<'py>(
-        py: Python<'py>,
-        cls: &Bound<'py, PyType>,
-        type_: &Bound<'py, PyAny>,
-        data: &Bound<'py, PyAny>,
-        id: &Bound<'py, PyAny>,
-        metadata: &Bound<'py, PyAny>,
-        timestamp: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("id", id)?;
-        kwargs.set_item("metadata", metadata)?;
-        kwargs.set_item("timestamp", timestamp)?;
-        py.get_type::<Event>().getattr("__new__")?.call((cls, type_, data), Some(&kwargs))
-    }
-}
-
-#[pymethods]
-impl Event {
-    #[new]
-    #[pyo3(signature = (r#type, data=None, *, id=None, metadata=None, timestamp=None))]
-    fn new(
-        py: Python<'_>,
-        r#type: &Bound<'_, PyAny>,
-        data: Option<Py<PyAny>>,
-        id: Option<&Bound<'_, PyAny>>,
-        metadata: Option<&Bound<'_, PyAny>>,
-        timestamp: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        Event::create(py, r#type, data, id, metadata, timestamp)
     }
 
     #[getter]
@@ -656,7 +646,7 @@ impl crate::ffi::types::FastNew for FastEvent {
         let data = (args.len() == 2).then(|| args.get(1).to_owned().unbind());
         // The ordinary route would also run `object.__init__`, which accepts any arguments
         // when `__new__` is overridden and `__init__` is not: nothing to do here.
-        Some(Event::create(py, &args.get(0), data, None, None, None).and_then(|e| Ok(Py::new(py, e)?.into_any())))
+        Some(Event::new(py, &args.get(0), data, None, None, None).and_then(|e| Ok(Py::new(py, e)?.into_any())))
     }
 
     fn slots() -> &'static crate::ffi::types::TypeSlots {

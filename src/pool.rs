@@ -146,15 +146,8 @@ impl PoolInner {
         self.closed.store(true, SeqCst);
         let mut g = self.idle.0.lock();
         while !self.is_idle() {
-            let wait = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
-                    }
-                    (d - now).min(Duration::from_millis(20))
-                }
-                None => Duration::from_millis(20),
+            let Some(wait) = crate::component::next_wait(deadline, Duration::from_millis(20)) else {
+                break;
             };
             self.idle.1.wait_for(&mut g, wait);
         }

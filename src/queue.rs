@@ -144,15 +144,8 @@ impl Lane {
             if self.pool.is_closed() && self.in_flight.load(SeqCst) == 0 {
                 break Pushed::Full(item);
             }
-            let wait = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break Pushed::Full(item);
-                    }
-                    (d - now).min(Duration::from_millis(50))
-                }
-                None => Duration::from_millis(50),
+            let Some(wait) = crate::component::next_wait(deadline, Duration::from_millis(50)) else {
+                break Pushed::Full(item);
             };
             self.signal.1.wait_for(&mut guard, wait);
         };
@@ -200,15 +193,8 @@ impl Lane {
             if done() {
                 break true;
             }
-            let wait = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break false;
-                    }
-                    (d - now).min(Duration::from_millis(50))
-                }
-                None => Duration::from_millis(50),
+            let Some(wait) = crate::component::next_wait(deadline, Duration::from_millis(50)) else {
+                break false;
             };
             self.signal.1.wait_for(&mut guard, wait);
         };

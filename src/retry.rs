@@ -14,7 +14,7 @@ use crate::ffi::context::run_in_copy as run_in_context;
 use crate::handoff::Handoff;
 use crate::listener::Sub;
 use crate::pool::{Job, PoolInner};
-use crate::tasks::{FollowUp, ListenerRun, TaskHome};
+use crate::tasks::{FollowUp, ListenerRun, NextAttempt, RetryPlan, TaskHome};
 use rustc_hash::FxHashMap;
 
 /// An event waiting for a retry: its subscriber, and the event's middleware `after` hooks
@@ -77,9 +77,7 @@ pub struct Retries {
 struct RetryJob {
     id: u64,
     retries: Arc<Retries>,
-    context: Option<Py<PyAny>>,
-    attempt: u32,
-    topic: Option<String>,
+    plan: RetryPlan,
     follow: Option<Arc<dyn FollowUp>>,
 }
 
@@ -109,20 +107,9 @@ impl TaskHome for Retries {
         drop(run);
     }
 
-    fn retry_later(
-        &self,
-        py: Python<'_>,
-        sub: Arc<Sub>,
-        event: &Bound<'_, PyAny>,
-        context: Option<&Py<PyAny>>,
-        attempt: u32,
-        topic: Option<&str>,
-        delay: f64,
-        follow: Option<Arc<dyn FollowUp>>,
-        after: Option<Arc<PendingAfter>>,
-    ) {
+    fn retry_later(&self, py: Python<'_>, next: NextAttempt<'_, '_>) {
         if let Some(me) = self.me.upgrade() {
-            me.schedule(py, sub, event, context, attempt, topic, delay, follow, after);
+            me.schedule(py, next);
         }
     }
 }
@@ -196,20 +183,9 @@ impl Retries {
         }
     }
 
-    /// Attempt `attempt` of `event` for `sub` after `delay` seconds.
-    #[allow(clippy::too_many_arguments)]
-    pub fn schedule(
-        self: &Arc<Self>,
-        py: Python<'_>,
-        sub: Arc<Sub>,
-        event: &Bound<'_, PyAny>,
-        context: Option<&Py<PyAny>>,
-        attempt: u32,
-        topic: Option<&str>,
-        delay: f64,
-        follow: Option<Arc<dyn FollowUp>>,
-        after: Option<Arc<PendingAfter>>,
-    ) {
+    /// `next`'s attempt after its delay.
+    pub fn schedule(self: &Arc<Self>, py: Python<'_>, next: NextAttempt<'_, '_>) {
+        let NextAttempt { sub, event, context, attempt, topic, delay, follow, after } = next;
         let id = self.next_id.fetch_add(1, SeqCst);
         if let Err((sub, event, after)) = self.waiting.park(id, (sub, event.clone().unbind(), after)) {
             // The component was shut down while this event's attempt ran: its report is made,
@@ -227,9 +203,7 @@ impl Retries {
         let job = Arc::new(RetryJob {
             id,
             retries: self.clone(),
-            context: context.map(|c| c.clone_ref(py)),
-            attempt,
-            topic: topic.map(str::to_string),
+            plan: RetryPlan { attempt, topic: topic.map(str::to_string), context: context.map(|c| c.clone_ref(py)) },
             follow,
         });
         // A delay the policy computed as inf or beyond a day is capped at a day (NaN: at once).
@@ -248,15 +222,8 @@ impl Retries {
             if self.waiting.pending() == 0 && (tasks == 0 || !with_tasks) {
                 return tasks == 0;
             }
-            let wait = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    (d - now).min(Duration::from_millis(20))
-                }
-                None => Duration::from_millis(20),
+            let Some(wait) = crate::component::next_wait(deadline, Duration::from_millis(20)) else {
+                return false;
             };
             self.idle.1.wait_for(&mut g, wait);
         }
@@ -318,34 +285,21 @@ impl Job for RetryJob {
             let Some((sub, event, after)) = r.waiting.claim(self.id) else { return };
             let _running = Running(&r.waiting);
             let event = event.bind(py);
-            let go = || attempt(py, &sub, event, self.attempt, self.topic.as_deref(), r.event_loop.as_ref(), false);
-            let outcome = match &self.context {
+            let plan = &self.plan;
+            let go = || attempt(py, &sub, event, plan.attempt, plan.topic.as_deref(), r.event_loop.as_ref(), false);
+            let outcome = match &plan.context {
                 Some(ctx) => run_in_context(py, ctx, go).unwrap_or_else(Attempt::Failed),
                 None => go(),
             };
             let ok = match outcome {
                 Attempt::Retry(delay) => {
-                    r.schedule(
-                        py,
-                        sub.clone(),
-                        event,
-                        self.context.as_ref(),
-                        self.attempt + 1,
-                        self.topic.as_deref(),
-                        delay,
-                        self.follow.clone(),
-                        after,
-                    );
+                    r.schedule(py, plan.next(&sub, event, delay, self.follow.clone(), after));
                     return;
                 }
                 Attempt::Async(coro, _) => {
                     // A managed async listener's next attempt: a task, which settles it.
                     let end = crate::tasks::TaskEnd {
-                        plan: Some(crate::tasks::RetryPlan {
-                            attempt: self.attempt,
-                            topic: self.topic.clone(),
-                            context: self.context.as_ref().map(|c| c.clone_ref(py)),
-                        }),
+                        plan: Some(plan.clone_ref(py)),
                         after,
                         follow: self.follow.clone(),
                         ..crate::tasks::TaskEnd::new(&sub, event, &r.counters, r)

@@ -37,27 +37,61 @@ pub trait TaskHome: Send + Sync {
     fn track(&self, run: Py<ListenerRun>) -> u64;
     /// Take the run with `key` out of the live table.
     fn untrack(&self, key: u64);
-    /// Attempt `attempt` of `event` for `sub` after `delay` seconds.
-    #[allow(clippy::too_many_arguments)]
-    fn retry_later(
-        &self,
-        py: Python<'_>,
-        sub: Arc<Sub>,
-        event: &Bound<'_, PyAny>,
-        context: Option<&Py<PyAny>>,
-        attempt: u32,
-        topic: Option<&str>,
-        delay: f64,
-        follow: Option<Arc<dyn FollowUp>>,
-        after: Option<Arc<PendingAfter>>,
-    );
+    /// `next`'s attempt after its delay.
+    fn retry_later(&self, py: Python<'_>, next: NextAttempt<'_, '_>);
 }
 
-/// A managed listener's attempt running as a task: what a retry needs.
+/// A delivery's next attempt: attempt `attempt` of `event` for `sub`, `delay` seconds from
+/// now, inside `context`; `follow` is told when the delivery is finally settled, and
+/// `after` holds the event's middleware hooks waiting for that outcome.
+pub struct NextAttempt<'a, 'py> {
+    pub sub: Arc<Sub>,
+    pub event: &'a Bound<'py, PyAny>,
+    pub context: Option<&'a Py<PyAny>>,
+    pub attempt: u32,
+    pub topic: Option<&'a str>,
+    pub delay: f64,
+    pub follow: Option<Arc<dyn FollowUp>>,
+    pub after: Option<Arc<PendingAfter>>,
+}
+
+/// Which attempt of a delivery this is, on which topic, in which context: what its next
+/// attempt needs (a managed listener's attempt running as a task, or waiting for a retry).
 pub struct RetryPlan {
     pub attempt: u32,
     pub topic: Option<String>,
     pub context: Option<Py<PyAny>>,
+}
+
+impl RetryPlan {
+    pub fn clone_ref(&self, py: Python<'_>) -> RetryPlan {
+        RetryPlan {
+            attempt: self.attempt,
+            topic: self.topic.clone(),
+            context: self.context.as_ref().map(|c| c.clone_ref(py)),
+        }
+    }
+
+    /// The attempt after this one, `delay` seconds from now.
+    pub fn next<'a, 'py>(
+        &'a self,
+        sub: &Arc<Sub>,
+        event: &'a Bound<'py, PyAny>,
+        delay: f64,
+        follow: Option<Arc<dyn FollowUp>>,
+        after: Option<Arc<PendingAfter>>,
+    ) -> NextAttempt<'a, 'py> {
+        NextAttempt {
+            sub: sub.clone(),
+            event,
+            context: self.context.as_ref(),
+            attempt: self.attempt + 1,
+            topic: self.topic.as_deref(),
+            delay,
+            follow,
+            after,
+        }
+    }
 }
 
 /// Everything a task's end needs to settle its delivery.
@@ -277,17 +311,8 @@ impl ListenerRun {
         if let (Some(plan), None) = (&end.plan, &error) {
             // attempt_async returned a delay: wait for the next attempt, still pending.
             if let Some(delay) = result.filter(|r| !r.is_none()).and_then(|r| r.extract::<f64>().ok()) {
-                end.retries.retry_later(
-                    py,
-                    sub.clone(),
-                    event,
-                    plan.context.as_ref(),
-                    plan.attempt + 1,
-                    plan.topic.as_deref(),
-                    delay.max(0.0),
-                    end.follow.clone(),
-                    end.after.clone(),
-                );
+                let next = plan.next(sub, event, delay.max(0.0), end.follow.clone(), end.after.clone());
+                end.retries.retry_later(py, next);
                 end.retries.end_task();
                 return None;
             }

@@ -19,7 +19,7 @@ use crate::event::as_event;
 use crate::ffi::context::run_in_copy as run_in_context;
 use crate::listener::Sub;
 use crate::queue::{Item, Sink};
-use crate::tasks::FollowUp;
+use crate::tasks::{FollowUp, NextAttempt};
 
 /// A subscriber's events held back while it waits for a retry: (event, context, the event's
 /// middleware `after` hooks waiting for this subscriber's outcome).
@@ -207,7 +207,17 @@ impl PartitionSink {
                 self.held.start(py, sub.seq);
                 let follow: Option<Arc<dyn FollowUp>> =
                     self.me.get().and_then(Weak::upgrade).map(|s| s as Arc<dyn FollowUp>);
-                core.retries.schedule(py, sub.clone(), event, context, 2, Some(&topic.name), delay, follow, after());
+                let next = NextAttempt {
+                    sub: sub.clone(),
+                    event,
+                    context,
+                    attempt: 2,
+                    topic: Some(&topic.name),
+                    delay,
+                    follow,
+                    after: after(),
+                };
+                core.retries.schedule(py, next);
                 Delivery::Pending
             }
             Attempt::Async(coro, managed) => {

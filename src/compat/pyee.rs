@@ -35,6 +35,16 @@ impl Entry {
     }
 }
 
+/// Where `key` is among `entries` (compared with Python `==`, as pyee's `OrderedDict` does).
+fn position(py: Python<'_>, entries: &[Entry], key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    for (i, e) in entries.iter().enumerate() {
+        if e.key.bind(py).eq(key)? {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
 /// Pure list edits, shared by the table and the unit tests: the new list after putting `new` at
 /// `found` (keeping its position, as an `OrderedDict` assignment does) or at the end.
 fn with_upsert<T>(old: &[T], found: Option<usize>, new: T, clone: impl Fn(&T) -> T) -> Vec<T> {
@@ -247,57 +257,6 @@ impl PyeeTable {
         Ok(true)
     }
 
-    /// Add or replace (keeping its place) the handler `key` of `event`.
-    fn upsert(
-        &self,
-        py: Python<'_>,
-        event: &Bound<'_, PyAny>,
-        key: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        key.hash()?; // an OrderedDict key must be hashable; fail as pyee would
-        let (func, once) = match value.downcast::<OnceCall>() {
-            Ok(o) => (o.get().func.clone_ref(py), true),
-            Err(_) => (value.clone().unbind(), false),
-        };
-        let _g = self.lock(py);
-        let slot = match self.slot(py, event)? {
-            Some(s) => s,
-            None => {
-                let s = Bound::new(py, PyeeSlot::empty())?;
-                self.index.bind(py).set_item(event, &s)?;
-                s
-            }
-        };
-        loop {
-            let snap = slot.get().snapshot();
-            let mut found = None;
-            for (i, e) in snap.iter().enumerate() {
-                if e.key.bind(py).eq(key)? {
-                    found = Some(i);
-                    break;
-                }
-            }
-            let entry = Entry {
-                key: key.clone().unbind(),
-                value: value.clone().unbind(),
-                func: func.clone_ref(py),
-                once,
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            };
-            let new = with_upsert(&snap, found, entry, |e| e.clone_ref(py));
-            let old = {
-                let mut h = slot.get().handlers.write();
-                if !Arc::ptr_eq(&h, &snap) {
-                    continue; // changed while we compared (re-entrant code): redo
-                }
-                std::mem::replace(&mut *h, Arc::new(new))
-            };
-            drop(old);
-            return Ok(());
-        }
-    }
-
     fn remove(&self, py: Python<'_>, event: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let _g = self.lock(py);
         let Some(slot) = self.slot(py, event)? else {
@@ -305,13 +264,7 @@ impl PyeeTable {
         };
         loop {
             let snap = slot.get().snapshot();
-            let mut found = None;
-            for (i, e) in snap.iter().enumerate() {
-                if e.key.bind(py).eq(key)? {
-                    found = Some(i);
-                    break;
-                }
-            }
+            let found = position(py, &snap, key)?;
             let Some(i) = found else {
                 return Err(PyKeyError::new_err(key.clone().unbind()));
             };
@@ -404,6 +357,7 @@ impl PyeeTable {
         this.run_handlers(slf, event, args, kwargs, this.mode.load(Ordering::Relaxed))
     }
 
+    /// Add or replace (keeping its place) the handler `key` of `event`.
     fn _nova_add(
         &self,
         py: Python<'_>,
@@ -411,7 +365,41 @@ impl PyeeTable {
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        self.upsert(py, event, key, value)
+        key.hash()?; // an OrderedDict key must be hashable; fail as pyee would
+        let (func, once) = match value.downcast::<OnceCall>() {
+            Ok(o) => (o.get().func.clone_ref(py), true),
+            Err(_) => (value.clone().unbind(), false),
+        };
+        let _g = self.lock(py);
+        let slot = match self.slot(py, event)? {
+            Some(s) => s,
+            None => {
+                let s = Bound::new(py, PyeeSlot::empty())?;
+                self.index.bind(py).set_item(event, &s)?;
+                s
+            }
+        };
+        loop {
+            let snap = slot.get().snapshot();
+            let found = position(py, &snap, key)?;
+            let entry = Entry {
+                key: key.clone().unbind(),
+                value: value.clone().unbind(),
+                func: func.clone_ref(py),
+                once,
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            };
+            let new = with_upsert(&snap, found, entry, |e| e.clone_ref(py));
+            let old = {
+                let mut h = slot.get().handlers.write();
+                if !Arc::ptr_eq(&h, &snap) {
+                    continue; // changed while we compared (re-entrant code): redo
+                }
+                std::mem::replace(&mut *h, Arc::new(new))
+            };
+            drop(old);
+            return Ok(());
+        }
     }
 
     fn _nova_remove(&self, py: Python<'_>, event: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<()> {
