@@ -39,7 +39,7 @@ use dedup::Dedup;
 use partition::{HeldBack, PartitionSink};
 use pattern::{current_topic, CurrentTopic, TopicPattern};
 use publish::PublishLock;
-use topic::{Mode, Topic};
+use topic::{Mode, OrderingKey, Topic};
 
 pub struct BusCore {
     name: String,
@@ -585,6 +585,20 @@ impl Bus {
 }
 
 /// `nova._core.partition(key, partitions)`: the partition a key maps to (for backends).
+/// `nova._core.event_partition(event, ordering_key, partitions, topic)`: the partition the bus
+/// puts `event` in, for a topic with that `TopicConfig.ordering_key` (for distributed
+/// backends, which must agree with the local bus).
+#[pyfunction]
+fn event_partition(
+    py: Python<'_>,
+    event: &Bound<'_, PyAny>,
+    ordering_key: &Bound<'_, PyAny>,
+    partitions: usize,
+    topic: &str,
+) -> PyResult<usize> {
+    OrderingKey::parse(ordering_key)?.partition(py, topic, event, partitions)
+}
+
 #[pyfunction(name = "partition")]
 fn partition_index(key: &str, partitions: usize) -> usize {
     partition_of(key, partitions)
@@ -622,6 +636,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_class::<TopicPattern>()?;
     m.add_function(wrap_pyfunction!(partition_index, m)?)?;
+    m.add_function(wrap_pyfunction!(event_partition, m)?)?;
     m.add_function(wrap_pyfunction!(current_topic, m)?)?;
     Ok(())
 }

@@ -47,6 +47,58 @@ pub(super) enum OrderingKey {
     Callable(Py<PyAny>),
 }
 
+impl OrderingKey {
+    /// A `TopicConfig.ordering_key`: None, a metadata key, or a callable.
+    pub(super) fn parse(key: &Bound<'_, PyAny>) -> PyResult<OrderingKey> {
+        Ok(if key.is_none() {
+            OrderingKey::EventId
+        } else if let Ok(s) = key.downcast::<PyString>() {
+            OrderingKey::Metadata(PyString::intern(key.py(), s.to_str()?).unbind())
+        } else {
+            OrderingKey::Callable(key.clone().unbind())
+        })
+    }
+
+    /// Which of `partitions` the `event` published on `topic` goes to: the key's FNV-1a
+    /// (the same in every process, so a distributed backend agrees with the local bus).
+    pub(super) fn partition(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        event: &Bound<'_, PyAny>,
+        partitions: usize,
+    ) -> PyResult<usize> {
+        if partitions <= 1 {
+            return Ok(0);
+        }
+        let Some(ev) = as_event(event) else {
+            return Err(validation_error(
+                py,
+                format!("topic '{topic}': expected a nova.Event, got {}", type_name(event)),
+            ));
+        };
+        let ev = ev.get();
+        Ok(match self {
+            OrderingKey::EventId => ev.id_partition(py, partitions)?,
+            OrderingKey::Metadata(k) => ev.metadata_partition(py, k.bind(py), partitions)?,
+            OrderingKey::Callable(f) => {
+                let key = f.bind(py).call1((event,))?;
+                let key = key.downcast::<PyString>().map_err(|_| {
+                    validation_error(
+                        py,
+                        format!(
+                            "topic '{topic}': ordering_key returned {} for {}; it must return a str",
+                            type_name(&key),
+                            describe_event(event)
+                        ),
+                    )
+                })?;
+                partition_of(key.to_str()?, partitions)
+            }
+        })
+    }
+}
+
 pub(super) struct Topic {
     pub(super) name: String,
     pub(super) name_obj: Py<PyString>,
@@ -81,30 +133,7 @@ impl Topic {
     }
 
     pub(super) fn partition_for(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let n = self.lanes.len();
-        if n == 1 {
-            return Ok(0);
-        }
-        let ev = as_event(event).expect("checked at the door").get();
-        Ok(match &self.key {
-            OrderingKey::EventId => ev.id_partition(py, n)?,
-            OrderingKey::Metadata(k) => ev.metadata_partition(py, k.bind(py), n)?,
-            OrderingKey::Callable(f) => {
-                let key = f.bind(py).call1((event,))?;
-                let key = key.downcast::<PyString>().map_err(|_| {
-                    validation_error(
-                        py,
-                        format!(
-                            "topic '{}': ordering_key returned {} for {}; it must return a str",
-                            self.name,
-                            type_name(&key),
-                            describe_event(event)
-                        ),
-                    )
-                })?;
-                partition_of(key.to_str()?, n)
-            }
-        })
+        self.key.partition(py, &self.name, event, self.lanes.len())
     }
 
     pub(super) fn set_subs(&self, subs: Vec<Arc<Sub>>) {
@@ -222,13 +251,7 @@ impl Bus {
         let on_full = OnFull::parse(py, "TopicConfig.on_full", Some(&config.getattr("on_full")?))?;
         let dedup_window = positive(py, "TopicConfig.dedup_window", config.getattr("dedup_window")?.extract()?)?;
         let key_obj = config.getattr("ordering_key")?;
-        let key = if key_obj.is_none() {
-            OrderingKey::EventId
-        } else if let Ok(s) = key_obj.downcast::<PyString>() {
-            OrderingKey::Metadata(PyString::intern(py, s.to_str()?).unbind())
-        } else {
-            OrderingKey::Callable(key_obj.unbind())
-        };
+        let key = OrderingKey::parse(&key_obj)?;
         let mut lanes = Vec::with_capacity(partitions);
         let mut sinks = Vec::with_capacity(partitions);
         for _ in 0..partitions {
