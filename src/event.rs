@@ -614,26 +614,26 @@ impl Event {
     }
 }
 
-/// Unpickling entry point (`Event.__reduce__`).
+/// Unpickling entry point (`Event.__reduce__`): `_restore_event(cls, id, type, data,
+/// metadata, timestamp)`.
 #[pyfunction]
-pub fn _restore_event<'py>(
-    py: Python<'py>,
-    cls: &Bound<'py, PyType>,
-    id: &Bound<'py, PyAny>,
-    type_: &Bound<'py, PyAny>,
-    data: &Bound<'py, PyAny>,
-    metadata: &Bound<'py, PyAny>,
-    timestamp: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (cls, *fields))]
+pub fn _restore_event<'py>(cls: &Bound<'py, PyType>, fields: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    if fields.len() != 5 {
+        return Err(PyTypeError::new_err("_restore_event: expected (cls, id, type, data, metadata, timestamp)"));
+    }
     if !cls.is_subclass_of::<Event>()? {
         return Err(PyTypeError::new_err("_restore_event: not an Event class"));
     }
-    Event::build(py, cls, type_, data, id, metadata, timestamp)
+    let field = |i: usize| fields.get_borrowed_item(i).map(|f| f.to_owned());
+    Event::build(py, cls, &field(1)?, &field(2)?, &field(0)?, &field(3)?, &field(4)?)
 }
 
-/// `Event(type)` and `Event(type, data)`, the forms events are made with on hot paths, build
+/// `Event(type, data, *, id=, metadata=, timestamp=)`, as events are made on hot paths, builds
 /// the event directly with the checks of `Event.__new__` (see `ffi::types`). Any other call
-/// (keywords, a wrong argument count) goes the ordinary way, so its errors are PyO3's own.
+/// (an unknown or repeated keyword, a wrong argument count) goes the ordinary way, so its
+/// errors are PyO3's own.
 struct FastEvent;
 
 impl crate::ffi::types::FastNew for FastEvent {
@@ -643,10 +643,29 @@ impl crate::ffi::types::FastNew for FastEvent {
         if args.len() != 1 && args.len() != 2 {
             return None;
         }
-        let data = (args.len() == 2).then(|| args.get(1).to_owned().unbind());
+        let mut data = (args.len() == 2).then(|| args.get(1).to_owned().unbind());
+        let (mut id, mut metadata, mut timestamp) = (None, None, None);
+        // The keywords `Event(...)` takes (each at most once); any other goes the ordinary
+        // way, whose error is PyO3's own.
+        for (name, value) in args.keywords() {
+            let slot = match name.downcast::<PyString>().ok()?.to_str().ok()? {
+                "metadata" => &mut metadata,
+                "id" => &mut id,
+                "timestamp" => &mut timestamp,
+                "data" if data.is_none() => {
+                    data = Some(value.to_owned().unbind());
+                    continue;
+                }
+                _ => return None,
+            };
+            if slot.replace(value).is_some() {
+                return None;
+            }
+        }
         // The ordinary route would also run `object.__init__`, which accepts any arguments
         // when `__new__` is overridden and `__init__` is not: nothing to do here.
-        Some(Event::new(py, &args.get(0), data, None, None, None).and_then(|e| Ok(Py::new(py, e)?.into_any())))
+        let made = Event::new(py, &args.get(0), data, id.as_deref(), metadata.as_deref(), timestamp.as_deref());
+        Some(made.and_then(|e| Ok(Py::new(py, e)?.into_any())))
     }
 
     fn slots() -> &'static crate::ffi::types::TypeSlots {

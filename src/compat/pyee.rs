@@ -346,14 +346,15 @@ impl PyeeTable {
     }
 
     /// pyee's `_call_handlers(event, args, kwargs)`: run the handlers, true if there were any.
+    /// (`kwargs` is a dict, as pyee passes it, not `**kwargs`.)
     fn _nova_call_handlers(
         slf: &Bound<'_, Self>,
         event: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        kwargs: &Bound<'_, PyDict>,
     ) -> PyResult<bool> {
         let this = slf.get();
-        let kwargs = kwargs.filter(|k| !k.is_empty());
+        let kwargs = Some(kwargs).filter(|k| !k.is_empty());
         this.run_handlers(slf, event, args, kwargs, this.mode.load(Ordering::Relaxed))
     }
 

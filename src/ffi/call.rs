@@ -1,7 +1,10 @@
 //! Calling Python callables without building an argument tuple (vectorcall, PEP 590: public
 //! since 3.9, in the non-limited API).
 
-use pyo3::ffi::PyObject;
+use super::method::{Args, Obj};
+
+/// A Python object held with the GIL (PyO3's `Bound<'py, PyAny>`).
+type Any<'py> = Bound<'py, PyAny>;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -14,11 +17,7 @@ pub fn call1<'py>(f: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bo
 
 /// `f(a, b)`; `b` may be None.
 #[inline]
-pub fn call2<'py>(
-    f: &Bound<'py, PyAny>,
-    a: &Bound<'py, PyAny>,
-    b: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
+pub fn call2<'py>(f: &Bound<'py, PyAny>, a: &Bound<'py, PyAny>, b: Option<&Bound<'py, PyAny>>) -> PyResult<Any<'py>> {
     let py = f.py();
     let none = py.None().into_bound(py);
     let b = b.unwrap_or(&none);
@@ -41,27 +40,18 @@ pub fn vectorcall_nargs(nargsf: usize) -> usize {
 
 /// `method(slf, *args, **kwargs)` for the arguments a fastcall method received.
 ///
-/// SAFETY: GIL held; `args` holds `nargs` positional values followed by one value per name in
-/// `kwnames` (a tuple of str, or NULL).
-pub unsafe fn call_with_self(
-    py: Python<'_>,
-    method: &Py<PyAny>,
-    slf: *mut PyObject,
-    args: *const *mut PyObject,
-    nargs: usize,
-    kwnames: *mut PyObject,
-) -> PyResult<*mut PyObject> {
-    unsafe {
-        let nkw = if kwnames.is_null() { 0 } else { pyo3::ffi::PyTuple_Size(kwnames) as usize };
-        let mut all = Vec::with_capacity(1 + nargs + nkw);
-        all.push(slf);
-        all.extend_from_slice(std::slice::from_raw_parts(args, nargs + nkw));
-        let out = pyo3::ffi::PyObject_Vectorcall(method.as_ptr(), all.as_ptr(), nargs + 1, kwnames);
-        if out.is_null() {
-            Err(PyErr::fetch(py))
-        } else {
-            Ok(out)
-        }
+/// SAFETY: GIL held; `args` as CPython passed them (see `Args::from_vectorcall`).
+pub unsafe fn call_with_self(py: Python<'_>, method: &Py<PyAny>, slf: Obj, args: &Args<'_, '_>) -> PyResult<Obj> {
+    let (all, nargs, kwnames) = args.raw_parts();
+    let mut with_self = Vec::with_capacity(1 + all.len());
+    with_self.push(slf);
+    with_self.extend_from_slice(all);
+    // SAFETY: as above; `with_self` outlives the call.
+    let out = unsafe { pyo3::ffi::PyObject_Vectorcall(method.as_ptr(), with_self.as_ptr(), nargs + 1, kwnames) };
+    if out.is_null() {
+        Err(PyErr::fetch(py))
+    } else {
+        Ok(out)
     }
 }
 
@@ -71,26 +61,19 @@ pub unsafe fn call_with_self(
 ///
 /// SAFETY: GIL held; `args` holds `nargs` positional values followed by one value per name in
 /// `kwnames` (a tuple of str, or NULL), as a vectorcall receives them.
-pub unsafe fn call_via_type_call(
-    py: Python<'_>,
-    callable: *mut PyObject,
-    args: *const *mut PyObject,
-    nargs: usize,
-    kwnames: *mut PyObject,
-) -> PyResult<*mut PyObject> {
+pub unsafe fn call_via_type_call(py: Python<'_>, callable: Obj, args: &Args<'_, '_>) -> PyResult<Obj> {
+    let positional = PyTuple::new(py, (0..args.len()).map(|i| args.get(i)))?;
+    let kwargs = if args.has_keywords() {
+        let dict = PyDict::new(py);
+        for (name, value) in args.keywords() {
+            dict.set_item(name, value)?;
+        }
+        Some(dict)
+    } else {
+        None
+    };
+    // SAFETY: GIL held; `callable` is a live type object; the tuple and dict live through the call.
     unsafe {
-        let positional = PyTuple::new(py, (0..nargs).map(|i| Borrowed::from_ptr(py, *args.add(i))))?;
-        let kwargs = if kwnames.is_null() {
-            None
-        } else {
-            let names = Borrowed::from_ptr(py, kwnames);
-            let names = names.downcast_unchecked::<PyTuple>();
-            let dict = PyDict::new(py);
-            for (i, name) in names.iter().enumerate() {
-                dict.set_item(name, Borrowed::from_ptr(py, *args.add(nargs + i)))?;
-            }
-            Some(dict)
-        };
         let metatype = pyo3::ffi::Py_TYPE(callable);
         let Some(tp_call) = (*metatype).tp_call else {
             return Err(pyo3::exceptions::PyTypeError::new_err("type object is not callable"));

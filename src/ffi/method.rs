@@ -5,6 +5,9 @@ use std::ffi::CStr;
 use std::panic::AssertUnwindSafe;
 
 use pyo3::ffi::{PyObject, Py_ssize_t};
+
+/// A Python object as the C API passes it (CPython's `PyObject *`).
+pub type Obj = *mut PyObject;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::PyClass;
@@ -27,19 +30,67 @@ pub fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut PyObject>) -> *
     })
 }
 
-/// The positional arguments of a fast call, borrowed from the caller.
+/// The arguments of a fast call, borrowed from the caller: the positional ones, and the
+/// keyword ones where the entry passes them on.
+#[derive(Clone, Copy)]
 pub struct Args<'a, 'py> {
     py: Python<'py>,
     raw: &'a [*mut PyObject],
+    /// The keywords' names (a tuple of str; NULL when none) and their values, in order.
+    kwnames: *mut PyObject,
+    kwvalues: &'a [*mut PyObject],
 }
 
 impl<'a, 'py> Args<'a, 'py> {
-    pub fn new(py: Python<'py>, raw: &'a [*mut PyObject]) -> Self {
-        Args { py, raw }
+    /// A vectorcall's arguments: `args` holds `nargs` positional values followed by one value
+    /// per name in `kwnames` (a tuple of str, or NULL).
+    ///
+    /// SAFETY: as CPython passes them to a vectorcall; the GIL is held.
+    pub unsafe fn from_vectorcall(
+        py: Python<'py>,
+        args: *const *mut PyObject,
+        nargs: usize,
+        kwnames: *mut PyObject,
+    ) -> Self {
+        unsafe {
+            let nkw = if kwnames.is_null() { 0 } else { pyo3::ffi::PyTuple_GET_SIZE(kwnames) as usize };
+            let all = if nargs + nkw == 0 { &[][..] } else { std::slice::from_raw_parts(args, nargs + nkw) };
+            Args { py, raw: &all[..nargs], kwnames, kwvalues: &all[nargs..] }
+        }
     }
 
+    /// How many positional arguments.
     pub fn len(&self) -> usize {
         self.raw.len()
+    }
+
+    pub fn has_keywords(&self) -> bool {
+        !self.kwnames.is_null()
+    }
+
+    /// The call as CPython passed it: the positional values followed by the keyword values
+    /// (one block), their positional count, and the keywords' names (NULL when none).
+    pub fn raw_parts(&self) -> (&'a [*mut PyObject], usize, *mut PyObject) {
+        let all = if self.kwvalues.is_empty() {
+            self.raw
+        } else {
+            // SAFETY: `from_vectorcall` split one block in two: the values follow the positional ones.
+            unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len() + self.kwvalues.len()) }
+        };
+        (all, self.raw.len(), self.kwnames)
+    }
+
+    /// The keyword arguments, (name, value) in call order.
+    pub fn keywords(&self) -> impl Iterator<Item = (Borrowed<'a, 'py, PyAny>, Borrowed<'a, 'py, PyAny>)> + 'a
+    where
+        'py: 'a,
+    {
+        let (py, names) = (self.py, self.kwnames);
+        // SAFETY: `kwnames` is a tuple with one name per value, and the caller keeps the names
+        // and values alive for the call.
+        self.kwvalues.iter().enumerate().map(move |(i, v)| unsafe {
+            (Borrowed::from_ptr(py, pyo3::ffi::PyTuple_GET_ITEM(names, i as Py_ssize_t)), Borrowed::from_ptr(py, *v))
+        })
     }
 
     /// Argument `i` (< `len()`).
@@ -65,27 +116,21 @@ pub trait FastCall {
 }
 
 /// The C entry of a `FastCall` method (`METH_FASTCALL | METH_KEYWORDS`).
-unsafe extern "C" fn fast_entry<M: FastCall>(
-    slf: *mut PyObject,
-    args: *const *mut PyObject,
-    nargs: Py_ssize_t,
-    kwnames: *mut PyObject,
-) -> *mut PyObject {
+unsafe extern "C" fn fast_entry<M: FastCall>(slf: Obj, args: *const Obj, nargs: Py_ssize_t, kwnames: Obj) -> Obj {
     trampoline(|py| {
         // SAFETY: as CPython passes them to a METH_FASTCALL | METH_KEYWORDS method.
         unsafe {
-            let nargs = nargs as usize;
-            if kwnames.is_null() {
-                let raw = if nargs == 0 { &[][..] } else { std::slice::from_raw_parts(args, nargs) };
+            let args = Args::from_vectorcall(py, args, nargs as usize, kwnames);
+            if !args.has_keywords() {
                 // A method descriptor only ever calls it with an instance of its class.
                 let this = Borrowed::from_ptr(py, slf);
                 let this = this.downcast_unchecked::<M::Class>().get();
-                if let Some(result) = M::fast(py, this, Args { py, raw }) {
+                if let Some(result) = M::fast(py, this, args) {
                     return result.map(Py::into_ptr);
                 }
             }
             let original = M::original().get(py).expect("kept before the fast method is installed");
-            super::call::call_with_self(py, original, slf, args, nargs, kwnames)
+            super::call::call_with_self(py, original, slf, &args)
         }
     })
 }

@@ -9,19 +9,19 @@
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
-use pyo3::ffi::{PyObject, PyTypeObject};
+use pyo3::ffi::PyTypeObject;
 use pyo3::prelude::*;
 use pyo3::PyTypeInfo;
 
-use super::method::Args;
+use super::method::{Args, Obj};
 
 /// A class whose common construction skips `type.__call__` (see `install_type_call`).
 pub trait FastNew {
     /// The class (its exact type only: subclasses take the ordinary route).
     type Class: PyTypeInfo;
 
-    /// `Class(*args)` without keywords: `Some(instance)` when it took the call, `None` to hand
-    /// it to `type.__call__` unchanged (so every other form behaves and fails as before).
+    /// `Class(*args, **kwargs)`: `Some(instance)` when it took the call, `None` to hand it to
+    /// `type.__call__` unchanged (so every other form behaves and fails as before).
     fn construct<'py>(py: Python<'py>, args: Args<'_, 'py>) -> Option<PyResult<Py<PyAny>>>;
 
     /// Where the class's type object and its `__new__` and `__init__` slots are kept once
@@ -59,12 +59,7 @@ unsafe fn new_and_init(tp: *mut PyTypeObject) -> (*mut c_void, *mut c_void) {
     }
 }
 
-unsafe extern "C" fn type_vectorcall<T: FastNew>(
-    callable: *mut PyObject,
-    args: *const *mut PyObject,
-    nargsf: usize,
-    kwnames: *mut PyObject,
-) -> *mut PyObject {
+unsafe extern "C" fn type_vectorcall<T: FastNew>(callable: Obj, args: *const Obj, nargsf: usize, kwnames: Obj) -> Obj {
     let nargs = super::call::vectorcall_nargs(nargsf);
     super::method::trampoline(|py| {
         // SAFETY: called by CPython with the GIL held and valid vectorcall arguments;
@@ -72,16 +67,13 @@ unsafe extern "C" fn type_vectorcall<T: FastNew>(
         unsafe {
             let tp = callable.cast::<PyTypeObject>();
             let slots = T::slots();
-            if kwnames.is_null()
-                && tp == slots.tp.load(Relaxed)
-                && new_and_init(tp) == (slots.new.load(Relaxed), slots.init.load(Relaxed))
-            {
-                let raw = if nargs == 0 { &[][..] } else { std::slice::from_raw_parts(args, nargs) };
-                if let Some(made) = T::construct(py, Args::new(py, raw)) {
+            let args = Args::from_vectorcall(py, args, nargs, kwnames);
+            if tp == slots.tp.load(Relaxed) && new_and_init(tp) == (slots.new.load(Relaxed), slots.init.load(Relaxed)) {
+                if let Some(made) = T::construct(py, args) {
                     return made.map(Py::into_ptr);
                 }
             }
-            super::call::call_via_type_call(py, callable, args, nargs, kwnames)
+            super::call::call_via_type_call(py, callable, &args)
         }
     })
 }
