@@ -389,7 +389,7 @@ impl Bus {
             // The context is captured while the ordering key's memory loads.
             t.prefetch_key(event);
             let context = self.context.capture(py)?;
-            let p = t.partition_for(py, event)?;
+            let p = t.partition_for(event)?;
             match &self.store {
                 Some(store) => self.publish_stored(py, store, t, &[(event.clone(), p)], context),
                 None => self.enqueue(py, t, event, p, context),
@@ -415,7 +415,7 @@ impl Bus {
             return Ok(b.bind(py).call_method1("publish_batch", (topic, list))?.unbind());
         }
         let t = self.get_or_create(py, topic)?;
-        let parts: Vec<usize> = events.iter().map(|e| t.partition_for(py, e)).collect::<PyResult<_>>()?;
+        let parts: Vec<usize> = events.iter().map(|e| t.partition_for(e)).collect::<PyResult<_>>()?;
         if let Some(store) = &self.store {
             let context = self.context.capture(py)?;
             let batch: Vec<(Bound<'_, PyAny>, usize)> = events.into_iter().zip(parts).collect();
@@ -459,7 +459,7 @@ impl Bus {
     ) -> PyResult<bool> {
         let until = deadline(py, "timeout", timeout)?;
         let Some(t) = self.topic(topic) else { return Ok(true) };
-        let lane = t.lanes[t.partition_for(py, event)?].clone();
+        let lane = t.lanes[t.partition_for(event)?].clone();
         Ok(py.allow_threads(move || lane.wait_for_room_until(1, until)))
     }
 
@@ -590,13 +590,12 @@ impl Bus {
 /// backends, which must agree with the local bus).
 #[pyfunction]
 fn event_partition(
-    py: Python<'_>,
     event: &Bound<'_, PyAny>,
     ordering_key: &Bound<'_, PyAny>,
     partitions: usize,
     topic: &str,
 ) -> PyResult<usize> {
-    OrderingKey::parse(ordering_key)?.partition(py, topic, event, partitions)
+    OrderingKey::parse(ordering_key)?.partition(topic, event, partitions)
 }
 
 #[pyfunction(name = "partition")]

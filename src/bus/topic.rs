@@ -61,13 +61,8 @@ impl OrderingKey {
 
     /// Which of `partitions` the `event` published on `topic` goes to: the key's FNV-1a
     /// (the same in every process, so a distributed backend agrees with the local bus).
-    pub(super) fn partition(
-        &self,
-        py: Python<'_>,
-        topic: &str,
-        event: &Bound<'_, PyAny>,
-        partitions: usize,
-    ) -> PyResult<usize> {
+    pub(super) fn partition(&self, topic: &str, event: &Bound<'_, PyAny>, partitions: usize) -> PyResult<usize> {
+        let py = event.py();
         if partitions <= 1 {
             return Ok(0);
         }
@@ -132,8 +127,8 @@ impl Topic {
         }
     }
 
-    pub(super) fn partition_for(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<usize> {
-        self.key.partition(py, &self.name, event, self.lanes.len())
+    pub(super) fn partition_for(&self, event: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.key.partition(&self.name, event, self.lanes.len())
     }
 
     pub(super) fn set_subs(&self, subs: Vec<Arc<Sub>>) {
