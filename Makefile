@@ -4,8 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYLIB  := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))")
 
-.PHONY: all venv ensure-redis build demo test lint test-rust test-loom test-python test-matrix typecheck bench \
-	compare clean
+.PHONY: all venv ensure-redis build demo test lint test-rust test-loom test-python test-matrix typecheck docs \
+	bench compare clean
 
 all: test
 
@@ -51,6 +51,13 @@ test-loom: venv
 typecheck: venv
 	$(PY) -m mypy --strict python/nova
 
+# The documentation site, strict: a broken link or anchor, a page missing from the nav, or an
+# object of docs/api.md that does not resolve fails it. The API reference is rendered from the
+# docstrings and the .pyi stubs read statically (nothing imports nova: no build needed); the
+# site goes to site/ (git-ignored). No --quiet: it hides the warnings that --strict counts.
+docs: venv
+	$(PY) -m mkdocs build --strict --site-dir site
+
 # Formatting and lints: rustfmt (rustfmt.toml), clippy with warnings as errors, ruff
 # (pyproject.toml), and stubtest: the hand-written stubs against the built extension.
 lint: build
@@ -60,7 +67,7 @@ lint: build
 	$(PY) -m ruff format --check python/nova tests benches
 	$(PY) -m mypy.stubtest nova._core nova.compat._table --allowlist stubtest-allowlist.txt --ignore-unused-allowlist
 
-test: ensure-redis build lint test-rust test-loom typecheck test-matrix
+test: ensure-redis build lint test-rust test-loom typecheck docs test-matrix
 
 bench: build
 	$(PY) -m pytest benches/bench_*.py -q --benchmark-only -p no:cacheprovider

@@ -77,6 +77,8 @@ _atexit.register(_core._at_exit)
 if hasattr(_os, "register_at_fork"):
     _os.register_at_fork(after_in_child=_core._after_fork_in_child)
 
+# The one list of the package's public names, errors and enums included: type checkers read
+# re-exports only from a literal list here, so nova.errors and nova._types do not repeat it.
 __all__ = [
     "Event",
     "Listener",

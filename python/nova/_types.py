@@ -1,4 +1,4 @@
-"""Enums, stats and report dataclasses shared by the components (frozen, per API section 1)."""
+"""Enums, stats and report dataclasses shared by the components (frozen; see docs/api.md)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._core import Event
-
-__all__ = [
-    "OnFull",
-    "DeliveryMode",
-    "Health",
-    "ShutdownReport",
-    "StopReport",
-    "EmitterStats",
-    "BusStats",
-    "PoolStats",
-    "TopicInfo",
-    "TopicConfig",
-]
 
 
 class OnFull(enum.Enum):
@@ -115,7 +102,7 @@ class TopicInfo:
 
 @dataclass(frozen=True)
 class TopicConfig:
-    """How a bus topic partitions, buffers and delivers events (API section 6).
+    """How a bus topic partitions, buffers and delivers events (see docs/api.md, Bus).
 
     ``ordering_key``: a metadata key (read in Rust, no Python call), a callable
     ``event -> str`` (called once per event), or None (the event id: no ordering).

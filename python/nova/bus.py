@@ -23,7 +23,7 @@ _FIELDS = {f.name for f in dataclasses.fields(TopicConfig)}
 
 
 class Bus(_core.Bus):
-    """Topics of ordered partitions; see the API contract, section 6."""
+    """Topics of ordered partitions (see docs/api.md, Bus)."""
 
     # -- topics ------------------------------------------------------------------------------
 

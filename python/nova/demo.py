@@ -299,20 +299,14 @@ def _flow(
     say(f"  files: SQLite event store and dead letters in {workdir}")
 
     # -- topology ------------------------------------------------------------------------
-    bus.create_topic(
-        orders_topic,
-        partitions=16,
-        ordering_key="customer_id",
-        delivery_mode=DeliveryMode.AT_LEAST_ONCE,
-        on_full=OnFull.BLOCK,
-    )
-    bus.create_topic(
-        payments_topic,
-        partitions=4,
-        ordering_key="customer_id",
-        delivery_mode=DeliveryMode.AT_LEAST_ONCE,
-        on_full=OnFull.BLOCK,
-    )
+    for topic, partitions in ((orders_topic, 16), (payments_topic, 4)):
+        bus.create_topic(
+            topic,
+            partitions=partitions,
+            ordering_key="customer_id",
+            delivery_mode=DeliveryMode.AT_LEAST_ONCE,
+            on_full=OnFull.BLOCK,
+        )
     say(
         f"  topic '{orders_topic}': 16 partitions keyed by customer_id, at-least-once; "
         f"topic '{payments_topic}': 4 partitions"

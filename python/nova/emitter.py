@@ -15,7 +15,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Emitter(_core.Emitter):
-    """Events routed by type to listeners; see the API contract, section 5."""
+    """Events routed by type to listeners (see docs/api.md, Emitter)."""
 
     def subscribe(self, event_type: str, listener: Any, *, config: Any = None) -> _core.Subscription:
         """Subscribe ``listener`` to an event type or a ``*``/``#`` pattern. With ``config``

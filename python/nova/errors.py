@@ -1,4 +1,4 @@
-"""The exception hierarchy of Nova (API section 12).
+"""The exception hierarchy of Nova (see docs/api.md, Errors).
 
 Every error Nova raises derives from :class:`NovaError`. The Rust core imports these classes,
 so an error raised in a native worker is the same class a user catches.
@@ -7,31 +7,6 @@ so an error raised in a native worker is the same class a user catches.
 from __future__ import annotations
 
 from typing import Any
-
-__all__ = [
-    "NovaError",
-    "ValidationError",
-    "BufferFull",
-    "ClosedError",
-    "EmitterClosed",
-    "BusClosed",
-    "StoreClosed",
-    "PoolClosed",
-    "ListenerError",
-    "MiddlewareError",
-    "ListenerTimeout",
-    "CircuitOpenError",
-    "RetryLimitExceeded",
-    "TopicNotFound",
-    "ListenerNotFound",
-    "StreamNotFound",
-    "ConcurrencyError",
-    "StoreFull",
-    "StoreError",
-    "BackendError",
-    "RetryableError",
-    "PermanentError",
-]
 
 
 class NovaError(Exception):
@@ -140,15 +115,25 @@ class BackendError(NovaError):
 class RetryableError(NovaError):
     """Base for user errors that are worth retrying (a temporary failure).
 
-    Derives from :class:`NovaError` like every exception class Nova exports (API section 12),
-    so ``except nova.NovaError`` also catches it; otherwise it is a plain ``Exception``.
+    Derives from :class:`NovaError` like every exception class Nova exports (see docs/api.md,
+    Errors), so ``except nova.NovaError`` also catches it; otherwise it is a plain ``Exception``.
     """
 
 
 class PermanentError(NovaError):
     """Base for user errors that retrying cannot fix; never retried unless listed.
 
-    Derives from :class:`NovaError` like every exception class Nova exports (API section 12).
+    Derives from :class:`NovaError` like every exception class Nova exports (see docs/api.md,
+    Errors).
     A ``RetryPolicy(retry_on=(nova.NovaError,))`` still does not retry it: only listing
     ``PermanentError`` (or a subclass) does.
     """
+
+
+# Every class above, in the order defined (``from nova.errors import *``). Made rather than
+# written out: nova/__init__.py already lists these names, as type checkers need it to.
+__all__ = [
+    name
+    for name, value in list(globals().items())
+    if isinstance(value, type) and value.__module__ == __name__
+]

@@ -1,4 +1,4 @@
-"""Graceful shutdown of several components under one deadline (API section 14)."""
+"""Graceful shutdown of several components under one deadline (see docs/api.md, Shutdown)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Structured logging of Nova dispatch through the standard library (API section 9).
+"""Structured logging of Nova dispatch through the standard library (see docs/api.md, Logging).
 
 ``LoggingMiddleware`` writes one record before and one after each event a component
 dispatches. Both carry the structured attributes ``event_id``, ``event_type`` and ``metadata``

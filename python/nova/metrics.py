@@ -1,4 +1,4 @@
-"""Prometheus metrics and a health endpoint for Nova components (API section 9).
+"""Prometheus metrics and a health endpoint for Nova components (see docs/api.md, Metrics).
 
 The counters and histograms live in the Rust core as atomics; nothing runs in Python per
 event. :class:`PrometheusCollector` reads a snapshot of them from each component (its
@@ -18,8 +18,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 try:
@@ -34,6 +33,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("nova.metrics needs prometheus_client: pip install 'nova-events[prometheus]'") from exc
 
+from ._closing import ClosesOnExit
 from ._types import Health
 from .errors import ValidationError
 
@@ -57,7 +57,8 @@ class _Observable(Protocol):
     def _metrics(self) -> Mapping[str, Any]: ...
 
 
-# name (without _total for counters), help text, labels -- exactly the names of API section 9.
+# name (without _total for counters), help text, labels -- exactly the names of the table in
+# docs/observability.md (Prometheus metrics: Metrics).
 _EMITTED = (
     "nova_events_emitted",
     "Events offered to a component, by outcome.",
@@ -366,7 +367,7 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-class MetricsServer:
+class MetricsServer(ClosesOnExit):
     """A running metrics endpoint, as returned by :func:`serve`: ``port`` (the one bound, also
     when 0 was asked for), ``addr``, ``url``, ``timeout`` (per connection), ``registry`` and
     ``collector``; :meth:`close` stops it (idempotent). Usable as a context manager."""
@@ -405,17 +406,6 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "serving"

@@ -1,4 +1,5 @@
-"""Middleware: code that runs around every event a component dispatches (API section 8)."""
+"""Middleware: code that runs around every event a component dispatches (see docs/api.md,
+Middleware)."""
 
 from __future__ import annotations
 

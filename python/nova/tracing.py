@@ -1,4 +1,5 @@
-"""OpenTelemetry tracing for Nova dispatch (API section 9), on ``opentelemetry-api`` only.
+"""OpenTelemetry tracing for Nova dispatch, on ``opentelemetry-api`` only (see docs/api.md,
+Tracing).
 
 ``TracingMiddleware`` does two things for every event a component dispatches:
 

@@ -1,4 +1,4 @@
-"""Distributed backends for :class:`nova.Bus` (API section 11).
+"""Distributed backends for :class:`nova.Bus` (see docs/api.md, Distributed bus).
 
 ``Bus(backend=...)`` hands every topic call (create, publish, subscribe, flush, stats,
 shutdown) to a backend object, so the in-process API spans processes and hosts. The one

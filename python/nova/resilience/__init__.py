@@ -1,9 +1,10 @@
 """Resilience for listeners: retries, timeouts, concurrency limits, circuit breakers, dead
-letters, health and idempotency (API section 7).
+letters, health and idempotency (see docs/api.md, Resilience).
 
 Everything here is re-exported from :mod:`nova`; the modules are
 :mod:`~nova.resilience.retry`, :mod:`~nova.resilience.circuit`,
-:mod:`~nova.resilience.deadletter`, :mod:`~nova.resilience.manager`,
+:mod:`~nova.resilience.deadletter`, :mod:`~nova.resilience.manager` (the manager),
+:mod:`~nova.resilience.managed_listener` (one listener under its policy),
 :mod:`~nova.resilience.idempotent` and :mod:`~nova.resilience.clock` (the injectable clock).
 """
 

@@ -1,4 +1,5 @@
-"""A thread-safe circuit breaker with an injectable clock (API section 7).
+"""A thread-safe circuit breaker with an injectable clock (see docs/api.md, Resilience:
+Circuit breaker).
 
 CLOSED -> OPEN after ``failure_threshold`` failures within ``sliding_window`` seconds. While
 OPEN nothing is handed to the listener (:class:`~nova.CircuitOpenError`). ``timeout`` seconds

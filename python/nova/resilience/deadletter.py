@@ -1,4 +1,5 @@
-"""Dead letters: where an event goes after its last attempt failed (API section 7).
+"""Dead letters: where an event goes after its last attempt failed (see docs/api.md, Resilience:
+Dead letters).
 
 A :class:`DeadLetterQueue` keeps :class:`DeadLetter` entries, oldest first, in memory or, given a
 path, in an SQLite file that survives a restart. ``redrive`` hands entries back to an Emitter
@@ -34,10 +35,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from .. import _core  # type: ignore[attr-defined, unused-ignore]
+from .._closing import ClosesOnExit
 from ..errors import ClosedError, StoreError, ValidationError
 from ._util import error_text
 
@@ -366,7 +367,7 @@ class _SqliteBackend:
         self._db.close()
 
 
-class DeadLetterQueue:
+class DeadLetterQueue(ClosesOnExit):
     """Dead letters in memory (``path=None``) or in an SQLite file that survives a restart.
 
     Thread-safe. Several listeners (and several processes, for a file) may share one queue.
@@ -458,14 +459,6 @@ class DeadLetterQueue:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         where = "memory" if self.path is None else repr(self.path)

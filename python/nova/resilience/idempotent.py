@@ -22,11 +22,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .. import _aio
 from .. import _core  # type: ignore[attr-defined, unused-ignore]
+from .._closing import ClosesOnExit
 from ..errors import StoreError, ValidationError
 from ._util import as_listener
 
@@ -81,7 +81,7 @@ class MemorySeenSet:
         pass
 
 
-class SqliteSeenSet:
+class SqliteSeenSet(ClosesOnExit):
     """Seen keys in an SQLite file (keys are stored as ``str(key)``); survives a restart."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -126,14 +126,6 @@ class SqliteSeenSet:
             if not self._closed:
                 self._closed = True
                 self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class _KeyLocks:

@@ -1,6 +1,6 @@
 """Retry policies: how many attempts, how long to wait between them, which errors to retry.
 
-``RetryPolicy`` is the contract's (API section 7):
+``RetryPolicy`` (see docs/api.md, Resilience: Retry):
 
 - ``max_attempts`` counts calls in all (3 = the first call and two retries);
 - the delay before retry ``n`` (n = 1, 2, ...) is ``initial_delay`` (FIXED),

@@ -1,5 +1,5 @@
-"""Event stores (API section 13): append-only streams of events you can read, replay and
-follow live.
+"""Event stores (see docs/api.md, Event store): append-only streams of events you can read,
+replay and follow live.
 
 - :class:`MemoryStore` keeps events in memory, bounded by limits.
 - :class:`SqliteStore` keeps them in an SQLite file (WAL mode), surviving a killed process.

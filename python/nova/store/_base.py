@@ -72,7 +72,7 @@ class StoreStats:
 
 
 class BaseStore(ABC):
-    """The public API of an event store (API section 13). See :mod:`nova.store`."""
+    """The public API of an event store (see docs/api.md, Event store, and :mod:`nova.store`)."""
 
     # Read by subscriptions (see _subscription.Pager).
     _reads_block = False

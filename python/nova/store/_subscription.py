@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
+from .._closing import ClosesOnExit
 from ..errors import StoreClosed
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ class _SubscriptionBase:
         return f"<{type(self).__name__} stream={self._stream!r} position={self._position} {state}>"
 
 
-class StoreSubscription(_SubscriptionBase):
+class StoreSubscription(_SubscriptionBase, ClosesOnExit):
     """Iterator over a stream's events from a cursor on: past events, then live ones.
 
     Ends when the store closes or :meth:`close` is called (from any thread; a thread waiting
@@ -219,14 +220,6 @@ class StoreSubscription(_SubscriptionBase):
         """Stop the subscription (idempotent); the iteration ends."""
         if self._finish():
             self._store._signal.wake()
-
-    def __enter__(self) -> StoreSubscription:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class AsyncStoreSubscription(_SubscriptionBase):

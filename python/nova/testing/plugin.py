@@ -14,7 +14,8 @@ is then a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -28,37 +29,39 @@ __all__ = ["emitter", "bus", "store", "recorder", "manual_clock"]
 #: Seconds a fixture's shutdown may take before what is left is abandoned.
 SHUTDOWN_TIMEOUT = 5.0
 
+_C = TypeVar("_C")
+
+
+def _until_torn_down(component: _C, tear_down: Callable[[_C], object]) -> Iterator[_C]:
+    """The body of a fixture: hand ``component`` to the test, then ``tear_down(component)``
+    however the test ended."""
+    try:
+        yield component
+    finally:
+        tear_down(component)
+
+
+def _shut_down_with_pool(component: Emitter | Bus) -> None:
+    component.shutdown(timeout=SHUTDOWN_TIMEOUT)
+    component.pool.close(timeout=SHUTDOWN_TIMEOUT)
+
 
 @pytest.fixture
 def emitter() -> Iterator[Emitter]:
     """A fresh ``nova.Emitter`` (own pool), shut down after the test."""
-    em = Emitter(name="test-emitter")
-    try:
-        yield em
-    finally:
-        em.shutdown(timeout=SHUTDOWN_TIMEOUT)
-        em.pool.close(timeout=SHUTDOWN_TIMEOUT)
+    yield from _until_torn_down(Emitter(name="test-emitter"), _shut_down_with_pool)
 
 
 @pytest.fixture
 def bus() -> Iterator[Bus]:
     """A fresh in-process ``nova.Bus`` (own pool), shut down after the test."""
-    b = Bus(name="test-bus")
-    try:
-        yield b
-    finally:
-        b.shutdown(timeout=SHUTDOWN_TIMEOUT)
-        b.pool.close(timeout=SHUTDOWN_TIMEOUT)
+    yield from _until_torn_down(Bus(name="test-bus"), _shut_down_with_pool)
 
 
 @pytest.fixture
 def store() -> Iterator[MemoryStore]:
     """A fresh ``MemoryStore``, closed after the test."""
-    s = MemoryStore(name="test-store")
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from _until_torn_down(MemoryStore(name="test-store"), MemoryStore.close)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""``nova.backends.redis``: the Bus across processes and hosts on Redis Streams (API
-section 11). Needs redis-py (``pip install 'nova-events[redis]'``).
+"""``nova.backends.redis``: the Bus across processes and hosts on Redis Streams (see
+docs/api.md, Distributed bus). Needs redis-py (``pip install 'nova-events[redis]'``).
 
     from nova import Bus
     from nova.backends.redis import RedisBackend

@@ -1,4 +1,5 @@
-"""``RedisBackend``: the Bus API across processes and hosts on Redis Streams (API section 11)."""
+"""``RedisBackend``: the Bus API across processes and hosts on Redis Streams (see docs/api.md,
+Distributed bus)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any
 
 import redis
@@ -20,9 +20,11 @@ import redis
 from ..._core import TopicPattern
 
 from ... import _core  # type: ignore[attr-defined, unused-ignore]
+from ..._closing import ClosesOnExit
 from ..._types import BusStats, DeliveryMode, ShutdownReport, TopicConfig, TopicInfo
 from ...errors import BusClosed, ListenerNotFound, TopicNotFound, ValidationError
 from ...resilience import ListenerConfig, ListenerManager, RetryPolicy
+from ...resilience._util import listener_name
 from . import _keys, _topics
 from ._conn import TRANSIENT, Secrets, backend_error, connect, redact_url, without_retries
 from ._consumer import DELETED, SHUTDOWN, UNSUBSCRIBE, Attachment, Counters, PartitionWorker
@@ -38,17 +40,7 @@ _BATCH_CHUNK = 1000  # events per server-side XADD script call in publish_batch
 _TOMBSTONE_TTL = 3600  # seconds
 
 
-def _listener_name(fn: Any) -> str:
-    name = getattr(fn, "__qualname__", None)
-    if isinstance(name, str) and name:
-        return name
-    name = getattr(fn, "name", None)
-    if isinstance(name, str) and name:
-        return name
-    return str(type(fn).__qualname__)
-
-
-class RedisSubscription:
+class RedisSubscription(ClosesOnExit):
     """A subscription on a :class:`RedisBackend`: ``id``, ``topic`` (the topic, or the pattern
     of ``subscribe_pattern``), ``listener`` (a ``nova.Listener``), ``active``,
     ``unsubscribe()`` (idempotent) and context-manager use."""
@@ -87,12 +79,7 @@ class RedisSubscription:
             return
         backend._unsubscribe(self)
 
-    def __enter__(self) -> RedisSubscription:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def _close_on_exit(self) -> None:
         self.unsubscribe()
 
     def __repr__(self) -> str:
@@ -100,8 +87,8 @@ class RedisSubscription:
         return f"RedisSubscription({kind}={self.topic!r}, listener={self.name!r}, active={self._active})"
 
 
-class RedisBackend:
-    """A distributed backend for ``nova.Bus`` on Redis Streams (API section 11)::
+class RedisBackend(ClosesOnExit):
+    """A distributed backend for ``nova.Bus`` on Redis Streams (see docs/api.md, Distributed bus)::
 
         bus = Bus(backend=RedisBackend("redis://localhost:6379/0", group="billing"))
 
@@ -474,7 +461,7 @@ class RedisBackend:
             return listener
         if not callable(listener):
             raise ValidationError(f"{where}: listener must be callable or a nova.Listener, got {listener!r}")
-        return _core.Listener(_listener_name(listener), listener)
+        return _core.Listener(listener_name(listener), listener)
 
     def _check_config(self, config: Any, where: str) -> ListenerConfig | None:
         if config is not None and not isinstance(config, ListenerConfig):
@@ -880,14 +867,6 @@ class RedisBackend:
     def close(self, timeout: float | None = 30.0) -> ShutdownReport:
         """Same as :meth:`shutdown`."""
         return self.shutdown(timeout)
-
-    def __enter__(self) -> RedisBackend:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.shutdown()
 
 
 def _id_tuple(value: Any) -> tuple[int, int]:

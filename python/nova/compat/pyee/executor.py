@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from types import TracebackType
 from typing import Any
 
+from ..._closing import ClosesOnExit
 from .base import EventEmitter
 
 __all__ = ["ExecutorEventEmitter"]
 
 
-class ExecutorEventEmitter(EventEmitter):
+class ExecutorEventEmitter(EventEmitter, ClosesOnExit):
     """An emitter that runs each handler call on a ``concurrent.futures`` executor (a new
     ``ThreadPoolExecutor`` unless one is given), so emit never blocks on handlers. Exceptions
     from handlers are emitted as the ``"error"`` event. Use :meth:`shutdown`, or the emitter as a
@@ -39,14 +39,5 @@ class ExecutorEventEmitter(EventEmitter):
         """Shut the executor down (``Executor.shutdown(wait=wait)``)."""
         self._executor.shutdown(wait=wait)
 
-    def __enter__(self) -> ExecutorEventEmitter:
-        return self
-
-    def __exit__(
-        self,
-        type: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
+    def _close_on_exit(self) -> None:
         self.shutdown()
-        return None
