@@ -9,19 +9,19 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::component::{
-    bounded, check_event, deadline, pick_loop, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE, MAX_WORKERS,
+    bounded, check_event, deadline, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE, MAX_WORKERS,
 };
 use crate::context::ContextRunner;
 use crate::dispatch::{attempt, log_failure, Attempt, Chain, Delivery, Dispatch, DispatchCounters};
 use crate::errors::{buffer_full, describe_event, emitter_closed, group_errors, validation_error};
 use crate::event::as_event;
 use crate::ffi::method::{install_fast_method, FastCall};
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Component, Kind, Lifecycle, Parts};
 use crate::listener::component_snapshot;
 use crate::listener::{LastResolved, Listener, Registry, Resolved, ResolvedRef, Sub, Subscription, Unsubscribe};
 use crate::metrics::{pairs, Counter, TypeCounters};
 use crate::pool::WorkerPool;
-use crate::queue::{Item, Lane, Pushed, Sink};
+use crate::queue::{Item, Lane, NextItem, Pushed, Sink};
 use crate::retry::Retries;
 use crate::tasks::{NextAttempt, TaskHome};
 
@@ -182,7 +182,7 @@ struct EmitterSink {
 }
 
 impl Sink for EmitterSink {
-    fn deliver_batch(&self, py: Python<'_>, next: &mut dyn FnMut() -> Option<Item>, contexts: &mut ContextRunner) {
+    fn deliver_batch(&self, py: Python<'_>, next: &mut NextItem<'_>, contexts: &mut ContextRunner) {
         let mut memo = None;
         while let Some(item) = next() {
             let event = item.event.into_bound(py);
@@ -237,11 +237,11 @@ impl SyncPart {
     }
 }
 
-#[pyclass(module = "nova", name = "Emitter", subclass, frozen)]
+#[pyclass(module = "nova", name = "Emitter", extends = Component, subclass, frozen)]
 pub struct Emitter {
     core: Arc<EmitterCore>,
     lane: Arc<Lane>,
-    life: Lifecycle,
+    life: Arc<Lifecycle>,
     on_full: OnFull,
     validator: Option<Py<PyAny>>,
     propagate_context: bool,
@@ -370,10 +370,10 @@ impl Emitter {
 
 #[pymethods]
 impl Emitter {
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one Rust parameter each
     #[new]
     #[pyo3(signature = (*, pool=None, buffer_size=1000, max_concurrency=10, on_full=None,
                         validator=None, r#loop=None, name="emitter", propagate_context=true))]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         pool: Option<Py<WorkerPool>>,
@@ -384,28 +384,13 @@ impl Emitter {
         r#loop: Option<Py<PyAny>>,
         name: &str,
         propagate_context: bool,
-    ) -> PyResult<Self> {
+    ) -> PyResult<PyClassInitializer<Self>> {
         let buffer_size = bounded(py, "Emitter.buffer_size", buffer_size, MAX_BUFFER_SIZE)?;
         let max_concurrency = bounded(py, "Emitter.max_concurrency", max_concurrency, MAX_WORKERS)?;
         let on_full = OnFull::parse(py, "Emitter.on_full", on_full)?;
-        let validator = validator.filter(|v| !v.is_none(py));
-        if let Some(v) = &validator {
-            if !v.bind(py).is_callable() {
-                return Err(validation_error(py, "Emitter.validator must be callable or None"));
-            }
-        }
-        let life = Lifecycle::new(
-            py,
-            format!("emitter '{name}'"),
-            name,
-            pool,
-            ("EmitterClosed", "emitted", "create a new Emitter"),
-        )?;
+        let parts = Lifecycle::start(py, Kind::Emitter, name, pool, r#loop, validator)?;
+        let Parts { life, counters, event_loop, retries, validator } = parts;
         let pool_inner = life.pool_inner().clone();
-        let counters = Arc::new(DispatchCounters::default());
-        let event_loop = pick_loop(py, r#loop)?;
-        let retries =
-            Retries::new(name, pool_inner.clone(), counters.clone(), event_loop.as_ref().map(|l| l.clone_ref(py)));
         let core = Arc::new(EmitterCore {
             name: name.to_string(),
             registry: Registry::default(),
@@ -418,22 +403,16 @@ impl Emitter {
         });
         let sink = Arc::new(EmitterSink { core: core.clone() });
         let lane = Lane::new(buffer_size, max_concurrency, sink, pool_inner);
-        Ok(Emitter { core, lane, life, on_full, validator, propagate_context, context: ContextCapture::default() })
-    }
-
-    #[getter]
-    fn name(&self) -> &str {
-        &self.core.name
-    }
-
-    #[getter]
-    fn pool(&self, py: Python<'_>) -> Py<WorkerPool> {
-        self.life.pool(py)
-    }
-
-    #[getter]
-    fn closed(&self) -> bool {
-        self.life.is_closed()
+        let emitter = Emitter {
+            core,
+            lane,
+            life: life.clone(),
+            on_full,
+            validator,
+            propagate_context,
+            context: ContextCapture::default(),
+        };
+        Ok(Component::base(&life).add_subclass(emitter))
     }
 
     /// Subscribe `listener` to an event type or a `*`/`#` pattern.
@@ -653,21 +632,6 @@ impl Emitter {
         let in_flight = in_flight + self.core.retries.running();
         self.core.dropped_shutdown.add(undelivered.len() as u64);
         self.life.finish(py, until, drained, undelivered, in_flight)
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _t: Option<Py<PyAny>>,
-        _v: Option<Py<PyAny>>,
-        _tb: Option<Py<PyAny>>,
-    ) -> PyResult<bool> {
-        self.shutdown(py, Some(30.0))?;
-        Ok(false)
     }
 
     /// Counters for `nova.metrics` (read at scrape time).

@@ -32,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     event::register(m)?;
     listener::register(m)?;
     pool::register(m)?;
+    m.add_class::<lifecycle::Component>()?;
     emitter::register(m)?;
     bus::register(m)?;
     compat::register(m)?;

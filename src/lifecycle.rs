@@ -8,11 +8,15 @@ use std::time::Instant;
 
 use pyo3::prelude::*;
 
-use crate::component::shutdown_report;
+use crate::component::{pick_loop, shutdown_report};
+use crate::dispatch::DispatchCounters;
 use crate::errors::{nova_err, pool_closed};
 use crate::pool::{PoolInner, WorkerPool};
+use crate::retry::Retries;
 
 pub struct Lifecycle {
+    /// The component's name (`name=`).
+    name: String,
     /// "emitter 'orders'", "bus 'main'": how errors and warnings name the component.
     label: String,
     /// The component's own kind of closed error ("EmitterClosed", "BusClosed"), and what
@@ -26,7 +30,51 @@ pub struct Lifecycle {
     reported: AtomicBool,
 }
 
+/// Which component a `Lifecycle` belongs to (how its errors name it).
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Emitter,
+    Bus,
+}
+
+/// What a new component (Emitter, Bus) is made from: its life, its dispatch counters, the loop
+/// its async listeners run on, its retry queue, and its checked validator.
+pub struct Parts {
+    pub life: Arc<Lifecycle>,
+    pub counters: Arc<DispatchCounters>,
+    pub event_loop: Option<Py<PyAny>>,
+    pub retries: Arc<Retries>,
+    pub validator: Option<Py<PyAny>>,
+}
+
 impl Lifecycle {
+    /// The parts of a new `kind` of component named `name`, from its constructor's `pool=`,
+    /// `loop=` and `validator=`.
+    pub fn start(
+        py: Python<'_>,
+        kind: Kind,
+        name: &str,
+        pool: Option<Py<WorkerPool>>,
+        event_loop: Option<Py<PyAny>>,
+        validator: Option<Py<PyAny>>,
+    ) -> PyResult<Parts> {
+        let (class, closed_error) = match kind {
+            Kind::Emitter => ("Emitter", ("EmitterClosed", "emitted", "create a new Emitter")),
+            Kind::Bus => ("Bus", ("BusClosed", "published", "create a new Bus")),
+        };
+        let validator = validator.filter(|v| !v.is_none(py));
+        if validator.as_ref().is_some_and(|v| !v.bind(py).is_callable()) {
+            return Err(crate::errors::validation_error(py, format!("{class}.validator must be callable or None")));
+        }
+        let label = format!("{} '{name}'", class.to_lowercase());
+        let life = Lifecycle::new(py, label, name, pool, closed_error)?;
+        let counters = Arc::new(DispatchCounters::default());
+        let event_loop = pick_loop(py, event_loop)?;
+        let retries =
+            Retries::new(name, life.pool_inner.clone(), counters.clone(), event_loop.as_ref().map(|l| l.clone_ref(py)));
+        Ok(Parts { life: Arc::new(life), counters, event_loop, retries, validator })
+    }
+
     /// `pool`: the caller's, or None to make one named after the component (`name`).
     /// `closed_error`: (exception class, the verb an event was refused, the fix).
     pub fn new(
@@ -42,6 +90,7 @@ impl Lifecycle {
         };
         let pool_inner = pool.borrow(py).inner.clone();
         Ok(Lifecycle {
+            name: name.to_string(),
             label,
             closed_error,
             pool,
@@ -114,5 +163,37 @@ impl Lifecycle {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.close_owned_pool(py, until, in_flight);
         shutdown_report(py, drained, undelivered, in_flight)
+    }
+}
+
+/// `nova._core._Component`: the base class of Emitter and Bus, with what they share (their
+/// name, worker pool and closed state, read from the `Lifecycle` both hold).
+#[pyclass(module = "nova._core", name = "_Component", subclass, frozen)]
+pub struct Component {
+    life: Arc<Lifecycle>,
+}
+
+impl Component {
+    /// The base part of a component whose life is `life`.
+    pub fn base(life: &Arc<Lifecycle>) -> PyClassInitializer<Component> {
+        PyClassInitializer::from(Component { life: life.clone() })
+    }
+}
+
+#[pymethods]
+impl Component {
+    #[getter]
+    fn name(&self) -> &str {
+        &self.life.name
+    }
+
+    #[getter]
+    fn pool(&self, py: Python<'_>) -> Py<WorkerPool> {
+        self.life.pool(py)
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.life.is_closed()
     }
 }

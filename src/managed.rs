@@ -1,4 +1,4 @@
-//! The hot part of a `ManagedListener` (python/nova/resilience/manager.py): one attempt of a
+//! The hot part of a `ManagedListener` (python/nova/resilience/managed_listener.py): one attempt of a
 //! handler — a concurrency slot, the call (under its timeout), its duration, the success and
 //! health accounting — with no Python call besides the handler itself.
 //!
@@ -189,7 +189,7 @@ impl AttemptCore {
             Some(hand_over) => {
                 hand_over.bind(py).call1((event, attempt)).map(|r| if r.is_none() { None } else { Some(r) })
             }
-            None => self.invoke(py, event, attempt, started),
+            None => self.invoke(event, attempt, started),
         };
         let elapsed = stopwatch::elapsed_nanos(started);
         self.slots.release(py);
@@ -210,11 +210,11 @@ impl AttemptCore {
     /// `started`: now, by `stopwatch::now()`.
     fn invoke<'py>(
         &self,
-        py: Python<'py>,
         event: &Bound<'py, PyAny>,
         attempt: u32,
         started: u64,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = event.py();
         let handler = self.handler.bind(py);
         let Some(timeout) = self.timeout_ticks else {
             return caught(py, crate::ffi::call::call1(handler, event));
@@ -327,26 +327,20 @@ impl AttemptCore {
     }
 
     /// Run attempt `attempt` of `event`: None on success, else the attempt's error.
-    #[pyo3(name = "run")]
+    /// `accounted=False` calls the handler once under the timeout, outside the slot and the
+    /// accounting (for a Python hand-over that adds `on_error`).
+    #[pyo3(name = "run", signature = (event, attempt, *, accounted=true))]
     fn py_run<'py>(
         &self,
         py: Python<'py>,
         event: &Bound<'py, PyAny>,
         attempt: u32,
+        accounted: bool,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.run(py, event, attempt).0
-    }
-
-    /// Call the handler once under the timeout, outside the slot and accounting (for a
-    /// Python hand-over that adds `on_error`).
-    #[pyo3(name = "invoke")]
-    fn py_invoke<'py>(
-        &self,
-        py: Python<'py>,
-        event: &Bound<'py, PyAny>,
-        attempt: u32,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.invoke(py, event, attempt, stopwatch::now())
+        match accounted {
+            true => self.run(py, event, attempt).0,
+            false => self.invoke(event, attempt, stopwatch::now()),
+        }
     }
 
     fn set_state(&self, state: u8) {

@@ -17,6 +17,7 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
 use crate::claim::Claim;
+use crate::context::ContextRunner;
 use crate::pool::{Job, PoolInner};
 
 /// How long a worker keeps the GIL for one lane before it lets others run.
@@ -29,17 +30,15 @@ pub struct Item {
     pub context: Option<Py<PyAny>>,
 }
 
+/// How a sink takes a batch's items, one at a time (`None` when the batch ends).
+pub type NextItem<'a> = dyn FnMut() -> Option<Item> + 'a;
+
 /// What a lane hands its items to, with the GIL held.
 pub trait Sink: Send + Sync {
     /// Deliver, in order, every item `next` hands out until it returns `None`; `contexts` is
     /// the worker's entered context, kept across the batch. Work that is the same for the
     /// whole batch (finding the topic, its subscribers) is done once here, not per item.
-    fn deliver_batch(
-        &self,
-        py: Python<'_>,
-        next: &mut dyn FnMut() -> Option<Item>,
-        contexts: &mut crate::context::ContextRunner,
-    );
+    fn deliver_batch(&self, py: Python<'_>, next: &mut NextItem<'_>, contexts: &mut ContextRunner);
 
     /// A Rust panic interrupted delivery (a bug in Nova, never a listener's exception, which
     /// is reported the usual way); `lost_item` tells whether an event being delivered was cut
@@ -324,7 +323,7 @@ impl Lane {
     /// delivering is reported to the sink as failed (and counted retired), and the batch
     /// resumes with the next item; the lane's counters and claim stay right either way.
     fn run_batch(&self, py: Python<'_>) -> BatchEnd {
-        let mut contexts = crate::context::ContextRunner::default();
+        let mut contexts = ContextRunner::default();
         // In flight for the whole batch, marked before the first pop and cleared after the
         // last, so that "queue empty and nothing in flight" is never seen while an item is
         // between the two (one mark per batch, not two per item).
@@ -342,7 +341,7 @@ impl Lane {
             if let Err(e) = contexts.leave(py) {
                 crate::dispatch::log_failure(py, "worker", &e);
             }
-            contexts = crate::context::ContextRunner::default();
+            contexts = ContextRunner::default();
             resumes += 1;
             if resumes >= PANIC_RESUMES {
                 // Give up on what this batch still holds (an item popped ahead): reported as

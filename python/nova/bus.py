@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from . import _aio, _core
+from ._closing import ClosesOnExit
 from ._managed import managed, with_manager_metrics
 from ._types import DeliveryMode, TopicConfig
 from .errors import ValidationError
@@ -22,8 +23,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 _FIELDS = {f.name for f in dataclasses.fields(TopicConfig)}
 
 
-class Bus(_core.Bus):
+class Bus(ClosesOnExit, _core.Bus):
     """Topics of ordered partitions (see docs/api.md, Bus)."""
+
+    def _close_on_exit(self) -> object:
+        """``with`` ends with ``shutdown()`` (its default 30 s deadline)."""
+        return self.shutdown()
 
     # -- topics ------------------------------------------------------------------------------
 

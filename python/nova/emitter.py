@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _aio, _core
+from ._closing import ClosesOnExit
 from ._managed import managed, with_manager_metrics
 
 __all__ = ["Emitter"]
@@ -14,8 +15,12 @@ __all__ = ["Emitter"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Emitter(_core.Emitter):
+class Emitter(ClosesOnExit, _core.Emitter):
     """Events routed by type to listeners (see docs/api.md, Emitter)."""
+
+    def _close_on_exit(self) -> object:
+        """``with`` ends with ``shutdown()`` (its default 30 s deadline)."""
+        return self.shutdown()
 
     def subscribe(self, event_type: str, listener: Any, *, config: Any = None) -> _core.Subscription:
         """Subscribe ``listener`` to an event type or a ``*``/``#`` pattern. With ``config``

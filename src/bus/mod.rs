@@ -6,6 +6,7 @@ mod dedup;
 mod partition;
 mod pattern;
 mod publish;
+mod store_writer;
 mod topic;
 
 use std::cell::RefCell;
@@ -21,12 +22,10 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use regex::Regex;
 use rustc_hash::FxBuildHasher;
 
-use crate::component::{
-    bounded, deadline, pick_loop, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE, MAX_PARTITIONS,
-};
+use crate::component::{bounded, deadline, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE, MAX_PARTITIONS};
 use crate::dispatch::{Chain, DispatchCounters};
-use crate::errors::{buffer_full, topic_not_found, validation_error};
-use crate::lifecycle::Lifecycle;
+use crate::errors::{buffer_full, topic_not_found};
+use crate::lifecycle::{Component, Kind, Lifecycle, Parts};
 use crate::listener::component_snapshot;
 use crate::listener::{Listener, Registry, Sub, Subscription, Unsubscribe};
 use crate::metrics::{pairs, Counter, GilCounter};
@@ -39,6 +38,7 @@ use dedup::Dedup;
 use partition::{HeldBack, PartitionSink};
 use pattern::{current_topic, CurrentTopic, TopicPattern};
 use publish::PublishLock;
+use store_writer::{Durability, StoreFailures};
 use topic::{Mode, OrderingKey, Topic};
 
 pub struct BusCore {
@@ -56,6 +56,8 @@ pub struct BusCore {
     retries: Arc<Retries>,
     pool: Arc<PoolInner>,
     listener_metrics: Registry,
+    /// Appends the topics' store writers could not make, until raised.
+    store_failures: Arc<StoreFailures>,
 }
 
 impl Unsubscribe for BusCore {
@@ -70,15 +72,16 @@ impl Unsubscribe for BusCore {
 /// A topic and the str object that named it.
 type LastTopic = (Py<PyString>, Arc<Topic>);
 
-#[pyclass(module = "nova", name = "Bus", subclass, frozen)]
+#[pyclass(module = "nova", name = "Bus", extends = Component, subclass, frozen)]
 pub struct Bus {
     core: Arc<BusCore>,
-    life: Lifecycle,
+    life: Arc<Lifecycle>,
     default_partitions: usize,
     default_buffer_size: usize,
     default_mode: Py<PyAny>,
     backend: Option<Py<PyAny>>,
     store: Option<Py<PyAny>>,
+    durability: Durability,
     validator: Option<Py<PyAny>>,
     context: ContextCapture,
     /// The topic of the last publish and the str object that named it (held, so its address
@@ -108,6 +111,7 @@ impl Drop for Bus {
                 }
             }
             discarded += self.core.retries.abandon_all(py).len();
+            self.store_the_rest(py);
             if discarded > 0 {
                 self.core.dropped_shutdown.add(discarded as u64);
                 crate::component::warn_unclosed(py, &format!("bus '{}'", self.core.name), discarded);
@@ -192,6 +196,33 @@ impl Bus {
         })
     }
 
+    /// Wait (without the GIL) until every event accepted so far is in the store.
+    fn wait_stored(&self, py: Python<'_>, until: Option<Instant>) -> bool {
+        let writers: Vec<_> = self
+            .all_topics()
+            .iter()
+            .filter_map(|t| t.store.as_ref().map(|(lane, sink)| (lane.accepted(), sink.clone())))
+            .collect();
+        py.allow_threads(|| writers.iter().all(|(target, sink)| sink.wait_done(*target, until)))
+    }
+
+    /// At shutdown: the store writers stop, and what they had not taken yet is appended here.
+    /// Accepted events are in the store whatever the deadline (a failure is logged).
+    fn store_the_rest(&self, py: Python<'_>) {
+        for t in self.all_topics() {
+            if let Some((lane, sink)) = &t.store {
+                let left: Vec<Py<PyAny>> = lane.stop_and_take(py).into_iter().map(|i| i.event).collect();
+                // A batch a worker is in the middle of ends by itself.
+                let target = lane.accepted();
+                py.allow_threads(|| sink.wait_done(target - left.len() as u64, None));
+                sink.append(py, left);
+            }
+        }
+        if let Some(err) = self.core.store_failures.take(py, &self.core.name) {
+            crate::dispatch::log_failure(py, &self.core.name, &err);
+        }
+    }
+
     fn subscribe_sub(&self, py: Python<'_>, topic: &str, listener: &Bound<'_, PyAny>) -> PyResult<Arc<Sub>> {
         let (listener, managed) = Listener::for_subscription(py, listener)?;
         let metrics = self.core.listener_metrics.metrics_for(listener.get().name());
@@ -209,7 +240,7 @@ impl Bus {
     #[new]
     #[pyo3(signature = (*, pool=None, default_partitions=1, default_buffer_size=1000,
                         default_delivery_mode=None, backend=None, store=None, validator=None,
-                        r#loop=None, name="bus"))]
+                        r#loop=None, name="bus", durability="batch"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -222,7 +253,9 @@ impl Bus {
         validator: Option<Py<PyAny>>,
         r#loop: Option<Py<PyAny>>,
         name: &str,
-    ) -> PyResult<Self> {
+        durability: &str,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let durability = Durability::parse(py, durability)?;
         let default_partitions = bounded(py, "Bus.default_partitions", default_partitions, MAX_PARTITIONS)?;
         let default_buffer_size = bounded(py, "Bus.default_buffer_size", default_buffer_size, MAX_BUFFER_SIZE)?;
         let default_mode = match default_delivery_mode.filter(|m| !m.is_none(py)) {
@@ -232,19 +265,9 @@ impl Bus {
             }
             None => py.import("nova._types")?.getattr("DeliveryMode")?.getattr("AT_LEAST_ONCE")?.unbind(),
         };
-        let validator = validator.filter(|v| !v.is_none(py));
-        if let Some(v) = &validator {
-            if !v.bind(py).is_callable() {
-                return Err(validation_error(py, "Bus.validator must be callable or None"));
-            }
-        }
-        let life =
-            Lifecycle::new(py, format!("bus '{name}'"), name, pool, ("BusClosed", "published", "create a new Bus"))?;
+        let parts = Lifecycle::start(py, Kind::Bus, name, pool, r#loop, validator)?;
+        let Parts { life, counters, event_loop, retries, validator } = parts;
         let pool_inner = life.pool_inner().clone();
-        let counters = Arc::new(DispatchCounters::default());
-        let event_loop = pick_loop(py, r#loop)?;
-        let retries =
-            Retries::new(name, pool_inner.clone(), counters.clone(), event_loop.as_ref().map(|l| l.clone_ref(py)));
         let core = Arc::new(BusCore {
             name: name.to_string(),
             topics: RwLock::new(HashMap::default()),
@@ -260,30 +283,25 @@ impl Bus {
             retries,
             pool: pool_inner,
             listener_metrics: Registry::default(),
+            store_failures: Arc::default(),
         });
-        Ok(Bus {
+        let bus = Bus {
             core,
-            life,
+            life: life.clone(),
             default_partitions,
             default_buffer_size,
             default_mode,
             backend: backend.filter(|b| !b.is_none(py)),
             store: store.filter(|s| !s.is_none(py)),
+            durability,
             validator,
             context: ContextCapture::default(),
             last_topic: GILProtected::new(RefCell::new(None)),
             publish_lock: PublishLock(<parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT),
-        })
+        };
+        Ok(Component::base(&life).add_subclass(bus))
     }
 
-    #[getter]
-    fn name(&self) -> &str {
-        &self.core.name
-    }
-    #[getter]
-    fn pool(&self, py: Python<'_>) -> Py<WorkerPool> {
-        self.life.pool(py)
-    }
     #[getter]
     fn backend(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.backend.as_ref().map(|b| b.clone_ref(py))
@@ -291,10 +309,6 @@ impl Bus {
     #[getter]
     fn store(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.store.as_ref().map(|s| s.clone_ref(py))
-    }
-    #[getter]
-    fn closed(&self) -> bool {
-        self.life.is_closed()
     }
     #[getter]
     fn _defaults(&self, py: Python<'_>) -> (usize, usize, Py<PyAny>) {
@@ -474,7 +488,11 @@ impl Bus {
             return b.bind(py).call_method1("flush", (timeout,))?.extract();
         }
         let until = deadline(py, "Bus.flush timeout", timeout)?;
-        Ok(self.wait_flushed(py, until))
+        let flushed = self.wait_flushed(py, until) && self.wait_stored(py, until);
+        match self.core.store_failures.take(py, &self.core.name) {
+            Some(err) => Err(err),
+            None => Ok(flushed),
+        }
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -511,6 +529,7 @@ impl Bus {
         }
         let before: u64 = self.core.counters.processed.get();
         self.wait_idle(py, until);
+        self.wait_stored(py, until);
         let topics = self.all_topics();
         let mut left: Vec<Py<PyAny>> = Vec::new();
         let mut in_flight = 0;
@@ -538,22 +557,8 @@ impl Bus {
         left.retain(|e| seen.insert(e.as_ptr() as usize));
         self.core.dropped_shutdown.add(left.len() as u64);
         let drained = self.core.counters.processed.get() - before;
+        self.store_the_rest(py);
         self.life.finish(py, until, drained, left, in_flight)
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _t: Option<Py<PyAny>>,
-        _v: Option<Py<PyAny>>,
-        _tb: Option<Py<PyAny>>,
-    ) -> PyResult<bool> {
-        self.shutdown(py, Some(30.0))?;
-        Ok(false)
     }
 
     fn _metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -14,11 +14,12 @@ use pyo3::sync::GILProtected;
 use rustc_hash::FxBuildHasher;
 
 use super::*;
+use crate::context::ContextRunner;
 use crate::dispatch::{attempt, log_failure, Attempt, Delivery, Dispatch, PendingAfter};
 use crate::event::as_event;
 use crate::ffi::context::run_in_copy as run_in_context;
 use crate::listener::Sub;
-use crate::queue::{Item, Sink};
+use crate::queue::{NextItem, Sink};
 use crate::tasks::{FollowUp, NextAttempt};
 
 /// A subscriber's events held back while it waits for a retry: (event, context, the event's
@@ -312,12 +313,7 @@ impl FollowUp for PartitionSink {
 }
 
 impl Sink for PartitionSink {
-    fn deliver_batch(
-        &self,
-        py: Python<'_>,
-        next: &mut dyn FnMut() -> Option<Item>,
-        contexts: &mut crate::context::ContextRunner,
-    ) {
+    fn deliver_batch(&self, py: Python<'_>, next: &mut NextItem<'_>, contexts: &mut ContextRunner) {
         let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.get().and_then(Weak::upgrade)) else {
             // The bus is gone: nobody is left to deliver to.
             while next().is_some() {}

@@ -148,6 +148,9 @@ impl Bus {
         }
         let _lock = self.publish_lock.acquire(py);
         self.check_open_for(py, batch.first().map(|(e, _)| e))?;
+        if let Some(err) = self.core.store_failures.take(py, &self.core.name) {
+            return Err(err);
+        }
         let mut need = vec![0usize; topic.lanes.len()];
         for (_, p) in batch {
             need[*p] += 1;
@@ -211,9 +214,32 @@ impl Bus {
         if accepted.is_empty() {
             return Ok(());
         }
-        let mut args = vec![PyString::new(py, &topic.name).into_any()];
-        args.extend(accepted.iter().map(|(ev, _)| ev.clone()));
-        store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
+        match &topic.store {
+            // Group commit: queued for the topic's store writer, in publish order.
+            Some((lane, _)) => {
+                for (ev, _) in &accepted {
+                    let item = Item { event: ev.clone().unbind(), context: None };
+                    if let Pushed::Full(item) = lane.try_push(item) {
+                        let lane = lane.clone();
+                        if let Pushed::Full(_) = py.allow_threads(move || lane.push_blocking(item, None)) {
+                            return Err(pool_closed(
+                                py,
+                                format!(
+                                    "bus '{}': its worker pool closed while the store writer was behind",
+                                    self.core.name
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            // durability="event": stored before publish returns.
+            None => {
+                let mut args = vec![PyString::new(py, &topic.name).into_any()];
+                args.extend(accepted.iter().map(|(ev, _)| ev.clone()));
+                store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
+            }
+        }
         for (ev, p) in accepted {
             // Room was made sure of under the lock (workers only ever make more).
             self.enqueue(py, topic, ev, *p, context.clone_ref(py))?;

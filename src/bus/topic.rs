@@ -9,6 +9,7 @@ use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use super::store_writer::{Durability, StoreSink};
 use super::*;
 use crate::component::{bounded, positive, OnFull, MAX_BUFFER_SIZE, MAX_PARTITIONS, MAX_TOPIC_SLOTS};
 use crate::errors::{describe_event, type_name, validation_error};
@@ -110,6 +111,9 @@ pub(super) struct Topic {
     pub(super) subs_version: AtomicU64,
     pub(super) dedup: Mutex<HashMap<u64, Dedup>>,
     pub(super) deleted: AtomicBool,
+    /// On a bus with a store and `durability="batch"`: the lane of the topic's store writer
+    /// (see `store_writer.rs`) and its sink.
+    pub(super) store: Option<(Arc<Lane>, Arc<StoreSink>)>,
 }
 
 impl Topic {
@@ -260,6 +264,20 @@ impl Bus {
             lanes.push(Lane::new(buffer_size, 1, sink.clone(), self.core.pool.clone()));
             sinks.push(sink);
         }
+        let store = match (&self.store, self.durability) {
+            (Some(store), Durability::Batch) => {
+                let sink = Arc::new(StoreSink::new(
+                    &self.core.name,
+                    PyString::new(py, name).unbind(),
+                    store.clone_ref(py),
+                    self.core.store_failures.clone(),
+                ));
+                // Bounded: publishers wait (without the GIL) when the store falls this far behind.
+                let capacity = (partitions * buffer_size).clamp(1024, 65_536);
+                Some((Lane::new(capacity, 1, sink.clone(), self.core.pool.clone()), sink))
+            }
+            _ => None,
+        };
         let subs: Vec<Arc<Sub>> =
             self.core.patterns.read().iter().filter(|(re, _)| re.is_match(name)).map(|(_, s)| s.clone()).collect();
         let topic = Arc::new(Topic {
@@ -276,6 +294,7 @@ impl Bus {
             subs_version: AtomicU64::new(0),
             dedup: Mutex::new(HashMap::new()),
             deleted: AtomicBool::new(false),
+            store,
         });
         for s in &topic.sinks {
             let _ = s.topic.set(Arc::downgrade(&topic));

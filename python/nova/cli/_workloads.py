@@ -2,10 +2,11 @@
 blinker), written once for ``nova bench`` and ``benches/compare.py``.
 
 Each throughput workload sends ``n`` events to a no-op handler and returns the elapsed seconds
-of its timed loop. The synchronous ones time what a user writes: ``emitter_sync`` builds each
-event inside the loop, on an emitter of the default configuration. The queued ones and the
-stores build their events first and time the hand-off (and, queued, the ``flush()``). Each
-latency workload returns one duration per event, in seconds. The libraries are imported inside
+of its timed loop. By default they time what a user writes: each event is built inside the
+loop, on a component of the default configuration (the queued ones with ``OnFull.BLOCK``, as a
+loop that never waits needs: the default, ``RAISE``, refuses what does not fit). ``prebuilt``
+builds the events before the clock starts and times only the hand-off: a separate, labelled
+figure. Each latency workload returns one duration per event, in seconds. The libraries are imported inside
 the workloads, so importing this module costs nothing and a missing peer fails only the
 workload that needs it.
 """
@@ -99,17 +100,22 @@ def emitter_sync_latency(count: int) -> list[float]:
 # -- emitter, asynchronous --------------------------------------------------------------------
 
 
-def emitter_async(n: int) -> float:
-    """``emit_async`` of ``n`` events, then ``flush()`` (``OnFull.BLOCK``, buffer 10,000)."""
+def emitter_async(n: int, prebuilt: bool = False, buffer_size: int = 1000) -> float:
+    """``emit_async`` of ``n`` events, then ``flush()``; ``OnFull.BLOCK``, default buffer."""
     import nova
 
-    em = nova.Emitter(name="bench-async", on_full=nova.OnFull.BLOCK, buffer_size=10_000)
+    em = nova.Emitter(name="bench-async", on_full=nova.OnFull.BLOCK, buffer_size=buffer_size)
     em.subscribe("order.created", noop)
-    events = [nova.Event("order.created", i) for i in range(n)]
-    emit = em.emit_async
-    t = _perf()
-    for ev in events:
-        emit(ev)
+    event_cls, emit = nova.Event, em.emit_async
+    if prebuilt:
+        events = [event_cls("order.created", i) for i in range(n)]
+        t = _perf()
+        for ev in events:
+            emit(ev)
+    else:
+        t = _perf()
+        for i in range(n):
+            emit(event_cls("order.created", i))
     em.flush()
     elapsed = _perf() - t
     em.shutdown()
@@ -131,38 +137,76 @@ def emitter_async_latency(count: int) -> list[float]:
 # -- bus: 16 partitions keyed by a metadata field, 4 workers --------------------------------
 
 
-def _bus(name: str, listener: Callable[[Any], Any], ordering_key: str | None = "customer_id") -> Any:
+def _bus(
+    name: str,
+    listener: Callable[[Any], Any],
+    ordering_key: str | None = "customer_id",
+    at_most_once: bool = False,
+    buffer_size: int = 1000,
+    store: Any = None,
+) -> Any:
+    """16 partitions, 4 workers, ``OnFull.BLOCK``; otherwise the defaults (AT_LEAST_ONCE: every
+    subscriber managed) unless told."""
     import nova
 
-    bus = nova.Bus(pool=nova.WorkerPool(4, name=f"{name}-pool"), name=name)
+    bus = nova.Bus(pool=nova.WorkerPool(4, name=f"{name}-pool"), name=name, store=store)
+    mode = nova.DeliveryMode.AT_MOST_ONCE if at_most_once else nova.DeliveryMode.AT_LEAST_ONCE
     bus.create_topic(
         "orders",
         partitions=16,
         ordering_key=ordering_key,
         on_full=nova.OnFull.BLOCK,
-        delivery_mode=nova.DeliveryMode.AT_MOST_ONCE,
-        buffer_size=10_000,
+        delivery_mode=mode,
+        buffer_size=buffer_size,
     )
     bus.subscribe("orders", listener)
     return bus
 
 
-def bus_16(n: int, ordering_key: str | None = "customer_id") -> float:
+def bus_16(
+    n: int,
+    ordering_key: str | None = "customer_id",
+    at_most_once: bool = False,
+    prebuilt: bool = False,
+    buffer_size: int = 1000,
+    store: Any = None,
+) -> float:
     """``Bus.publish`` of ``n`` events to 16 partitions, then ``flush()``; the events carry a
     ``customer_id``, the ordering key unless ``ordering_key`` says otherwise (None: no key)."""
     import nova
 
-    bus = _bus("bench-bus", noop, ordering_key)
-    events = [nova.Event("order.created", i, metadata={"customer_id": f"c{i % 1000}"}) for i in range(n)]
-    publish = bus.publish
-    t = _perf()
-    for ev in events:
-        publish("orders", ev)
+    bus = _bus("bench-bus", noop, ordering_key, at_most_once, buffer_size, store)
+    event_cls, publish = nova.Event, bus.publish
+    if prebuilt:
+        events = [event_cls("order.created", i, metadata={"customer_id": f"c{i % 1000}"}) for i in range(n)]
+        t = _perf()
+        for ev in events:
+            publish("orders", ev)
+    else:
+        keys = [f"c{i}" for i in range(1000)]
+        t = _perf()
+        for i in range(n):
+            publish("orders", event_cls("order.created", i, metadata={"customer_id": keys[i % 1000]}))
     bus.flush()
     elapsed = _perf() - t
     bus.shutdown()
     bus.pool.close()
     return elapsed
+
+
+def bus_16_stored(n: int, kind: str) -> float:
+    """``bus_16`` on a bus with a ``MemoryStore`` (``kind="memory"``) or a ``SqliteStore``
+    (``"sqlite"``, default durability: group commit)."""
+    if kind == "memory":
+        from nova.store import MemoryStore
+
+        store = MemoryStore(max_events_per_stream=n + 1, name="bench-bus-memory")
+        try:
+            return bus_16(n, store=store)
+        finally:
+            store.close()
+    with _sqlite_store("bench-bus-sqlite") as sqlite:
+        return bus_16(n, store=sqlite)
 
 
 def bus_16_latency(count: int) -> list[float]:

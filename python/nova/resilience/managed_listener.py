@@ -428,7 +428,7 @@ class ManagedListener:
         if self._is_async:
             error = self._invoke_async(event, attempt)
         else:
-            error = self._core.invoke(event, attempt)
+            error = self._core.run(event, attempt, accounted=False)
         if error is None or self._on_error is None:
             return error
         try:
