@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import warnings
 
-import asyncio
 import dataclasses
 from collections.abc import Callable
 from datetime import datetime
@@ -24,7 +23,17 @@ _FIELDS = {f.name for f in dataclasses.fields(TopicConfig)}
 
 
 class Bus(ClosesOnExit, _core.Bus):
-    """Topics of ordered partitions (see docs/api.md, Bus)."""
+    """Topics of ordered partitions (see docs/api.md, Bus). With ``backend=`` its topics live in
+    that backend (``nova.backends``), decided here, once: the bus made is then a
+    ``nova.backends._remote.RemoteTopics``, which hands every topic call to the backend."""
+
+    def __new__(cls, *args: Any, backend: Any = None, **kwargs: Any) -> Bus:
+        if backend is not None:
+            from .backends._remote import remote_class
+
+            cls = remote_class(cls)
+        bus: Bus = super().__new__(cls, *args, backend=backend, **kwargs)
+        return bus
 
     def _close_on_exit(self) -> object:
         """``with`` ends with ``shutdown()`` (its default 30 s deadline)."""
@@ -54,17 +63,10 @@ class Bus(ClosesOnExit, _core.Bus):
         config is a no-op; with another config, a ValidationError."""
         if not isinstance(name, str) or not name:
             raise ValidationError(f"create_topic: name must be a non-empty str, got {name!r}")
-        cfg = self._config(config, fields)
-        if self.backend is not None:
-            self.backend.create_topic(name, cfg)
-            return
-        self._create_topic(name, cfg)
+        self._create_topic(name, self._config(config, fields))
 
     def topic_config(self, name: str) -> TopicConfig | None:
         """The config a topic was created with (None if absent)."""
-        if self.backend is not None:
-            cfg: TopicConfig | None = self.backend.topic_config(name)
-            return cfg
         return self._topic_config(name)
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -106,9 +108,6 @@ class Bus(ClosesOnExit, _core.Bus):
         subscriber of an AT_LEAST_ONCE or EXACTLY_ONCE topic gets ``ListenerConfig()``."""
         if not isinstance(topic, str) or not topic:
             raise ValidationError(f"subscribe: topic must be a non-empty str, got {topic!r}")
-        if self.backend is not None:
-            sub: _core.Subscription = self.backend.subscribe(topic, listener, config=config)
-            return sub
         if self.topic_config(topic) is None:
             self.create_topic(topic)
         return self._subscribe(topic, self._managed(topic, listener, config))
@@ -118,9 +117,6 @@ class Bus(ClosesOnExit, _core.Bus):
         ``regex`` (a linear-time engine: no catastrophic backtracking)."""
         if not isinstance(regex, str):
             raise ValidationError(f"subscribe_pattern: regex must be a str, got {type(regex).__name__}")
-        if self.backend is not None:
-            sub: _core.Subscription = self.backend.subscribe_pattern(regex, listener, config=config)
-            return sub
         return self._subscribe_pattern(regex, self._managed(None, listener, config))
 
     def on(self, topic: str, **kwargs: Any) -> Callable[[F], F]:
@@ -137,9 +133,6 @@ class Bus(ClosesOnExit, _core.Bus):
     async def apublish(self, topic: str, event: _core.Event) -> None:
         """``publish`` awaited: waits (without blocking the loop) for room in a full
         partition instead of raising BufferFull."""
-        if self.backend is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.publish, topic, event)
-            return
         await _aio.until_room(
             lambda: self.publish(topic, event), lambda seconds: self._wait_room(topic, event, seconds)
         )
@@ -163,27 +156,7 @@ class Bus(ClosesOnExit, _core.Bus):
             n += 1
         return n
 
-    # -- delegation of the remaining topic calls to a backend ---------------------------------
-
-    def delete_topic(self, name: str) -> None:
-        """Delete a topic (TopicNotFound if absent); its subscriptions end."""
-        if self.backend is not None:
-            self.backend.delete_topic(name)
-            return
-        super().delete_topic(name)
-
-    def topics(self) -> list[str]:
-        """Every existing topic, sorted."""
-        if self.backend is not None:
-            names: list[str] = self.backend.topics()
-            return names
-        return super().topics()
-
-    def topic_info(self, name: str) -> Any:
-        """TopicInfo(name, partitions, delivery_mode, subscribers, queued)."""
-        if self.backend is not None:
-            return self.backend.topic_info(name)
-        return super().topic_info(name)
+    # -- metrics ---------------------------------------------------------------------------
 
     def _metrics(self) -> dict[str, Any]:
         """Counters for nova.metrics, with those of the private listener manager."""

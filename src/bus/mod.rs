@@ -18,7 +18,7 @@ use std::time::Instant;
 use parking_lot::RwLock;
 use pyo3::prelude::*;
 use pyo3::sync::GILProtected;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use regex::Regex;
 use rustc_hash::FxBuildHasher;
 
@@ -97,7 +97,7 @@ impl Drop for Bus {
     /// partitions' sinks only reach the bus weakly). Take them, count them as dropped, and warn.
     fn drop(&mut self) {
         // Only when the core goes with the bus (else whoever holds it can still deliver).
-        if self.backend.is_some() || self.life.reported() || Arc::strong_count(&self.core) > 1 {
+        if self.life.reported() || Arc::strong_count(&self.core) > 1 {
             return;
         }
         Python::with_gil(|py| {
@@ -390,14 +390,6 @@ impl Bus {
     }
 
     fn publish(&self, py: Python<'_>, topic: &Bound<'_, PyString>, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        if let Some(b) = &self.backend {
-            // The bus's own checks and store still apply; the backend does the transport.
-            self.admit(py, event)?;
-            if let Some(store) = &self.store {
-                store.bind(py).call_method1("append", (topic, event))?;
-            }
-            return Ok(b.bind(py).call_method1("publish", (topic, event))?.unbind());
-        }
         self.admit(py, event)?;
         self.with_topic(py, topic, |t| {
             // The context is captured while the ordering key's memory loads.
@@ -416,17 +408,6 @@ impl Bus {
         let events: Vec<Bound<'_, PyAny>> = events.try_iter()?.collect::<PyResult<_>>()?;
         for ev in &events {
             self.admit(py, ev)?;
-        }
-        if let Some(b) = &self.backend {
-            if let Some(store) = &self.store {
-                if !events.is_empty() {
-                    let mut args = vec![PyString::new(py, topic).into_any()];
-                    args.extend(events.iter().cloned());
-                    store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
-                }
-            }
-            let list = PyList::new(py, &events)?;
-            return Ok(b.bind(py).call_method1("publish_batch", (topic, list))?.unbind());
         }
         let t = self.get_or_create(py, topic)?;
         let parts: Vec<usize> = events.iter().map(|e| t.partition_for(e)).collect::<PyResult<_>>()?;
@@ -482,11 +463,29 @@ impl Bus {
         self.core.chain.add(py, middleware)
     }
 
+    /// For a bus whose topics live in a backend (`nova.backends`): the bus's own checks on
+    /// `events` for `topic` (closed, validator), and the store's append (in this call).
+    fn _admit_to_store(&self, py: Python<'_>, topic: &str, events: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+        for ev in &events {
+            self.admit(py, ev)?;
+        }
+        if let (Some(store), false) = (&self.store, events.is_empty()) {
+            let mut args = vec![PyString::new(py, topic).into_any()];
+            args.extend(events);
+            store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
+        }
+        Ok(())
+    }
+
+    /// For a bus whose topics live in a backend, once the backend is shut down: closed, and
+    /// its own worker pool (if it made one) closed at once.
+    fn _close_local(&self, py: Python<'_>) {
+        self.life.close();
+        self.life.close_owned_pool(py, Some(Instant::now()), 0);
+    }
+
     #[pyo3(signature = (timeout=None))]
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        if let Some(b) = &self.backend {
-            return b.bind(py).call_method1("flush", (timeout,))?.extract();
-        }
         let until = deadline(py, "Bus.flush timeout", timeout)?;
         let flushed = self.wait_flushed(py, until) && self.wait_stored(py, until);
         match self.core.store_failures.take(py, &self.core.name) {
@@ -496,9 +495,6 @@ impl Bus {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(b) = &self.backend {
-            return b.bind(py).call_method0("stats");
-        }
         let c = &self.core;
         let topics = self.all_topics();
         let queued: usize = topics.iter().map(|t| t.queued()).sum::<usize>() + c.retries.pending();
@@ -518,12 +514,6 @@ impl Bus {
     #[pyo3(signature = (timeout=30.0))]
     fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let until = deadline(py, "Bus.shutdown timeout", timeout)?;
-        if let Some(b) = &self.backend {
-            self.life.close();
-            let report = b.bind(py).call_method1("shutdown", (timeout,))?;
-            self.life.close_owned_pool(py, Some(Instant::now()), 0);
-            return Ok(report);
-        }
         if !self.life.close() {
             return shutdown_report(py, 0, Vec::new(), 0);
         }

@@ -405,3 +405,40 @@ def test_shutdown_accounts_for_every_event_a_stuck_worker_holds() -> None:
     assert report.drained + len(undelivered) + report.in_flight == 10
     assert sorted(delivered + undelivered) == list(range(10))
     assert len(delivered) == report.in_flight >= 1
+
+
+def test_the_local_bus_and_the_redis_backend_are_both_bus_backends() -> None:
+    from nova.backends import BusBackend
+    from nova.backends.redis import RedisBackend
+
+    bus = nova.Bus()
+    assert isinstance(bus, BusBackend)  # the in-process implementation of the interface
+    assert issubclass(RedisBackend, BusBackend)
+    bus.shutdown(1)
+
+
+def test_a_bus_subclass_with_a_backend_keeps_its_own_methods() -> None:
+    calls: list[tuple[str, Any]] = []
+
+    class Recording:
+        def create_topic(self, name: str, config: Any) -> None:
+            calls.append(("create_topic", name))
+
+        def publish(self, topic: str, event: nova.Event) -> None:
+            calls.append(("publish", event.data))
+
+        def shutdown(self, timeout: float | None = 30.0) -> Any:
+            calls.append(("shutdown", timeout))
+            return nova.ShutdownReport(0, [], 0)
+
+    class MyBus(nova.Bus):
+        def hello(self) -> str:
+            return "hi"
+
+    bus = MyBus(backend=Recording())
+    assert isinstance(bus, MyBus) and bus.hello() == "hi" and type(bus).__name__ == "MyBus"
+    bus.create_topic("orders")
+    bus.publish("orders", nova.Event("order.created", 1))
+    bus.shutdown(2)
+    assert calls == [("create_topic", "orders"), ("publish", 1), ("shutdown", 2)]
+    assert bus.closed

@@ -364,22 +364,8 @@ class RedisBackend(ClosesOnExit):
     # -- publishing ----------------------------------------------------------------------
 
     def _partition(self, topic: str, cfg: TopicConfig, event: Any) -> int:
-        n = cfg.partitions
-        if n == 1:
-            return 0
-        key = cfg.ordering_key
-        if key is None:
-            value = event.id
-        elif isinstance(key, str):
-            value = event.metadata.get(key, "")
-        else:
-            value = key(event)
-            if not isinstance(value, str):
-                raise ValidationError(
-                    f"topic '{topic}': ordering_key returned {type(value).__name__} for event "
-                    f"{event.id} ({event.type}); it must return a str"
-                )
-        return int(_core.partition(value, n))
+        # The local bus's own rule (src/bus/topic.rs), so every process agrees with it.
+        return _core.event_partition(event, cfg.ordering_key, cfg.partitions, topic)
 
     def _dumps(self, topic: str, event: Any) -> bytes | str:
         if not isinstance(event, self._event_cls):
