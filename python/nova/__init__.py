@@ -10,22 +10,10 @@ from __future__ import annotations
 import atexit as _atexit
 import os as _os
 
+from typing import TYPE_CHECKING, Any
+
 from . import _core
 from ._core import Event, Listener, Subscription, WorkerPool
-from ._types import (
-    BusStats,
-    DeliveryMode,
-    EmitterStats,
-    Health,
-    OnFull,
-    PoolStats,
-    ShutdownReport,
-    StopReport,
-    TopicConfig,
-    TopicInfo,
-)
-from .bus import Bus
-from .emitter import Emitter
 from .errors import (
     BackendError,
     BufferFull,
@@ -50,23 +38,101 @@ from .errors import (
     TopicNotFound,
     ValidationError,
 )
-from .lifecycle import run, shutdown
-from .resilience import (
-    Backoff,
-    CircuitConfig,
-    DeadLetter,
-    DeadLetterConfig,
-    DeadLetterQueue,
-    ListenerConfig,
-    ListenerManager,
-    ManagedListener,
-    ManagerStats,
-    RetryPolicy,
-    idempotent,
-)
-from .store import Cursor, MemoryStore, SqliteStore, StoreStats, StreamInfo
+
+# Eager, and light: the name `middleware` is also the submodule's, which importing it
+# anywhere would bind here over a lazily loaded function.
 from .middleware import Middleware, middleware
-from .validation import strict_type_names
+
+if TYPE_CHECKING:
+    from ._types import (
+        BusStats,
+        DeliveryMode,
+        EmitterStats,
+        Health,
+        OnFull,
+        PoolStats,
+        ShutdownReport,
+        StopReport,
+        TopicConfig,
+        TopicInfo,
+    )
+    from .bus import Bus
+    from .emitter import Emitter
+    from .lifecycle import run, shutdown
+    from .resilience import (
+        Backoff,
+        CircuitConfig,
+        DeadLetter,
+        DeadLetterConfig,
+        DeadLetterQueue,
+        ListenerConfig,
+        ListenerManager,
+        ManagedListener,
+        ManagerStats,
+        RetryPolicy,
+    )
+    from .resilience.idempotent import idempotent
+    from .store import Cursor, MemoryStore, SqliteStore, StoreStats, StreamInfo
+    from .validation import strict_type_names
+
+# Everything else loads on first use (PEP 562), so that a bare `import nova` does not pay for
+# asyncio, dataclasses, sqlite3, ssl, the store and the resilience policies: a CLI, a
+# serverless cold start and every test run import it. Name -> the module that defines it.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "BusStats",
+            "DeliveryMode",
+            "EmitterStats",
+            "Health",
+            "OnFull",
+            "PoolStats",
+            "ShutdownReport",
+            "StopReport",
+            "TopicConfig",
+            "TopicInfo",
+        ),
+        "._types",
+    ),
+    "Bus": ".bus",
+    "Emitter": ".emitter",
+    "run": ".lifecycle",
+    "shutdown": ".lifecycle",
+    **dict.fromkeys(
+        (
+            "Backoff",
+            "CircuitConfig",
+            "DeadLetter",
+            "DeadLetterConfig",
+            "DeadLetterQueue",
+            "ListenerConfig",
+            "ListenerManager",
+            "ManagedListener",
+            "ManagerStats",
+            "RetryPolicy",
+            "idempotent",
+        ),
+        ".resilience",
+    ),
+    **dict.fromkeys(("Cursor", "MemoryStore", "SqliteStore", "StoreStats", "StreamInfo"), ".store"),
+    "strict_type_names": ".validation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nova' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
