@@ -22,8 +22,6 @@ struct Helpers {
     datetime: Py<PyAny>,
     mapping_proxy: Py<PyAny>,
     empty: Py<PyDict>,
-    json_dumps: Py<PyAny>,
-    json_loads: Py<PyAny>,
 }
 
 static HELPERS: GILOnceCell<Helpers> = GILOnceCell::new();
@@ -34,7 +32,6 @@ fn helpers(py: Python<'_>) -> PyResult<&Helpers> {
         let utc = dt.getattr("timezone")?.getattr("utc")?;
         let datetime = dt.getattr("datetime")?;
         let epoch = datetime.call1((1970, 1, 1, 0, 0, 0, 0, &utc))?;
-        let json = py.import("json")?;
         Ok(Helpers {
             utc: utc.unbind(),
             epoch: epoch.unbind(),
@@ -42,9 +39,22 @@ fn helpers(py: Python<'_>) -> PyResult<&Helpers> {
             datetime: datetime.unbind(),
             mapping_proxy: py.import("types")?.getattr("MappingProxyType")?.unbind(),
             empty: PyDict::new(py).unbind(),
-            json_dumps: json.getattr("dumps")?.unbind(),
-            json_loads: json.getattr("loads")?.unbind(),
         })
+    })
+}
+
+/// The package's one JSON codec (`nova._codec`), found on first use (never while `nova`
+/// itself is still importing).
+struct Codec {
+    to_json: Py<PyAny>,
+    loads: Py<PyAny>,
+}
+
+fn codec(py: Python<'_>) -> PyResult<&Codec> {
+    static CODEC: GILOnceCell<Codec> = GILOnceCell::new();
+    CODEC.get_or_try_init(py, || {
+        let m = py.import("nova._codec")?;
+        Ok(Codec { to_json: m.getattr("to_json")?.unbind(), loads: m.getattr("loads")?.unbind() })
     })
 }
 
@@ -579,19 +589,20 @@ impl Event {
         Event::build(py, cls, &type_, &get("data")?, &get("id")?, &get("metadata")?, &ts)
     }
 
-    fn to_json(&self, py: Python<'_>) -> PyResult<String> {
-        let h = helpers(py)?;
-        let d = self.to_dict(py)?;
-        h.json_dumps
+    fn to_json(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let this = slf.get();
+        codec(py)?
+            .to_json
             .bind(py)
-            .call1((d,))
+            .call1((slf,))
             .map_err(|e| {
                 let err = validation_error(
                     py,
                     format!(
                         "event {} ({}): data is not JSON-serialisable: {}",
-                        self.id_obj(py),
-                        self.type_.bind(py),
+                        this.id_obj(py),
+                        this.type_.bind(py),
                         e.value(py)
                     ),
                 );
@@ -604,8 +615,7 @@ impl Event {
     #[classmethod]
     fn from_json<'py>(cls: &Bound<'py, PyType>, s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
-        let h = helpers(py)?;
-        let d = h.json_loads.bind(py).call1((s,)).map_err(|e| {
+        let d = codec(py)?.loads.bind(py).call1((s,)).map_err(|e| {
             let err = validation_error(py, "Event.from_json: not valid JSON");
             err.set_cause(py, Some(e));
             err

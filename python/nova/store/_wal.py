@@ -68,6 +68,8 @@ class Checkpointer:
                 if self._stopping.wait(self._interval):
                     return
                 self._dirty.clear()
+                if self._stopping.is_set():  # halt() came after the wait: its wake-up was cleared
+                    return
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:  # busy or damaged: the writer's backstop remains
