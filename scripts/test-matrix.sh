@@ -240,7 +240,7 @@ run_one() {
     grep -viE '^[[:space:]]*maturin([^a-z0-9_.-]|$)' "$REPO/requirements-dev.txt" >"$dir/requirements-test.txt"
     vpy="$dir/venv/bin/python"
     if ! "$py" -m venv "$dir/venv" ||
-       ! "$vpy" -m pip install -q --disable-pip-version-check "$wheel" -r "$dir/requirements-test.txt"; then
+       ! "$vpy" -m pip install -q --disable-pip-version-check --prefer-binary "$wheel" -r "$dir/requirements-test.txt"; then
         RESULT="FAILED (venv or pip install)"
         return 1
     fi

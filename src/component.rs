@@ -101,12 +101,12 @@ pub fn check_event(
 /// identity only: a listener never sees another emit's objects, however equal they compare.
 /// Only ever used with the GIL held, which is all the locking it needs.
 pub struct ContextCapture {
-    last: pyo3::sync::GILProtected<std::cell::RefCell<Option<Py<PyAny>>>>,
+    last: crate::ffi::cell::Memo<Option<Py<PyAny>>>,
 }
 
 impl Default for ContextCapture {
     fn default() -> Self {
-        ContextCapture { last: pyo3::sync::GILProtected::new(std::cell::RefCell::new(None)) }
+        ContextCapture { last: crate::ffi::cell::Memo::new(None) }
     }
 }
 
@@ -115,13 +115,13 @@ impl ContextCapture {
         let current = copy_current(py)?;
         // No borrow is held while Python code may run (freeing the old snapshot can run a
         // finaliser, which could emit again on this thread).
-        let prev = self.last.get(py).borrow().as_ref().map(|p| p.clone_ref(py));
+        let prev = self.last.read(py).and_then(|last| last.as_ref().map(|p| p.clone_ref(py)));
         if let Some(prev) = prev {
             if same_entries(py, &prev, &current) {
                 return Ok(prev);
             }
         }
-        let old = self.last.get(py).replace(Some(current.clone_ref(py)));
+        let old = self.last.write(py).map(|mut last| last.replace(current.clone_ref(py)));
         drop(old);
         Ok(current)
     }

@@ -1,7 +1,6 @@
 //! `nova.Listener`, `nova.Subscription`, and the subscriber tables that components resolve
 //! event types against (cached per type, so an emit costs one lookup).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 use rustc_hash::FxBuildHasher;
@@ -10,7 +9,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
-use pyo3::sync::{GILOnceCell, GILProtected};
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyList, PyString};
 
 use crate::errors::{listener_error_in, type_name, validation_error};
@@ -435,13 +434,8 @@ pub struct LastResolved {
     resolved: Arc<Resolved>,
 }
 
-struct LastMemo(GILProtected<RefCell<Option<LastResolved>>>);
-
-impl Default for LastMemo {
-    fn default() -> Self {
-        LastMemo(GILProtected::new(RefCell::new(None)))
-    }
-}
+#[derive(Default)]
+struct LastMemo(crate::ffi::cell::Memo<Option<LastResolved>>);
 
 /// Subscribers of a component, in subscription order, with a per-type resolution cache.
 #[derive(Default)]
@@ -513,19 +507,18 @@ impl Registry {
         // Read before resolving: a change racing with this call leaves a memo that is already
         // stale, hence never used, rather than a stale result that looks current.
         let generation = self.generation.load(SeqCst);
-        let last = self.last.0.get(py);
-        if let Some(l) = &*last.borrow() {
-            if l.type_.as_ptr() == event_type.as_ptr() && l.generation == generation {
-                return Some(l.resolved.clone());
+        if let Some(last) = self.last.0.read(py) {
+            if let Some(l) = &*last {
+                if l.type_.as_ptr() == event_type.as_ptr() && l.generation == generation {
+                    return Some(l.resolved.clone());
+                }
             }
         }
         let resolved = self.resolve(event_type.to_str().ok()?);
-        let previous = last.replace(Some(LastResolved {
-            type_: event_type.clone().unbind(),
-            generation,
-            resolved: resolved.clone(),
-        }));
-        // Dropped after the RefCell is released: freeing the old str must not find it borrowed.
+        let remembered =
+            Some(LastResolved { type_: event_type.clone().unbind(), generation, resolved: resolved.clone() });
+        let previous = self.last.0.write(py).map(|mut last| std::mem::replace(&mut *last, remembered));
+        // Dropped after the memo is released: freeing the old str must not find it held.
         drop(previous);
         Some(resolved)
     }
@@ -535,10 +528,12 @@ impl Registry {
     #[inline]
     pub fn count_type(&self, py: Python<'_>, event_type: &Bound<'_, PyString>, bump: impl FnOnce(&TypeCounters)) {
         let generation = self.generation.load(SeqCst);
-        if let Some(l) = &*self.last.0.get(py).borrow() {
-            if l.type_.as_ptr() == event_type.as_ptr() && l.generation == generation {
-                bump(&l.resolved.counters);
-                return;
+        if let Some(last) = self.last.0.read(py) {
+            if let Some(l) = &*last {
+                if l.type_.as_ptr() == event_type.as_ptr() && l.generation == generation {
+                    bump(&l.resolved.counters);
+                    return;
+                }
             }
         }
         if let Some(r) = self.resolve_type(py, event_type) {

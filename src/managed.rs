@@ -82,7 +82,17 @@ impl Slots {
         loop {
             let active = self.active.load(Relaxed);
             if active < self.limit {
+                // The GIL serialises takers on a GIL build; without it, a compare-and-swap.
+                #[cfg(not(Py_GIL_DISABLED))]
                 self.active.store(active + 1, Relaxed);
+                #[cfg(Py_GIL_DISABLED)]
+                if self
+                    .active
+                    .compare_exchange(active, active + 1, std::sync::atomic::Ordering::Acquire, Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
                 return;
             }
             // Every slot taken: wait with the GIL released, so the holders can finish.
@@ -98,7 +108,10 @@ impl Slots {
     }
 
     fn release(&self, _py: Python<'_>) {
+        #[cfg(not(Py_GIL_DISABLED))]
         self.active.store(self.active.load(Relaxed) - 1, Release);
+        #[cfg(Py_GIL_DISABLED)]
+        self.active.fetch_sub(1, Release);
         if self.waiters.load(Relaxed) > 0 {
             let _guard = self.lock.lock();
             self.freed.notify_one();
@@ -148,9 +161,15 @@ impl HealthWindow {
                 slot.second.store(second, SeqCst);
             }
         }
-        slot.attempts.store(slot.attempts.load(Relaxed) + 1, Relaxed);
+        let add = |a: &AtomicU64| {
+            #[cfg(not(Py_GIL_DISABLED))]
+            a.store(a.load(Relaxed) + 1, Relaxed);
+            #[cfg(Py_GIL_DISABLED)]
+            a.fetch_add(1, Relaxed);
+        };
+        add(&slot.attempts);
         if failed {
-            slot.failures.store(slot.failures.load(Relaxed) + 1, Relaxed);
+            add(&slot.failures);
         }
     }
 

@@ -174,13 +174,30 @@ impl Counter {
 }
 
 /// Add `n` to an atomic that is only ever written with the GIL held (the callers take the
-/// `Python` token to prove it): the GIL already serialises the writes, so a plain load and
-/// store does, without the lock-prefixed add, which costs an uncontended ~7 ns on the VMs we
-/// measure on (a few per emit add up). Reads stay well-defined from any thread. (Nova is
-/// built for the abi3 ABI, which free-threaded CPython does not load.)
+/// `Python` token to prove it). On a GIL build the GIL already serialises the writes, so a
+/// plain load and store does, without the lock-prefixed add, which costs an uncontended ~7 ns
+/// on the VMs we measure on (a few per emit add up); reads stay well-defined from any thread.
+/// On a free-threaded build (`Py_GIL_DISABLED`) nothing serialises them: an atomic add.
 #[inline]
 fn add_under_gil(a: &AtomicU64, n: u64, _py: Python<'_>) {
+    #[cfg(not(Py_GIL_DISABLED))]
     a.store(a.load(Relaxed).wrapping_add(n), Relaxed);
+    #[cfg(Py_GIL_DISABLED)]
+    a.fetch_add(n, Relaxed);
+}
+
+/// `add_under_gil` for a signed change of a count read from other threads (Release: a reader
+/// that Acquires it sees what was done before the change).
+#[inline]
+pub fn add_serialised_usize(a: &std::sync::atomic::AtomicUsize, n: isize) {
+    #[cfg(not(Py_GIL_DISABLED))]
+    a.store(a.load(Relaxed).wrapping_add_signed(n), std::sync::atomic::Ordering::Release);
+    #[cfg(Py_GIL_DISABLED)]
+    if n >= 0 {
+        a.fetch_add(n as usize, std::sync::atomic::Ordering::Release);
+    } else {
+        a.fetch_sub(n.unsigned_abs(), std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// A counter bumped only with the GIL held, on the per-event paths (see `add_under_gil`).

@@ -7,7 +7,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, AtomicUsize,
-    Ordering::{Relaxed, Release, SeqCst},
+    Ordering::{Release, SeqCst},
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -209,11 +209,15 @@ impl Lane {
     }
 
     /// Count one item delivered, dropped or taken back. Only ever done with the GIL held
-    /// (hence the token), which serialises the writes: a load and a store, not a locked add,
-    /// on every event. Readers without the GIL still see a well-defined count.
+    /// (hence the token): on a GIL build that serialises the writes, so a load and a store, not
+    /// a locked add, on every event; on a free-threaded build, an atomic add. Readers without
+    /// the GIL see a well-defined count either way.
     #[inline]
     fn retire(&self, _py: Python<'_>) {
-        self.retired.store(self.retired.load(Relaxed).wrapping_add(1), Release);
+        #[cfg(not(Py_GIL_DISABLED))]
+        self.retired.store(self.retired.load(std::sync::atomic::Ordering::Relaxed).wrapping_add(1), Release);
+        #[cfg(Py_GIL_DISABLED)]
+        self.retired.fetch_add(1, Release);
     }
 
     /// After shutdown's deadline: take nothing more from the queue and hand back what is left.

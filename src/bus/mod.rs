@@ -9,7 +9,6 @@ mod publish;
 mod store_writer;
 mod topic;
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Weak};
@@ -17,7 +16,6 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use pyo3::prelude::*;
-use pyo3::sync::GILProtected;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use regex::Regex;
 use rustc_hash::FxBuildHasher;
@@ -86,7 +84,7 @@ pub struct Bus {
     context: ContextCapture,
     /// The topic of the last publish and the str object that named it (held, so its address
     /// cannot be reused by another string): a run of publishes to one topic skips the lookup.
-    last_topic: GILProtected<RefCell<Option<LastTopic>>>,
+    last_topic: crate::ffi::cell::Memo<Option<LastTopic>>,
     /// Held across "is there room", the store's append and the enqueue when the bus has a
     /// store, so that the store holds exactly the accepted events, in publish order.
     publish_lock: PublishLock,
@@ -296,7 +294,7 @@ impl Bus {
             durability,
             validator,
             context: ContextCapture::default(),
-            last_topic: GILProtected::new(RefCell::new(None)),
+            last_topic: crate::ffi::cell::Memo::new(None),
             publish_lock: PublishLock(<parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT),
         };
         Ok(Component::base(&life).add_subclass(bus))

@@ -1,16 +1,15 @@
 //! One partition's delivery: the sink its lane's worker hands batches to, and the backlog of
 //! events held back per subscriber while that subscriber waits for a retry or a task.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{
     AtomicUsize,
-    Ordering::{Acquire, Relaxed, Release, SeqCst},
+    Ordering::{Acquire, SeqCst},
 };
 use std::sync::{Arc, OnceLock, Weak};
 
+use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::sync::GILProtected;
 use rustc_hash::FxBuildHasher;
 
 use super::*;
@@ -31,7 +30,7 @@ pub(super) type Backlog = VecDeque<(Py<PyAny>, Option<Py<PyAny>>, Option<Arc<Pen
 /// (no Python code runs while it is borrowed). Nearly always empty, which `subs` tells with
 /// one load; `events` lets `len` be read from any thread.
 pub(super) struct HeldBack {
-    pub(super) map: GILProtected<RefCell<HashMap<u64, Backlog, FxBuildHasher>>>,
+    pub(super) map: Mutex<HashMap<u64, Backlog, FxBuildHasher>>,
     /// Entries in `map`.
     pub(super) subs: AtomicUsize,
     /// Events in all backlogs (written with the GIL held: a load and a store).
@@ -40,11 +39,7 @@ pub(super) struct HeldBack {
 
 impl Default for HeldBack {
     fn default() -> Self {
-        HeldBack {
-            map: GILProtected::new(RefCell::new(HashMap::default())),
-            subs: AtomicUsize::new(0),
-            events: AtomicUsize::new(0),
-        }
+        HeldBack { map: Mutex::new(HashMap::default()), subs: AtomicUsize::new(0), events: AtomicUsize::new(0) }
     }
 }
 
@@ -57,7 +52,7 @@ impl HeldBack {
     pub(super) fn add_events(&self, n: isize) {
         // Release: a flusher that sees the lane idle (after this, by its SeqCst counters)
         // sees this count too.
-        self.events.store(self.events.load(Relaxed).wrapping_add_signed(n), Release);
+        crate::metrics::add_serialised_usize(&self.events, n);
     }
 
     /// Append to `seq`'s backlog if it has one (`Err` if it has none).
@@ -69,7 +64,7 @@ impl HeldBack {
         context: Option<&Py<PyAny>>,
         after: &dyn Fn() -> Option<Arc<PendingAfter>>,
     ) -> Result<(), ()> {
-        let mut map = self.map.get(py).borrow_mut();
+        let mut map = self.map.lock();
         let q = map.get_mut(&seq).ok_or(())?;
         q.push_back((event.clone().unbind(), context.map(|c| c.clone_ref(py)), after()));
         self.add_events(1);
@@ -77,8 +72,8 @@ impl HeldBack {
     }
 
     /// Start holding back `seq`'s events (it waits for a retry).
-    pub(super) fn start(&self, py: Python<'_>, seq: u64) {
-        let mut map = self.map.get(py).borrow_mut();
+    pub(super) fn start(&self, _py: Python<'_>, seq: u64) {
+        let mut map = self.map.lock();
         if let std::collections::hash_map::Entry::Vacant(e) = map.entry(seq) {
             e.insert(VecDeque::new());
             self.subs.fetch_add(1, SeqCst);
@@ -86,16 +81,16 @@ impl HeldBack {
     }
 
     /// Stop holding back `seq`'s events; what was held, in order.
-    pub(super) fn finish(&self, py: Python<'_>, seq: u64) -> Option<Backlog> {
-        let backlog = self.map.get(py).borrow_mut().remove(&seq)?;
+    pub(super) fn finish(&self, _py: Python<'_>, seq: u64) -> Option<Backlog> {
+        let backlog = self.map.lock().remove(&seq)?;
         self.subs.fetch_sub(1, SeqCst);
         self.add_events(-(backlog.len() as isize));
         Some(backlog)
     }
 
     /// If `seq` waits again, put the rest of `backlog` after what it holds now; true if so.
-    pub(super) fn requeue(&self, py: Python<'_>, seq: u64, backlog: &mut Backlog) -> bool {
-        match self.map.get(py).borrow_mut().get_mut(&seq) {
+    pub(super) fn requeue(&self, _py: Python<'_>, seq: u64, backlog: &mut Backlog) -> bool {
+        match self.map.lock().get_mut(&seq) {
             Some(q) => {
                 self.add_events(backlog.len() as isize);
                 q.extend(backlog.drain(..));
@@ -112,7 +107,7 @@ impl HeldBack {
     /// Take every held event (shutdown); their pending `after` hooks are told they were not
     /// delivered.
     pub(super) fn take(&self, py: Python<'_>, component: &str) -> Vec<Py<PyAny>> {
-        let taken: Vec<Backlog> = self.map.get(py).borrow_mut().drain().map(|(_, q)| q).collect();
+        let taken: Vec<Backlog> = self.map.lock().drain().map(|(_, q)| q).collect();
         self.subs.store(0, SeqCst);
         self.events.store(0, SeqCst);
         // Settled and freed after the borrow ends (both may run Python code).

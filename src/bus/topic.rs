@@ -196,8 +196,7 @@ impl Bus {
         name: &Bound<'_, PyString>,
         f: impl FnOnce(&Topic) -> R,
     ) -> PyResult<R> {
-        let memo = self.last_topic.get(py);
-        if let Ok(last) = memo.try_borrow() {
+        if let Some(last) = self.last_topic.read(py) {
             if let Some((obj, t)) = &*last {
                 if obj.is(name) && !t.deleted.load(SeqCst) {
                     return Ok(f(t));
@@ -205,7 +204,7 @@ impl Bus {
             }
         }
         let t = self.get_or_create(py, name.to_str()?)?;
-        if let Ok(mut last) = memo.try_borrow_mut() {
+        if let Some(mut last) = self.last_topic.write(py) {
             let old = last.replace((name.clone().unbind(), t.clone()));
             drop(last);
             // Freed after the borrow ends: dropping may run Python code.

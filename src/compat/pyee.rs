@@ -175,9 +175,9 @@ impl PyeeTable {
 
     fn slot<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyeeSlot>>> {
         let index = self.index.bind(py);
-        let Some(item) = crate::ffi::object::dict_get_borrowed(index, event)? else { return Ok(None) };
+        let Some(item) = crate::ffi::object::dict_get(index, event)? else { return Ok(None) };
         // SAFETY: the index is private to this table and only ever holds PyeeSlot objects.
-        Ok(Some(unsafe { item.to_owned().downcast_into_unchecked::<PyeeSlot>() }))
+        Ok(Some(unsafe { item.downcast_into_unchecked::<PyeeSlot>() }))
     }
 
     /// Remove the entry `id` from `slot` (a `once` handler about to run). True if this call

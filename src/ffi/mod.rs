@@ -12,6 +12,7 @@
 //! - version differences behind the compile-time cfgs that `build.rs` sets (`Py_3_12`, ...).
 
 pub mod call;
+pub mod cell;
 pub mod context;
 pub mod gil;
 #[cfg(feature = "test-hooks")]

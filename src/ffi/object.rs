@@ -29,6 +29,24 @@ pub fn dict_get_borrowed<'a, 'py>(
     }
 }
 
+/// `dict[key]` as a new reference (`PyDict_GetItemRef`, with pyo3-ffi's fallback before
+/// 3.13): `None` when absent, `Err` when the lookup raised. Safe against a dict another thread
+/// changes meanwhile (on a free-threaded build nothing else keeps a borrowed item alive).
+#[inline]
+pub fn dict_get<'py>(dict: &Bound<'py, PyDict>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = dict.py();
+    let mut item: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: GIL held (or attached, free-threaded); both are live; on 1, `item` is a new
+    // reference; on -1 an exception is set.
+    unsafe {
+        match pyo3::ffi::compat::PyDict_GetItemRef(dict.as_ptr(), key.as_ptr(), &mut item) {
+            1 => Ok(Some(Bound::from_owned_ptr(py, item))),
+            0 => Ok(None),
+            _ => Err(PyErr::fetch(py)),
+        }
+    }
+}
+
 /// `f(*args, **kwargs)` with the tuple and dict already made (`PyObject_Call`).
 #[inline]
 pub fn call_prepared<'py>(
