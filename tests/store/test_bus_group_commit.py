@@ -4,17 +4,13 @@ is ever lost, duplicated or reordered (issue: fast on the path users take, item 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import nova
 from nova.store import SqliteStore
+from support.processes import lines_until_killed
 
 # The child publishes events 0, 1, 2, ... one at a time on a keyed, 16-partition topic of a bus
 # with a SqliteStore, printing "p <i>" once publish(i) returned and, every 50 events, "f <i>"
@@ -42,42 +38,24 @@ while True:
 def publish_until_killed(path: Path, durability: str, lines_wanted: int) -> tuple[int, int]:
     """Run the child, SIGKILL it once it printed `lines_wanted` lines; the last event whose
     publish returned and the last event known flushed (-1 if none)."""
-    env = dict(os.environ)
-    package_root = str(Path(nova.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), durability],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    assert proc.stdout is not None
-    lines: list[bytes] = []
-    try:
-        assert proc.stdout.readline() == b"ready\n", proc.stderr.read() if proc.stderr else b""
-        deadline = time.monotonic() + 60
-        while len(lines) < lines_wanted and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-        os.kill(proc.pid, signal.SIGKILL)
-        lines += proc.stdout.read().splitlines(keepends=True)  # printed before it died
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
     published = flushed = -1
-    for line in lines:
-        if not line.endswith(b"\n"):
-            continue  # cut by the kill
+    for line in lines_until_killed(CHILD, [str(path), durability], lines_wanted):
         kind, n = line.split()
         if kind == b"p":
             published = int(n)
         else:
             flushed = int(n)
     return published, flushed
+
+
+def publish_keyed(store: SqliteStore, n: int, partitions: int) -> nova.Bus:
+    """A bus on `store` with `n` events published to a keyed topic of `partitions`."""
+    bus = nova.Bus(store=store)
+    bus.create_topic("orders", partitions=partitions, ordering_key="k", on_full=nova.OnFull.BLOCK)
+    bus.subscribe("orders", lambda event: None)
+    for i in range(n):
+        bus.publish("orders", nova.Event("order.created", i, metadata={"k": str(i % partitions)}))
+    return bus
 
 
 @pytest.mark.parametrize("durability", ["batch", "event"])
@@ -109,11 +87,7 @@ def test_group_commit_appends_in_batches_and_flush_waits_for_the_store(tmp_path:
             return super().append(stream, *events, expected_version=expected_version)
 
     with CountingStore(tmp_path / "b.db") as store:
-        bus = nova.Bus(store=store)
-        bus.create_topic("orders", partitions=16, ordering_key="k", on_full=nova.OnFull.BLOCK)
-        bus.subscribe("orders", lambda event: None)
-        for i in range(3000):
-            bus.publish("orders", nova.Event("order.created", i, metadata={"k": str(i % 16)}))
+        bus = publish_keyed(store, 3000, 16)
         assert bus.flush(30)
         assert [e.data for e in store.read_stream("orders")] == list(range(3000))
         assert sum(appends) == 3000 and len(appends) < 3000  # grouped, not one per publish
@@ -122,11 +96,7 @@ def test_group_commit_appends_in_batches_and_flush_waits_for_the_store(tmp_path:
 
 def test_shutdown_stores_every_accepted_event(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "s.db") as store:
-        bus = nova.Bus(store=store)
-        bus.create_topic("orders", partitions=4, ordering_key="k", on_full=nova.OnFull.BLOCK)
-        bus.subscribe("orders", lambda event: None)
-        for i in range(2000):
-            bus.publish("orders", nova.Event("order.created", i, metadata={"k": str(i % 4)}))
+        bus = publish_keyed(store, 2000, 4)
         bus.shutdown(0)  # even with no time left, what was accepted is appended
         assert [e.data for e in store.read_stream("orders")] == list(range(2000))
 

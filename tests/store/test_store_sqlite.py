@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nova
+from support.processes import child_env, lines_until_killed
 from nova.errors import StoreError, ValidationError
 from nova.store import Cursor, SqliteStore
 from nova.store._codec import decode, encode
@@ -44,42 +43,10 @@ while True:
 """
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    package_root = str(Path(nova.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    return env
-
-
 def append_until_killed(path: Path, start: int, versions_wanted: int) -> list[int]:
     """Run the child, SIGKILL it once it printed ``versions_wanted`` versions (it keeps
     appending meanwhile), and return every version it printed in full."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(start)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=child_env(),
-    )
-    assert proc.stdout is not None
-    try:
-        assert proc.stdout.readline() == b"ready\n", proc.stderr.read() if proc.stderr else b""
-        lines: list[bytes] = []
-        deadline = time.monotonic() + 30
-        while len(lines) < versions_wanted and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-        os.kill(proc.pid, signal.SIGKILL)
-        rest = proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    lines.extend(rest.splitlines(keepends=True))
-    # A line cut by the kill has no newline: that append may or may not have returned.
-    return [int(line) for line in lines if line.endswith(b"\n")]
+    return [int(line) for line in lines_until_killed(CHILD, [str(path), str(start)], versions_wanted, 30)]
 
 
 def test_every_returned_append_survives_sigkill(tmp_path: Path) -> None:
