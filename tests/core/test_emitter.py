@@ -329,7 +329,8 @@ def test_emit_batch_validates_first() -> None:
     em.emit_batch([Event("x.y", i) for i in range(3)])
     em.emit_batch([Event("x.y", i) for i in range(3, 6)], asynchronous=True)
     assert em.flush(5)
-    assert seen == list(range(6))
+    # Queued events reach a listener in no promised order (up to max_concurrency at once).
+    assert sorted(seen) == list(range(6))
     em.shutdown()
 
 
@@ -363,7 +364,8 @@ def test_contextvars_cross_to_the_worker() -> None:
     em.emit_async(Event("x.y", "b"))
     em.emit_async(Event("x.y", "c"))
     assert em.flush(5)
-    assert seen == [("a", "one"), ("b", "two"), ("c", "two")]
+    # Each event sees the context it was emitted in, whatever order the workers ran them in.
+    assert sorted(seen) == [("a", "one"), ("b", "two"), ("c", "two")]
     em.shutdown()
 
 

@@ -176,7 +176,7 @@ def test_redrive_to_a_real_emitter(queue: DeadLetterQueue) -> None:
     for i in range(4):
         queue.add(make_entry(i))
     got: list[int] = []
-    em = nova.Emitter()
+    em = nova.Emitter(max_concurrency=1)  # one at a time: redriven in the order they were added
     em.subscribe("order.created", lambda e: got.append(e.data["n"]))
     assert queue.redrive(em, limit=3) == 3
     assert em.flush(timeout=5)
