@@ -63,11 +63,13 @@ impl Bus {
     /// worker would only hand the coroutines straight back to this loop). Per-key order holds
     /// as on a worker: later events wait for this one's tasks in the partition's backlog.
     pub(super) fn delivers_here(&self, py: Python<'_>, topic: &Topic, lane: &Lane) -> bool {
+        // Cheapest first: a bus made outside any event loop (the common case) stops here.
+        let Some(event_loop) = &self.core.event_loop else { return false };
         lane.len() == 0
             && lane.in_flight() == 0
             && topic.subs.read().all_async
             && self.core.chain.snapshot().is_none()
-            && self.core.event_loop.as_ref().is_some_and(|l| crate::tasks::runs_here(py, l))
+            && crate::tasks::runs_here(py, event_loop)
     }
 
     /// Queue `event` on `partition` of `topic`, with the publisher's `context`.
