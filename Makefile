@@ -9,7 +9,7 @@ PYLIB  := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var
 
 all: test
 
-$(VENV)/.deps: requirements-dev.txt pyproject.toml
+$(VENV)/.deps: requirements-dev.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -39,14 +39,16 @@ test-python: ensure-redis venv
 
 # The whole suite against a built wheel, once per CPython found (3.11 to 3.14, 3.13t, 3.14t), each
 # in a fresh venv outside the tree; NOVA_PYTHONS="3.11 3.12" and NOVA_PYTEST_ARGS narrow it.
+# The free-threaded 3.13t of scripts/free-threaded-python.sh joins the matrix when it is built.
+FT_BIN := $(or $(NOVA_FT_PREFIX),$(HOME)/.cache/nova-python3.13t)/bin
 test-matrix: ensure-redis venv
-	MATURIN=$(abspath $(VENV))/bin/maturin bash scripts/test-matrix.sh
+	PATH="$(FT_BIN):$$PATH" MATURIN=$(abspath $(VENV))/bin/maturin bash scripts/test-matrix.sh
 
 # The lane-claim (src/claim.rs) and retry hand-off (src/handoff.rs) protocols, model-checked
 # over every interleaving.
 test-loom: venv
 	LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg nova_loom" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYLIB) \
-		cargo test --release -q --target-dir target/loom --lib -- claim handoff
+		cargo test --release -q --target-dir target/loom --lib -- claim handoff holdback
 
 typecheck: venv
 	$(PY) -m mypy --strict python/nova

@@ -14,6 +14,7 @@ mod errors;
 mod event;
 mod ffi;
 mod handoff;
+mod holdback;
 mod lifecycle;
 mod listener;
 mod managed;
@@ -27,7 +28,7 @@ mod tasks;
 mod timer;
 mod watchdog;
 
-#[pymodule]
+#[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     event::register(m)?;
     listener::register(m)?;

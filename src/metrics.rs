@@ -186,20 +186,6 @@ fn add_under_gil(a: &AtomicU64, n: u64, _py: Python<'_>) {
     a.fetch_add(n, Relaxed);
 }
 
-/// `add_under_gil` for a signed change of a count read from other threads (Release: a reader
-/// that Acquires it sees what was done before the change).
-#[inline]
-pub fn add_serialised_usize(a: &std::sync::atomic::AtomicUsize, n: isize) {
-    #[cfg(not(Py_GIL_DISABLED))]
-    a.store(a.load(Relaxed).wrapping_add_signed(n), std::sync::atomic::Ordering::Release);
-    #[cfg(Py_GIL_DISABLED)]
-    if n >= 0 {
-        a.fetch_add(n as usize, std::sync::atomic::Ordering::Release);
-    } else {
-        a.fetch_sub(n.unsigned_abs(), std::sync::atomic::Ordering::Release);
-    }
-}
-
 /// A counter bumped only with the GIL held, on the per-event paths (see `add_under_gil`).
 #[derive(Default)]
 pub struct GilCounter(AtomicU64);

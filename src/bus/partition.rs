@@ -1,134 +1,45 @@
 //! One partition's delivery: the sink its lane's worker hands batches to, and the backlog of
-//! events held back per subscriber while that subscriber waits for a retry or a task.
+//! events held back per subscriber while that subscriber waits for a retry or a task
+//! (`crate::holdback`).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{
-    AtomicUsize,
-    Ordering::{Acquire, SeqCst},
-};
 use std::sync::{Arc, OnceLock, Weak};
 
-use parking_lot::Mutex;
 use pyo3::prelude::*;
-use rustc_hash::FxBuildHasher;
 
 use super::*;
 use crate::context::ContextRunner;
 use crate::dispatch::{attempt, log_failure, Attempt, Delivery, Dispatch, PendingAfter};
 use crate::event::as_event;
 use crate::ffi::context::run_in_copy as run_in_context;
+use crate::holdback::HoldBack;
 use crate::listener::Sub;
 use crate::queue::{NextItem, Sink};
 use crate::tasks::{FollowUp, NextAttempt};
 
-/// A subscriber's events held back while it waits for a retry: (event, context, the event's
-/// middleware `after` hooks waiting for this subscriber's outcome).
-pub(super) type Backlog = VecDeque<(Py<PyAny>, Option<Py<PyAny>>, Option<Arc<PendingAfter>>)>;
+/// A held-back event: (event, context, the event's middleware `after` hooks waiting for this
+/// subscriber's outcome).
+pub(super) type Held = (Py<PyAny>, Option<Py<PyAny>>, Option<Arc<PendingAfter>>);
 
-/// The backlogs of one partition, keyed by `Sub::seq` (our own numbers: FxHash, no
-/// hash-flooding concern). Only touched with the GIL held, which is all the locking it needs
-/// (no Python code runs while it is borrowed). Nearly always empty, which `subs` tells with
-/// one load; `events` lets `len` be read from any thread.
-pub(super) struct HeldBack {
-    pub(super) map: Mutex<HashMap<u64, Backlog, FxBuildHasher>>,
-    /// Entries in `map`.
-    pub(super) subs: AtomicUsize,
-    /// Events in all backlogs (written with the GIL held: a load and a store).
-    pub(super) events: AtomicUsize,
-}
-
-impl Default for HeldBack {
-    fn default() -> Self {
-        HeldBack { map: Mutex::new(HashMap::default()), subs: AtomicUsize::new(0), events: AtomicUsize::new(0) }
-    }
-}
-
-impl HeldBack {
-    /// Whether any subscriber's events are held back here.
-    pub(super) fn holds_any(&self) -> bool {
-        self.subs.load(SeqCst) > 0
-    }
-
-    pub(super) fn add_events(&self, n: isize) {
-        // Release: a flusher that sees the lane idle (after this, by its SeqCst counters)
-        // sees this count too.
-        crate::metrics::add_serialised_usize(&self.events, n);
-    }
-
-    /// Append to `seq`'s backlog if it has one (`Err` if it has none).
-    pub(super) fn push(
-        &self,
-        py: Python<'_>,
-        seq: u64,
-        event: &Bound<'_, PyAny>,
-        context: Option<&Py<PyAny>>,
-        after: &dyn Fn() -> Option<Arc<PendingAfter>>,
-    ) -> Result<(), ()> {
-        let mut map = self.map.lock();
-        let q = map.get_mut(&seq).ok_or(())?;
-        q.push_back((event.clone().unbind(), context.map(|c| c.clone_ref(py)), after()));
-        self.add_events(1);
-        Ok(())
-    }
-
-    /// Start holding back `seq`'s events (it waits for a retry).
-    pub(super) fn start(&self, _py: Python<'_>, seq: u64) {
-        let mut map = self.map.lock();
-        if let std::collections::hash_map::Entry::Vacant(e) = map.entry(seq) {
-            e.insert(VecDeque::new());
-            self.subs.fetch_add(1, SeqCst);
+/// Every held event of `held` (shutdown); their pending `after` hooks are told they were not
+/// delivered.
+fn take_all_held(py: Python<'_>, held: &HoldBack<Held>, component: &str) -> Vec<Py<PyAny>> {
+    let mut events = Vec::new();
+    for (event, _, after) in held.take_all() {
+        if let Some(a) = after {
+            let err = crate::errors::nova_err(
+                py,
+                "ClosedError",
+                format!(
+                    "{component} shut down before {} was delivered (it was held back behind a retry of an earlier \
+                     event); it is in the shutdown report's undelivered events",
+                    crate::errors::describe_event(event.bind(py))
+                ),
+            );
+            a.settle(py, Some(err));
         }
+        events.push(event);
     }
-
-    /// Stop holding back `seq`'s events; what was held, in order.
-    pub(super) fn finish(&self, _py: Python<'_>, seq: u64) -> Option<Backlog> {
-        let backlog = self.map.lock().remove(&seq)?;
-        self.subs.fetch_sub(1, SeqCst);
-        self.add_events(-(backlog.len() as isize));
-        Some(backlog)
-    }
-
-    /// If `seq` waits again, put the rest of `backlog` after what it holds now; true if so.
-    pub(super) fn requeue(&self, _py: Python<'_>, seq: u64, backlog: &mut Backlog) -> bool {
-        match self.map.lock().get_mut(&seq) {
-            Some(q) => {
-                self.add_events(backlog.len() as isize);
-                q.extend(backlog.drain(..));
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.events.load(Acquire)
-    }
-
-    /// Take every held event (shutdown); their pending `after` hooks are told they were not
-    /// delivered.
-    pub(super) fn take(&self, py: Python<'_>, component: &str) -> Vec<Py<PyAny>> {
-        let taken: Vec<Backlog> = self.map.lock().drain().map(|(_, q)| q).collect();
-        self.subs.store(0, SeqCst);
-        self.events.store(0, SeqCst);
-        // Settled and freed after the borrow ends (both may run Python code).
-        let mut events = Vec::new();
-        for (event, _, after) in taken.into_iter().flatten() {
-            if let Some(a) = after {
-                let err = crate::errors::nova_err(
-                    py,
-                    "ClosedError",
-                    format!(
-                        "{component} shut down before {} was delivered (it was held back behind a retry of an \
-                         earlier event); it is in the shutdown report's undelivered events",
-                        crate::errors::describe_event(event.bind(py))
-                    ),
-                );
-                a.settle(py, Some(err));
-            }
-            events.push(event);
-        }
-        events
-    }
+    events
 }
 
 /// Delivers one partition's events and holds back, per subscriber, the events that arrive
@@ -137,7 +48,7 @@ pub(super) struct PartitionSink {
     pub(super) core: Weak<BusCore>,
     /// Set once, right after the topic is made (it owns this sink: hence weak).
     pub(super) topic: OnceLock<Weak<Topic>>,
-    pub(super) held: HeldBack,
+    pub(super) held: HoldBack<Held>,
     pub(super) me: OnceLock<Weak<PartitionSink>>,
 }
 
@@ -148,7 +59,7 @@ impl PartitionSink {
 
     pub(super) fn take_held(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
         let name = self.core.upgrade().map(|c| format!("bus '{}'", c.name)).unwrap_or_else(|| "bus".into());
-        self.held.take(py, &name)
+        take_all_held(py, &self.held, &name)
     }
 
     /// Deliver `event` to `sub`, or hold it back if `sub` is waiting for a retry here.
@@ -165,9 +76,26 @@ impl PartitionSink {
         context: Option<&Py<PyAny>>,
         after: &dyn Fn() -> Option<Arc<PendingAfter>>,
     ) -> Delivery {
-        if self.held.holds_any() && self.held.push(py, sub.seq, event, context, after).is_ok() {
+        let hold = || (event.clone().unbind(), context.map(|c| c.clone_ref(py)), after());
+        if self.held.holds_any() && self.held.hold(sub.seq, hold) {
             return Delivery::Pending;
         }
+        self.deliver_now(py, core, topic, sub, event, context, after)
+    }
+
+    /// Deliver `event` to `sub` now: the worker when nothing is held for `sub`, or a finisher
+    /// releasing what was (`holdback` keeps these two from overlapping).
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_now(
+        &self,
+        py: Python<'_>,
+        core: &BusCore,
+        topic: &Topic,
+        sub: &Arc<Sub>,
+        event: &Bound<'_, PyAny>,
+        context: Option<&Py<PyAny>>,
+        after: &dyn Fn() -> Option<Arc<PendingAfter>>,
+    ) -> Delivery {
         let id = if topic.mode == Mode::ExactlyOnce {
             let id = as_event(event).map(|e| e.get().id_str(py)).unwrap_or_default();
             if topic.dedup.lock().get(&sub.seq).is_some_and(|d| d.contains(&id)) {
@@ -200,7 +128,7 @@ impl PartitionSink {
                 }
             }
             Attempt::Retry(delay) => {
-                self.held.start(py, sub.seq);
+                self.held.wait(sub.seq);
                 let follow: Option<Arc<dyn FollowUp>> =
                     self.me.get().and_then(Weak::upgrade).map(|s| s as Arc<dyn FollowUp>);
                 let next = NextAttempt {
@@ -219,7 +147,7 @@ impl PartitionSink {
             Attempt::Async(coro, managed) => {
                 // The partition's later events wait for this task (for this subscriber only),
                 // as they wait for a retry: per-key order holds, other partitions go on.
-                self.held.start(py, sub.seq);
+                self.held.wait(sub.seq);
                 let end = crate::tasks::TaskEnd {
                     plan: managed.then(|| crate::tasks::RetryPlan {
                         attempt: 1,
@@ -276,14 +204,14 @@ impl FollowUp for PartitionSink {
             }
         }
         // Release what was held back for this subscriber, in order, until it waits again.
-        let Some(mut backlog) = self.held.finish(py, sub.seq) else {
+        let Some(epoch) = self.held.end_wait(sub.seq) else {
             return;
         };
-        while let Some((ev, ctx, after)) = backlog.pop_front() {
+        while let Some((ev, ctx, after)) = self.held.next(sub.seq, epoch) {
             let ev = ev.into_bound(py);
             // Already counted as pending for this subscriber: handed on as it is.
             let handed = || after.clone();
-            let run = || self.deliver_to(py, &core, &topic, sub, &ev, ctx.as_ref(), &handed);
+            let run = || self.deliver_now(py, &core, &topic, sub, &ev, ctx.as_ref(), &handed);
             let delivery = match &ctx {
                 Some(c) => run_in_context(py, c, run).unwrap_or_else(Delivery::Failed),
                 None => run(),
@@ -299,9 +227,6 @@ impl FollowUp for PartitionSink {
             };
             if let (Some(outcome), Some(a)) = (settled, &after) {
                 a.settle(py, outcome);
-            }
-            if self.held.requeue(py, sub.seq, &mut backlog) {
-                return;
             }
         }
     }

@@ -256,7 +256,7 @@ impl Bus {
             let sink = Arc::new(PartitionSink {
                 core: Arc::downgrade(&self.core),
                 topic: OnceLock::new(),
-                held: HeldBack::default(),
+                held: HoldBack::default(),
                 me: OnceLock::new(),
             });
             let _ = sink.me.set(Arc::downgrade(&sink));

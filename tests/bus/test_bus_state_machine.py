@@ -1,5 +1,9 @@
 """Per-key order and exactly-once delivery per subscriber on a 16-partition topic with 4
-workers, under concurrent subscribe/unsubscribe (a hypothesis state machine)."""
+workers, under concurrent subscribe/unsubscribe (hypothesis state machines): AT_MOST_ONCE, and
+the default AT_LEAST_ONCE with listeners whose first attempt of some events fails, so that a
+partition holds a subscriber's later events back while the retry waits, then releases them from
+the retry's thread as the workers go on (src/holdback.rs). On free-threaded CPython these run
+with the GIL off."""
 
 from __future__ import annotations
 
@@ -12,19 +16,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import nova
-from nova import Bus, DeliveryMode, Event, OnFull
+from nova import Backoff, Bus, DeliveryMode, Event, ListenerConfig, OnFull, RetryableError, RetryPolicy
 
 
 class BusMachine(RuleBasedStateMachine):
+    MODE = DeliveryMode.AT_MOST_ONCE
+
     def __init__(self) -> None:
         super().__init__()
-        self.bus = Bus(pool=nova.WorkerPool(4), default_delivery_mode=DeliveryMode.AT_MOST_ONCE)
+        self.bus = Bus(pool=nova.WorkerPool(4), default_delivery_mode=self.MODE)
         self.bus.create_topic(
-            "orders",
-            partitions=16,
-            ordering_key="key",
-            on_full=OnFull.BLOCK,
-            delivery_mode=DeliveryMode.AT_MOST_ONCE,
+            "orders", partitions=16, ordering_key="key", on_full=OnFull.BLOCK, delivery_mode=self.MODE
         )
         self.lock = threading.Lock()
         self.subs: dict[int, Any] = {}
@@ -43,11 +45,14 @@ class BusMachine(RuleBasedStateMachine):
 
         return h
 
+    def _subscribe(self, n: int) -> Any:
+        return self.bus.subscribe("orders", self._listener(n))
+
     @rule()
     def subscribe(self) -> None:
         n = self.next_sub
         self.next_sub += 1
-        self.subs[n] = self.bus.subscribe("orders", self._listener(n))
+        self.subs[n] = self._subscribe(n)
         self.active.add(n)
 
     @precondition(lambda self: bool(self.active))
@@ -97,5 +102,29 @@ class BusMachine(RuleBasedStateMachine):
         self.bus.pool.close(5)
 
 
+class RetryingBusMachine(BusMachine):
+    """The default mode; every fifth event fails its first attempt and is retried 1 ms later."""
+
+    MODE = DeliveryMode.AT_LEAST_ONCE
+
+    def _listener(self, n: int) -> Any:
+        tried: set[int] = set()
+
+        def h(e: Event) -> None:
+            if e.data % 5 == 0 and e.data not in tried:
+                tried.add(e.data)  # this subscriber's attempts of one key run one at a time
+                raise RetryableError("first attempt fails")
+            with self.lock:
+                self.received[n][e.metadata["key"]].append(e.data)
+
+        return h
+
+    def _subscribe(self, n: int) -> Any:
+        retry = RetryPolicy(max_attempts=3, initial_delay=0.001, backoff=Backoff.FIXED)
+        return self.bus.subscribe("orders", self._listener(n), config=ListenerConfig(retry=retry))
+
+
 TestBusMachine = BusMachine.TestCase
 TestBusMachine.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
+TestRetryingBusMachine = RetryingBusMachine.TestCase
+TestRetryingBusMachine.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
