@@ -32,8 +32,9 @@ use crate::pool::{PoolInner, WorkerPool};
 use crate::queue::Lane;
 use crate::retry::Retries;
 
+use crate::holdback::HoldBack;
 use dedup::Dedup;
-use partition::{HeldBack, PartitionSink};
+use partition::PartitionSink;
 use pattern::{current_topic, CurrentTopic, TopicPattern};
 use publish::PublishLock;
 use store_writer::{Durability, StoreFailures};
@@ -94,8 +95,9 @@ impl Drop for Bus {
     /// Dropped without `shutdown()`: the events still queued can no longer be delivered (the
     /// partitions' sinks only reach the bus weakly). Take them, count them as dropped, and warn.
     fn drop(&mut self) {
-        // Only when the core goes with the bus (else whoever holds it can still deliver).
-        if self.life.reported() || Arc::strong_count(&self.core) > 1 {
+        // The bus is the core's one owner; a worker (or a retry's follow-up) that holds it for
+        // a moment finishes the event it has, and finds the lanes stopped and empty after it.
+        if self.life.reported() {
             return;
         }
         Python::with_gil(|py| {
