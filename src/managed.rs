@@ -48,6 +48,10 @@ pub struct AttemptCore {
     clock: Option<Py<PyAny>>,
     /// `ListenerManager._poke`: wakes a `stop()` waiting for attempts to end.
     poke: Py<PyAny>,
+    /// Failed first attempts of `managed(event)` calls whose policy (retry or final failure)
+    /// has not yet counted them (`run_deciding` until `decided`): busy for `stop()`, so that
+    /// no stop falls between the attempt's end and the retry it would have waited for.
+    deciding: AtomicUsize,
     succeeded: GilCounter,
     durations: Histogram,
     health: HealthWindow,
@@ -202,6 +206,18 @@ impl AttemptCore {
         event: &Bound<'py, PyAny>,
         attempt: u32,
     ) -> (PyResult<Option<Bound<'py, PyAny>>>, u64) {
+        self.run_deciding(py, event, attempt, false)
+    }
+
+    /// `run`; with `deciding`, a failed attempt counts in `deciding` from before its slot is
+    /// given back until the caller's `decided()`.
+    fn run_deciding<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+        attempt: u32,
+        deciding: bool,
+    ) -> (PyResult<Option<Bound<'py, PyAny>>>, u64) {
         self.slots.acquire(py);
         let started = stopwatch::now();
         let result = match &self.hand_over {
@@ -211,6 +227,9 @@ impl AttemptCore {
             None => self.invoke(event, attempt, started),
         };
         let elapsed = stopwatch::elapsed_nanos(started);
+        if deciding && matches!(result, Ok(Some(_))) {
+            self.deciding.fetch_add(1, SeqCst);
+        }
         self.slots.release(py);
         if let Ok(outcome) = &result {
             self.durations.observe_nanos(py, elapsed);
@@ -339,6 +358,7 @@ impl AttemptCore {
             circuit,
             clock,
             poke,
+            deciding: AtomicUsize::new(0),
             succeeded: GilCounter::default(),
             durations: Histogram::default(),
             health: HealthWindow::new(),
@@ -348,17 +368,34 @@ impl AttemptCore {
     /// Run attempt `attempt` of `event`: None on success, else the attempt's error.
     /// `accounted=False` calls the handler once under the timeout, outside the slot and the
     /// accounting (for a Python hand-over that adds `on_error`).
-    #[pyo3(name = "run", signature = (event, attempt, *, accounted=true))]
+    /// One attempt (see `run`); `accounted=False`: the handler only (no slot, no figures);
+    /// `deciding=True`: a failure stays busy for `stop()` until `decided()`.
+    #[pyo3(name = "run", signature = (event, attempt, *, accounted=true, deciding=false))]
     fn py_run<'py>(
         &self,
         py: Python<'py>,
         event: &Bound<'py, PyAny>,
         attempt: u32,
         accounted: bool,
+        deciding: bool,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         match accounted {
-            true => self.run(py, event, attempt).0,
+            true => self.run_deciding(py, event, attempt, deciding).0,
             false => self.invoke(event, attempt, stopwatch::now()),
+        }
+    }
+
+    /// A failure counted busy without an attempt (the circuit refused it): `decided()` ends it.
+    fn hold(&self) {
+        self.deciding.fetch_add(1, SeqCst);
+    }
+
+    /// The policy has counted a failed attempt of `run(..., deciding=True)` (or `hold()`):
+    /// as a retry, or as the final failure.
+    fn decided(&self, py: Python<'_>) {
+        self.deciding.fetch_sub(1, SeqCst);
+        if self.state.load(SeqCst) == STOPPING {
+            let _ = self.poke.bind(py).call0();
         }
     }
 
@@ -376,10 +413,10 @@ impl AttemptCore {
         self.registered.store(value, SeqCst);
     }
 
-    /// Attempts running now.
+    /// Attempts running now, and failed ones whose retry is not yet counted (`deciding`).
     #[getter]
     fn active(&self) -> usize {
-        self.slots.active()
+        self.slots.active() + self.deciding.load(SeqCst)
     }
 
     #[getter]

@@ -479,6 +479,38 @@ def test_stop_lets_a_retry_due_before_the_deadline_finish() -> None:
     assert mgr.stats().events_processed == 1
 
 
+@pytest.mark.parametrize("circuit", [False, True])
+def test_a_stop_between_a_failed_attempt_and_its_retry_waits_for_the_retry(circuit: bool) -> None:
+    """The policy is still deciding (retry_on runs) when stop() starts: the attempt is over and
+    the retry not yet counted, and stop() must still see the event as busy."""
+    mgr = ListenerManager()
+    calls: list[int] = []
+    deciding = threading.Event()
+
+    def handler(event: nova.Event) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("blip")
+
+    def retry_on(error: BaseException) -> bool:
+        deciding.set()
+        time.sleep(0.1)  # stop() starts meanwhile
+        return True
+
+    config = ListenerConfig(
+        retry=RetryPolicy(initial_delay=0.05, retry_on=retry_on),
+        circuit=nova.CircuitConfig(enabled=circuit),
+    )
+    managed = mgr.register(handler, config)
+    t = threading.Thread(target=managed, args=(nova.Event("x"),))
+    t.start()
+    assert deciding.wait(5)
+    report = mgr.stop(timeout=2.0)
+    t.join(2)
+    assert report.undelivered == [] and calls == [1, 1]
+    assert managed._core.active == 0
+
+
 def test_stop_waits_for_attempts_in_flight() -> None:
     mgr = ListenerManager()
     done = threading.Event()

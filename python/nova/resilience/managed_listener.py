@@ -174,7 +174,7 @@ class ManagedListener:
     def __call__(self, event: Any) -> None:
         # The fast path: registered, running, first attempt succeeds.
         if self._core.registered and self.manager._state == _RUNNING:
-            error = self._run_attempt(event, 1)
+            error = self._run_attempt(event, 1, deciding=True)
             if error is None:
                 return
             self._after_first_failure(event, error, None)
@@ -307,50 +307,68 @@ class ManagedListener:
         self._check_registered()
         if mgr._state != _RUNNING:
             mgr._reject(event)
-        error = self._run_attempt(event, 1)
+        error = self._run_attempt(event, 1, deciding=True)
         if error is None:
             return
         self._after_first_failure(event, error, topic)
 
     def _after_first_failure(self, event: Any, error: BaseException, topic: str | None) -> None:
+        """The policy after a failed first attempt of ``run(..., deciding=True)``: the core
+        counts the event busy for ``stop()`` until ``decided()``, here once the retry is counted
+        (``_retrying``) or the final failure is done, so a stop never falls in between."""
         mgr = self.manager
-        if not self._should_retry(error, 1):
-            self._final_failure(event, error, 1, topic)
-            raise self._limit_error(event, error, 1) from error
-        # Retrying: the manager's stop() waits for (or reports) this event from now on.
-        with mgr._retrying():
-            attempt = 1
-            while True:
-                delay = self._policy.delay(attempt)
-                if not mgr._wait_retry(event, delay):
-                    with self._lock:
-                        self.abandoned += 1
-                    raise ClosedError(
-                        f"listener manager '{mgr.name}' stopped while event {describe(event)} "
-                        f"waited for retry {attempt} of listener '{self.name}'; it is reported "
-                        "in StopReport.undelivered"
-                    ) from error
-                attempt += 1
-                self._count_retry()
-                next_error = self._run_attempt(event, attempt)
-                if next_error is None:
-                    return
-                error = next_error
-                if not self._should_retry(error, attempt):
-                    self._final_failure(event, error, attempt, topic)
-                    raise self._limit_error(event, error, attempt) from error
+        decided = False
+        try:
+            if not self._should_retry(error, 1):
+                self._final_failure(event, error, 1, topic)
+                raise self._limit_error(event, error, 1) from error
+            # Retrying: the manager's stop() waits for (or reports) this event from now on.
+            with mgr._retrying():
+                self._core.decided()
+                decided = True
+                self._retry_after_first_failure(event, error, topic)
+        finally:
+            if not decided:
+                self._core.decided()
 
-    def _run_attempt(self, event: Any, attempt: int) -> BaseException | None:
+    def _retry_after_first_failure(self, event: Any, error: BaseException, topic: str | None) -> None:
+        """The retries of ``managed(event)``, waited for on this thread."""
+        mgr = self.manager
+        attempt = 1
+        while True:
+            delay = self._policy.delay(attempt)
+            if not mgr._wait_retry(event, delay):
+                with self._lock:
+                    self.abandoned += 1
+                raise ClosedError(
+                    f"listener manager '{mgr.name}' stopped while event {describe(event)} "
+                    f"waited for retry {attempt} of listener '{self.name}'; it is reported "
+                    "in StopReport.undelivered"
+                ) from error
+            attempt += 1
+            self._count_retry()
+            next_error = self._run_attempt(event, attempt)
+            if next_error is None:
+                return
+            error = next_error
+            if not self._should_retry(error, attempt):
+                self._final_failure(event, error, attempt, topic)
+                raise self._limit_error(event, error, attempt) from error
+
+    def _run_attempt(self, event: Any, attempt: int, deciding: bool = False) -> BaseException | None:
         """One attempt: None on success, else its error (CircuitOpenError when the circuit
-        did not let the event through)."""
+        did not let the event through). ``deciding``: an error returned is counted busy until
+        ``self._core.decided()`` (see ``_after_first_failure``)."""
         if not self._circuit_on:
-            return self._core.run(event, attempt)
+            return self._core.run(event, attempt, deciding=deciding)
         try:
             permit = self.circuit.acquire(event)
         except Exception as exc:  # CircuitOpenError
+            if deciding:
+                self._core.hold()
             return exc
         try:
-            error: BaseException | None = self._core.run(event, attempt)
+            error: BaseException | None = self._core.run(event, attempt, deciding=deciding)
         except BaseException:
             self.circuit.release(permit)
             raise
