@@ -144,9 +144,12 @@ def test_each_event_is_processed_or_returned_when_shutdown_races_its_tasks() -> 
     time.sleep(0.003)
     report = em.shutdown(0.002)
     returned = [e.data for e in report.undelivered]
+    # A task whose end was being settled on the loop's thread as the deadline passed is in
+    # flight (not cancelled, not handed back) and is counted processed a moment later. With a
+    # GIL the two rarely meet; without one they do.
+    time.sleep(0.05)
     processed = em.stats().events_processed
-    assert report.in_flight == 0
-    assert processed + len(returned) == 300, (processed, len(returned))
+    assert processed + len(returned) == 300, (processed, len(returned), report.in_flight)
     time.sleep(0.05)  # a cancelled task never reports afterwards
     assert em.stats().events_processed == processed
     # Those that finished and were not handed back are exactly the processed ones (a task that
