@@ -12,8 +12,8 @@ of these read the same, and so does the spaced ``Event.to_json`` text of earlier
 NaN and the infinities are refused by :func:`encode` (a store keeps standard JSON) and written
 as ``NaN``/``Infinity`` by :func:`to_json`, as ``json.dumps`` does; both are read back.
 
-orjson (a dependency of nova; the codec falls back to the standard library's ``json`` where it
-is not installed) does the work where its result is the one ``json`` gives, and ``json``
+orjson (the optional ``nova[orjson]`` extra; without it, as on free-threaded CPython where it has
+no wheels, the standard library's ``json`` does everything) does the work where its result is the one ``json`` gives, and ``json``
 everywhere else, so the value written and the errors raised do not depend on which ran:
 
 - writing, orjson's text of ``data`` is kept only when it reads back equal to ``data`` (not
