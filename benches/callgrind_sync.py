@@ -1,4 +1,5 @@
-"""Instructions per event on the synchronous path, counted by valgrind's callgrind.
+"""Instructions per event, counted by valgrind's callgrind: the synchronous path, and one case per
+queued row of benches/compare.py (every thread's instructions: the workers' too).
 
     python benches/callgrind_sync.py            # all cases, a table of instructions per event
     python benches/callgrind_sync.py --run CASE N  # (internal) one case under callgrind
@@ -70,12 +71,49 @@ def pyee_emit(n: int) -> None:
         emit("order.created", i)
 
 
+def nova_event_with_metadata(n: int) -> None:
+    import nova
+
+    Event = nova.Event
+    for i in range(n):
+        Event("order.created", i, metadata={"customer_id": "cust-1"})
+
+
+def nova_emit_async_flush(n: int) -> None:
+    from nova.cli._workloads import emitter_async
+
+    emitter_async(n)
+
+
+def nova_bus_default(n: int) -> None:
+    from nova.cli._workloads import bus_16
+
+    bus_16(n)
+
+
+def compat_pyee_emit(n: int) -> None:
+    from nova.cli._workloads import pyee_emit as workload
+
+    workload(n, "nova.compat.pyee")
+
+
+def compat_blinker_send(n: int) -> None:
+    from nova.cli._workloads import blinker_send
+
+    blinker_send(n, "nova.compat.blinker")
+
+
 CASES: dict[str, Callable[[int], None]] = {
     "loop-only": loop_only,
     "nova emit(Event(...))": nova_emit_new_event,
     "nova Event(...) only": nova_event_only,
+    "nova Event(..., metadata)": nova_event_with_metadata,
     "nova emit(prebuilt)": nova_emit_prebuilt,
     "pyee emit": pyee_emit,
+    "nova emit_async+flush": nova_emit_async_flush,
+    "nova bus default, keyed": nova_bus_default,
+    "compat.pyee emit": compat_pyee_emit,
+    "compat.blinker send": compat_blinker_send,
 }
 
 
@@ -115,7 +153,7 @@ def main() -> None:
     n = args.events
     for case in args.case or list(CASES):
         per_event = (instructions(case, n) - instructions(case, 0)) / n
-        print(f"  {case:<24} {per_event:>8,.0f} instructions/event", flush=True)
+        print(f"  {case:<26} {per_event:>8,.0f} instructions/event", flush=True)
 
 
 if __name__ == "__main__":
