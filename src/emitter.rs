@@ -316,6 +316,7 @@ impl Emitter {
 
     fn enqueue(&self, py: Python<'_>, event: &Bound<'_, PyAny>, policy: OnFull, timeout: Option<f64>) -> PyResult<()> {
         let item = self.item(py, event)?;
+        self.lane.recycle(py);
         // Counted as accepted up front and taken back if the push fails (the item is gone
         // into the queue once pushed).
         self.core.count(event, |c| c.accepted.inc(py));
@@ -584,7 +585,10 @@ impl Emitter {
         let retries = self.core.retries.clone();
         let until = deadline(py, "Emitter.flush timeout", timeout)?;
         let with_tasks = !self.on_own_loop(py);
-        Ok(py.allow_threads(move || lane.wait_retired(until) && retries.wait_idle(until, with_tasks)))
+        let waited = lane.clone();
+        let flushed = py.allow_threads(move || waited.wait_retired(until) && retries.wait_idle(until, with_tasks));
+        lane.recycle_all(py);
+        Ok(flushed)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

@@ -23,6 +23,11 @@ use crate::pool::{Job, PoolInner};
 /// How long a worker keeps the GIL for one lane before it lets others run.
 const TIME_SLICE: Duration = Duration::from_millis(2);
 
+/// Free-threaded builds: how many delivered events a lane keeps for their producer to release
+/// (see `Lane::recycle`). Past it, a worker releases them itself.
+#[cfg(Py_GIL_DISABLED)]
+const RETURNED: usize = 256;
+
 /// One queued event and the `contextvars.Context` captured when it was emitted. Its
 /// listeners are those subscribed when it is delivered.
 pub struct Item {
@@ -61,6 +66,15 @@ pub struct Lane {
     // Producers blocked on a full queue (OnFull.BLOCK) and flushers wait here.
     waiters: AtomicUsize,
     signal: (Mutex<()>, Condvar),
+    /// Free-threaded builds: the references to delivered events that the producers took when
+    /// they queued them, handed back for a producer to release (`recycle`). CPython counts
+    /// references per object owner: a release by another thread than the one that made the
+    /// object queues it to that thread under a mutex (biased reference counting), which a
+    /// worker releasing every event it delivers makes the hot spot of a queued emit. The
+    /// worker releases only a reference of its own (taken and dropped in pairs, which never
+    /// queues), and the producer releases the one it took.
+    #[cfg(Py_GIL_DISABLED)]
+    returned: ArrayQueue<Py<PyAny>>,
 }
 
 pub enum Pushed {
@@ -82,7 +96,27 @@ impl Lane {
             pool,
             waiters: AtomicUsize::new(0),
             signal: (Mutex::new(()), Condvar::new()),
+            #[cfg(Py_GIL_DISABLED)]
+            returned: ArrayQueue::new(RETURNED),
         })
+    }
+
+    /// Called by a producer as it queues an event: release a few of the delivered events handed
+    /// back to it (free-threaded builds; nothing to do with a GIL).
+    #[inline]
+    pub fn recycle(&self, _py: Python<'_>) {
+        #[cfg(Py_GIL_DISABLED)]
+        for _ in 0..2 {
+            if self.returned.pop().is_none() {
+                break;
+            }
+        }
+    }
+
+    /// Release every delivered event handed back (a flush, a shutdown).
+    pub fn recycle_all(&self, _py: Python<'_>) {
+        #[cfg(Py_GIL_DISABLED)]
+        while self.returned.pop().is_some() {}
     }
 
     pub fn len(&self) -> usize {
@@ -223,6 +257,7 @@ impl Lane {
     /// After shutdown's deadline: take nothing more from the queue and hand back what is left.
     pub fn stop_and_take(&self, py: Python<'_>) -> Vec<Item> {
         self.stopped.store(true, SeqCst);
+        self.recycle_all(py);
         let mut left = Vec::new();
         while let Some(item) = self.queue.pop() {
             self.retire(py);
@@ -272,6 +307,10 @@ struct Batch<'a> {
     winding_down: bool,
     /// An item is with the sink and not yet counted.
     handed: bool,
+    /// Free-threaded builds: the producer's reference to the event with the sink, kept back
+    /// (the sink gets one of this worker's) and handed back to the lane once it is delivered.
+    #[cfg(Py_GIL_DISABLED)]
+    kept: Option<Py<PyAny>>,
 }
 
 impl<'a> Batch<'a> {
@@ -283,12 +322,27 @@ impl<'a> Batch<'a> {
         // wait for a slow listener that another worker could have run it beside.)
         let one_at_a_time = lane.claim.limit() == 1;
         let ahead = if one_at_a_time && !lane.stopped.load(SeqCst) { lane.pop_prefetched() } else { None };
-        Batch { lane, start: Instant::now(), n: 0, one_at_a_time, ahead, winding_down: false, handed: false }
+        Batch {
+            lane,
+            start: Instant::now(),
+            n: 0,
+            one_at_a_time,
+            ahead,
+            winding_down: false,
+            handed: false,
+            #[cfg(Py_GIL_DISABLED)]
+            kept: None,
+        }
     }
 
     /// Count the item the sink was handed, if any, as retired.
     fn settle(&mut self, py: Python<'_>) {
         if std::mem::take(&mut self.handed) {
+            #[cfg(Py_GIL_DISABLED)]
+            if let Some(kept) = self.kept.take() {
+                // Full: released here, as without the hand-back.
+                let _ = self.lane.returned.push(kept);
+            }
             self.lane.retire(py);
             self.n += 1;
             if self.n.is_multiple_of(16) {
@@ -316,6 +370,14 @@ impl<'a> Batch<'a> {
             return None;
         };
         self.handed = true;
+        #[cfg(Py_GIL_DISABLED)]
+        let item = {
+            let mut item = item;
+            // The sink gets (and drops) a reference of this worker's own.
+            let lent = item.event.clone_ref(py);
+            self.kept = Some(std::mem::replace(&mut item.event, lent));
+            item
+        };
         #[cfg(feature = "test-hooks")]
         crate::ffi::hooks::maybe_panic(crate::ffi::hooks::Point::Batch);
         Some(item)

@@ -488,6 +488,11 @@ impl Bus {
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let until = deadline(py, "Bus.flush timeout", timeout)?;
         let flushed = self.wait_flushed(py, until) && self.wait_stored(py, until);
+        for t in self.all_topics() {
+            for lane in &t.lanes {
+                lane.recycle_all(py);
+            }
+        }
         match self.core.store_failures.take(py, &self.core.name) {
             Some(err) => Err(err),
             None => Ok(flushed),

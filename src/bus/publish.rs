@@ -89,6 +89,7 @@ impl Bus {
             return Ok(());
         }
         let item = Item { event: event.clone().unbind(), context: Some(context) };
+        lane.recycle(py);
         match topic.on_full {
             OnFull::DropOldest => {
                 if let Some(old) = lane.force_push(py, item) {
