@@ -28,6 +28,11 @@ const TIME_SLICE: Duration = Duration::from_millis(2);
 #[cfg(Py_GIL_DISABLED)]
 const RETURNED: usize = 256;
 
+/// Free-threaded builds: how long a worker watches an empty lane before its batch ends
+/// (`Lane::pop`), in spin-loop hints: about 5 to 20 microseconds.
+#[cfg(Py_GIL_DISABLED)]
+const SPINS: u32 = 256;
+
 /// One queued event and the `contextvars.Context` captured when it was emitted. Its
 /// listeners are those subscribed when it is delivered.
 pub struct Item {
@@ -267,9 +272,26 @@ impl Lane {
         left
     }
 
+    /// Pop an item. Free-threaded builds: when the queue is empty, watch it for a moment
+    /// first (a few microseconds), since a producer running beside this worker is usually
+    /// about to push the next item: ending the batch instead would cost a release, a new
+    /// claim and a wake-up through the pool for nearly every event. (With a GIL the producer
+    /// and the worker take turns, and items wait in batches.)
+    #[inline]
+    fn pop(&self) -> Option<Item> {
+        #[cfg(Py_GIL_DISABLED)]
+        for _ in 0..SPINS {
+            if !self.queue.is_empty() {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.queue.pop()
+    }
+
     /// Pop an item and start loading its event into the cache.
     fn pop_prefetched(&self) -> Option<Item> {
-        let item = self.queue.pop()?;
+        let item = self.pop()?;
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a prefetch is only a hint; any address is allowed.
         unsafe {
@@ -365,7 +387,7 @@ impl<'a> Batch<'a> {
             }
             item
         } else if more {
-            lane.queue.pop()?
+            lane.pop()?
         } else {
             return None;
         };
