@@ -367,9 +367,8 @@ impl AttemptCore {
 
     /// Run attempt `attempt` of `event`: None on success, else the attempt's error.
     /// `accounted=False` calls the handler once under the timeout, outside the slot and the
-    /// accounting (for a Python hand-over that adds `on_error`).
-    /// One attempt (see `run`); `accounted=False`: the handler only (no slot, no figures);
-    /// `deciding=True`: a failure stays busy for `stop()` until `decided()`.
+    /// accounting (for a Python hand-over that adds `on_error`); `deciding=True`: a failure
+    /// stays busy for `stop()` until `decided()` (see `ManagedListener._after_first_failure`).
     #[pyo3(name = "run", signature = (event, attempt, *, accounted=true, deciding=false))]
     fn py_run<'py>(
         &self,

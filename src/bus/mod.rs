@@ -23,6 +23,7 @@ use rustc_hash::FxBuildHasher;
 use crate::component::{bounded, deadline, shutdown_report, ContextCapture, OnFull, MAX_BUFFER_SIZE, MAX_PARTITIONS};
 use crate::dispatch::{Chain, DispatchCounters};
 use crate::errors::{buffer_full, topic_not_found};
+use crate::holdback::HoldBack;
 use crate::lifecycle::{Component, Kind, Lifecycle, Parts};
 use crate::listener::component_snapshot;
 use crate::listener::{Listener, Registry, Sub, Subscription, Unsubscribe};
@@ -32,7 +33,6 @@ use crate::pool::{PoolInner, WorkerPool};
 use crate::queue::Lane;
 use crate::retry::Retries;
 
-use crate::holdback::HoldBack;
 use dedup::Dedup;
 use partition::PartitionSink;
 use pattern::{current_topic, CurrentTopic, TopicPattern};
