@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
@@ -63,8 +64,11 @@ pub struct Lane {
     queue: ArrayQueue<Item>,
     claim: Claim,
     in_flight: AtomicUsize,
-    enqueued: AtomicU64,
-    retired: AtomicU64,
+    /// Written by producers on every push; `retired` by workers on every item. On cache lines
+    /// of their own: with the GIL off a producer and a worker run at once, and sharing one
+    /// line would move it between their cores twice per event.
+    enqueued: CachePadded<AtomicU64>,
+    retired: CachePadded<AtomicU64>,
     stopped: AtomicBool,
     sink: Arc<dyn Sink>,
     pool: Arc<PoolInner>,
@@ -94,8 +98,8 @@ impl Lane {
             queue: ArrayQueue::new(capacity.max(1)),
             claim: Claim::new(limit),
             in_flight: AtomicUsize::new(0),
-            enqueued: AtomicU64::new(0),
-            retired: AtomicU64::new(0),
+            enqueued: CachePadded::new(AtomicU64::new(0)),
+            retired: CachePadded::new(AtomicU64::new(0)),
             stopped: AtomicBool::new(false),
             sink,
             pool,
