@@ -585,9 +585,8 @@ impl Emitter {
         let retries = self.core.retries.clone();
         let until = deadline(py, "Emitter.flush timeout", timeout)?;
         let with_tasks = !self.on_own_loop(py);
-        let waited = lane.clone();
-        let flushed = py.allow_threads(move || waited.wait_retired(until) && retries.wait_idle(until, with_tasks));
-        lane.recycle_all(py);
+        let flushed = py.allow_threads(move || lane.wait_retired(until) && retries.wait_idle(until, with_tasks));
+        self.lane.recycle_all(py);
         Ok(flushed)
     }
 

@@ -499,7 +499,7 @@ def test_a_stop_between_a_failed_attempt_and_its_retry_waits_for_the_retry(circu
 
     config = ListenerConfig(
         retry=RetryPolicy(initial_delay=0.05, retry_on=retry_on),
-        circuit=nova.CircuitConfig(enabled=circuit),
+        circuit=CircuitConfig(enabled=circuit),
     )
     managed = mgr.register(handler, config)
     t = threading.Thread(target=managed, args=(nova.Event("x"),))
