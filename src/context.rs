@@ -9,32 +9,46 @@
 //! same objects (nothing was set, or whatever was set was reset). Python code cannot get hold
 //! of the entered context object itself, so sharing it between events is not observable.
 //!
-//! Contexts are compared through their public mapping protocol (`ffi::context::same_entries`):
-//! the context object's layout is private to CPython.
+//! The snapshot itself is never entered (only copies of it are), so what it binds never
+//! changes: the runner reads it once, when it first enters a copy of it, and later checks the
+//! entered copy against that list. So the worker does not read the snapshot object per event:
+//! with the GIL off, its producer writes that object's reference count on every emit, and a
+//! read from another core moves the cache line away from it each time.
+//!
+//! Contexts are compared through their public mapping protocol (`ffi::context`): the context
+//! object's layout is private to CPython.
 
 use pyo3::prelude::*;
 
-use crate::ffi::context::{copy, enter, exit, same_entries};
+use crate::ffi::context::{copy, enter, entries, exit, holds_exactly};
+
+/// A snapshot a worker has entered a copy of.
+struct Entered {
+    snapshot: Py<PyAny>,
+    copy: Py<PyAny>,
+    /// What `snapshot` binds (see the module docs).
+    binds: Vec<(Py<PyAny>, Py<PyAny>)>,
+}
 
 /// The context a worker has entered for the events it is running (see the module docs).
 #[derive(Default)]
 pub struct ContextRunner {
-    /// (the snapshot, the entered copy of it)
-    entered: Option<(Py<PyAny>, Py<PyAny>)>,
+    entered: Option<Entered>,
 }
 
 impl ContextRunner {
     /// Run `f` inside a copy of `snapshot` that holds just the snapshot's variables.
     pub fn run<R>(&mut self, py: Python<'_>, snapshot: &Py<PyAny>, f: impl FnOnce() -> R) -> PyResult<R> {
         let reusable = match &self.entered {
-            Some((snap, entered)) => snap.is(snapshot) && same_entries(py, entered, snapshot),
+            Some(e) => e.snapshot.is(snapshot) && holds_exactly(py, &e.copy, &e.binds),
             None => false,
         };
         if !reusable {
             self.leave(py)?;
+            let binds = entries(py, snapshot)?;
             let fresh = copy(py, snapshot)?;
             enter(py, &fresh)?;
-            self.entered = Some((snapshot.clone_ref(py), fresh));
+            self.entered = Some(Entered { snapshot: snapshot.clone_ref(py), copy: fresh, binds });
         }
         Ok(f())
     }
@@ -42,7 +56,7 @@ impl ContextRunner {
     /// Leave the entered copy, if any (at the end of a batch, before the GIL is released).
     pub fn leave(&mut self, py: Python<'_>) -> PyResult<()> {
         match self.entered.take() {
-            Some((_, entered)) => exit(py, &entered),
+            Some(e) => exit(py, &e.copy),
             None => Ok(()),
         }
     }

@@ -85,8 +85,10 @@ impl Chain {
     }
 }
 
-/// Counters every dispatching component keeps.
+/// Counters every dispatching component keeps. Bumped by workers on every delivery: on cache
+/// lines of their own (see `TypeCounters`).
 #[derive(Default)]
+#[repr(align(128))]
 pub struct DispatchCounters {
     pub processed: GilCounter,
     pub failed: Counter,

@@ -21,7 +21,7 @@ use crate::listener::component_snapshot;
 use crate::listener::{LastResolved, Listener, Registry, Resolved, ResolvedRef, Sub, Subscription, Unsubscribe};
 use crate::metrics::{pairs, Counter, TypeCounters};
 use crate::pool::WorkerPool;
-use crate::queue::{Item, Lane, NextItem, Pushed, Sink};
+use crate::queue::{Item, Items, Lane, Pushed, Sink};
 use crate::retry::Retries;
 use crate::tasks::{NextAttempt, TaskHome};
 
@@ -182,11 +182,11 @@ struct EmitterSink {
 }
 
 impl Sink for EmitterSink {
-    fn deliver_batch(&self, py: Python<'_>, next: &mut NextItem<'_>, contexts: &mut ContextRunner) {
+    fn deliver_batch(&self, py: Python<'_>, items: &mut Items<'_, '_>, contexts: &mut ContextRunner) {
         let mut memo = None;
-        while let Some(item) = next() {
-            let event = item.event.into_bound(py);
-            match &item.context {
+        while let Some((event, context)) = items.next(py) {
+            let event = event.into_bound(py);
+            match context {
                 Some(ctx) => {
                     let run = || self.core.dispatch_queued(py, event, &mut memo, Some(ctx));
                     if let Err(e) = contexts.run(py, ctx, run) {

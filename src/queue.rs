@@ -24,15 +24,16 @@ use crate::pool::{Job, PoolInner};
 /// How long a worker keeps the GIL for one lane before it lets others run.
 const TIME_SLICE: Duration = Duration::from_millis(2);
 
-/// Free-threaded builds: how many delivered events a lane keeps for their producer to release
-/// (see `Lane::recycle`). Past it, a worker releases them itself.
+/// Free-threaded builds: a worker hands delivered events back to their producer to release
+/// (see `Lane::recycle`) in chunks of this many, so that the two threads touch the hand-back
+/// queue's shared cache lines once a chunk rather than once an event.
 #[cfg(Py_GIL_DISABLED)]
-const RETURNED: usize = 256;
+const CHUNK: usize = 64;
 
-/// Free-threaded builds: how long a worker watches an empty lane before its batch ends
-/// (`Lane::pop`), in spin-loop hints: about 5 to 20 microseconds.
+/// Free-threaded builds: how many chunks a lane keeps for its producers to release. Past it, a
+/// worker releases them itself.
 #[cfg(Py_GIL_DISABLED)]
-const SPINS: u32 = 256;
+const RETURNED_CHUNKS: usize = 4;
 
 /// One queued event and the `contextvars.Context` captured when it was emitted. Its
 /// listeners are those subscribed when it is delivered.
@@ -41,15 +42,28 @@ pub struct Item {
     pub context: Option<Py<PyAny>>,
 }
 
-/// How a sink takes a batch's items, one at a time (`None` when the batch ends).
-pub type NextItem<'a> = dyn FnMut() -> Option<Item> + 'a;
+/// Where a sink takes a batch's items from, one at a time (see `Items::next`).
+pub struct Items<'b, 'l> {
+    batch: &'b mut Batch<'l>,
+}
+
+impl Items<'_, '_> {
+    /// The next item's event and the context captured with it, or `None` when the batch ends.
+    /// The context is lent, not given: the lane keeps the reference the producer took and
+    /// releases it once the sink asks for the next item (on free-threaded builds it goes back
+    /// to the producer, like the event's; see `Lane::recycle`).
+    pub fn next(&mut self, py: Python<'_>) -> Option<(Py<PyAny>, Option<&Py<PyAny>>)> {
+        let event = self.batch.next(py)?;
+        Some((event, self.batch.context.as_ref()))
+    }
+}
 
 /// What a lane hands its items to, with the GIL held.
 pub trait Sink: Send + Sync {
-    /// Deliver, in order, every item `next` hands out until it returns `None`; `contexts` is
+    /// Deliver, in order, every item `items` hands out until it returns `None`; `contexts` is
     /// the worker's entered context, kept across the batch. Work that is the same for the
     /// whole batch (finding the topic, its subscribers) is done once here, not per item.
-    fn deliver_batch(&self, py: Python<'_>, next: &mut NextItem<'_>, contexts: &mut ContextRunner);
+    fn deliver_batch(&self, py: Python<'_>, items: &mut Items<'_, '_>, contexts: &mut ContextRunner);
 
     /// A Rust panic interrupted delivery (a bug in Nova, never a listener's exception, which
     /// is reported the usual way); `lost_item` tells whether an event being delivered was cut
@@ -81,9 +95,9 @@ pub struct Lane {
     /// object queues it to that thread under a mutex (biased reference counting), which a
     /// worker releasing every event it delivers makes the hot spot of a queued emit. The
     /// worker releases only a reference of its own (taken and dropped in pairs, which never
-    /// queues), and the producer releases the one it took.
+    /// queues), and the producer releases the one it took, a chunk at a time.
     #[cfg(Py_GIL_DISABLED)]
-    returned: ArrayQueue<Py<PyAny>>,
+    returned: ArrayQueue<Vec<Py<PyAny>>>,
 }
 
 pub enum Pushed {
@@ -106,19 +120,24 @@ impl Lane {
             waiters: AtomicUsize::new(0),
             signal: (Mutex::new(()), Condvar::new()),
             #[cfg(Py_GIL_DISABLED)]
-            returned: ArrayQueue::new(RETURNED),
+            returned: ArrayQueue::new(RETURNED_CHUNKS),
         })
     }
 
-    /// Called by a producer as it queues an event: release a few of the delivered events handed
-    /// back to it (free-threaded builds; nothing to do with a GIL).
+    /// Called by a producer as it queues an event: release a chunk of the delivered events
+    /// handed back to it, if there is one (free-threaded builds; nothing to do with a GIL).
     #[inline]
     pub fn recycle(&self, _py: Python<'_>) {
         #[cfg(Py_GIL_DISABLED)]
-        for _ in 0..2 {
-            if self.returned.pop().is_none() {
-                break;
-            }
+        drop(self.returned.pop());
+    }
+
+    /// Hand a worker's chunk of delivered events back to the producers (free-threaded
+    /// builds); when the lane holds enough already, the worker releases them itself.
+    #[cfg(Py_GIL_DISABLED)]
+    fn hand_back(&self, chunk: Vec<Py<PyAny>>) {
+        if !chunk.is_empty() {
+            drop(self.returned.push(chunk));
         }
     }
 
@@ -277,18 +296,29 @@ impl Lane {
     }
 
     /// Pop an item. Free-threaded builds: when the queue is empty, watch it for a moment
-    /// first (a few microseconds), since a producer running beside this worker is usually
-    /// about to push the next item: ending the batch instead would cost a release, a new
-    /// claim and a wake-up through the pool for nearly every event. (With a GIL the producer
-    /// and the worker take turns, and items wait in batches.)
+    /// (a few microseconds), since a producer running beside this worker is usually about to
+    /// push the next item: ending the batch instead would cost a release, a new claim and a
+    /// wake-up through the pool for nearly every event. (With a GIL the producer and the
+    /// worker take turns, and items wait in batches.) It looks at the queue's tail only once
+    /// the queue is found empty, and then at growing intervals: the producer writes that
+    /// cache line on every push, and each look moves it to this core and back.
     #[inline]
     fn pop(&self) -> Option<Item> {
         #[cfg(Py_GIL_DISABLED)]
-        for _ in 0..SPINS {
-            if !self.queue.is_empty() {
-                break;
+        {
+            if let Some(item) = self.queue.pop() {
+                return Some(item);
             }
-            std::hint::spin_loop();
+            // 1, 2, 4 ... 64, 64, 64, 64 spin-loop hints between looks: about 5 to 20
+            // microseconds in all.
+            for step in 0..10 {
+                for _ in 0..1u32 << step.min(6) {
+                    std::hint::spin_loop();
+                }
+                if !self.queue.is_empty() {
+                    break;
+                }
+            }
         }
         self.queue.pop()
     }
@@ -333,10 +363,16 @@ struct Batch<'a> {
     winding_down: bool,
     /// An item is with the sink and not yet counted.
     handed: bool,
+    /// The context captured with the item with the sink, lent to it (`Items::next`).
+    context: Option<Py<PyAny>>,
     /// Free-threaded builds: the producer's reference to the event with the sink, kept back
-    /// (the sink gets one of this worker's) and handed back to the lane once it is delivered.
+    /// (the sink gets one of this worker's). Once the item is delivered, it and the context
+    /// are gathered in `chunk`, to be handed back to the lane: this worker never releases a
+    /// reference a producer took.
     #[cfg(Py_GIL_DISABLED)]
     kept: Option<Py<PyAny>>,
+    #[cfg(Py_GIL_DISABLED)]
+    chunk: Vec<Py<PyAny>>,
 }
 
 impl<'a> Batch<'a> {
@@ -356,18 +392,31 @@ impl<'a> Batch<'a> {
             ahead,
             winding_down: false,
             handed: false,
+            context: None,
             #[cfg(Py_GIL_DISABLED)]
             kept: None,
+            #[cfg(Py_GIL_DISABLED)]
+            chunk: Vec::new(),
         }
     }
 
     /// Count the item the sink was handed, if any, as retired.
     fn settle(&mut self, py: Python<'_>) {
         if std::mem::take(&mut self.handed) {
+            #[cfg(not(Py_GIL_DISABLED))]
+            drop(self.context.take());
             #[cfg(Py_GIL_DISABLED)]
-            if let Some(kept) = self.kept.take() {
-                // Full: released here, as without the hand-back.
-                let _ = self.lane.returned.push(kept);
+            {
+                if self.chunk.capacity() == 0 {
+                    self.chunk.reserve_exact(CHUNK);
+                }
+                self.chunk.extend(self.kept.take());
+                self.chunk.extend(self.context.take());
+                // A partial chunk is handed back when the batch ends: a `flush` may return a
+                // moment before, leaving at most one chunk to be released by the next emit.
+                if self.chunk.len() >= CHUNK {
+                    self.lane.hand_back(std::mem::take(&mut self.chunk));
+                }
             }
             self.lane.retire(py);
             self.n += 1;
@@ -378,7 +427,9 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn next(&mut self, py: Python<'_>) -> Option<Item> {
+    /// The next item's event (its context goes to `self.context`), or `None` when the batch
+    /// ends.
+    fn next(&mut self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.settle(py);
         let lane = self.lane;
         let more = !self.winding_down && !lane.stopped.load(SeqCst);
@@ -396,17 +447,18 @@ impl<'a> Batch<'a> {
             return None;
         };
         self.handed = true;
+        let Item { event, context } = item;
+        self.context = context;
+        // Free-threaded builds: the sink gets (and drops) a reference of this worker's own.
         #[cfg(Py_GIL_DISABLED)]
-        let item = {
-            let mut item = item;
-            // The sink gets (and drops) a reference of this worker's own.
-            let lent = item.event.clone_ref(py);
-            self.kept = Some(std::mem::replace(&mut item.event, lent));
-            item
+        let event = {
+            let lent = event.clone_ref(py);
+            self.kept = Some(event);
+            lent
         };
         #[cfg(feature = "test-hooks")]
         crate::ffi::hooks::maybe_panic(crate::ffi::hooks::Point::Batch);
-        Some(item)
+        Some(event)
     }
 }
 
@@ -424,7 +476,7 @@ impl Lane {
         let mut resumes = 0;
         loop {
             let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                self.sink.deliver_batch(py, &mut || batch.next(py), &mut contexts)
+                self.sink.deliver_batch(py, &mut Items { batch: &mut batch }, &mut contexts)
             }));
             let Err(payload) = delivered else { break };
             let err =
@@ -448,6 +500,8 @@ impl Lane {
             }
         }
         batch.settle(py);
+        #[cfg(Py_GIL_DISABLED)]
+        self.hand_back(std::mem::take(&mut batch.chunk));
         let end = if batch.winding_down { BatchEnd::Yield } else { BatchEnd::Empty };
         if let Err(e) = contexts.leave(py) {
             crate::dispatch::log_failure(py, "worker", &e);

@@ -13,7 +13,7 @@ use crate::event::as_event;
 use crate::ffi::context::run_in_copy as run_in_context;
 use crate::holdback::HoldBack;
 use crate::listener::Sub;
-use crate::queue::{NextItem, Sink};
+use crate::queue::{Items, Sink};
 use crate::tasks::{FollowUp, NextAttempt};
 
 /// A held-back event: (event, context, the event's middleware `after` hooks waiting for this
@@ -233,28 +233,27 @@ impl FollowUp for PartitionSink {
 }
 
 impl Sink for PartitionSink {
-    fn deliver_batch(&self, py: Python<'_>, next: &mut NextItem<'_>, contexts: &mut ContextRunner) {
+    fn deliver_batch(&self, py: Python<'_>, items: &mut Items<'_, '_>, contexts: &mut ContextRunner) {
         let (Some(core), Some(topic)) = (self.core.upgrade(), self.topic.get().and_then(Weak::upgrade)) else {
             // The bus is gone: nobody is left to deliver to.
-            while next().is_some() {}
+            while items.next(py).is_some() {}
             return;
         };
         let _topic = CurrentTopic::enter(py, &topic.name_obj);
         let mut subs = None;
         let d = Dispatch { component: &core.name, chain: &core.chain, counters: &core.counters };
-        while let Some(item) = next() {
+        while let Some((event, ctx)) = items.next(py) {
             let resolved = topic.subs_since(&mut subs);
-            let event = item.event.into_bound(py);
-            let ctx = item.context;
+            let event = event.into_bound(py);
             let run = || {
                 d.run(
                     py,
                     event,
                     |_| resolved,
-                    |sub, ev, later| self.deliver_to(py, &core, &topic, sub, ev, ctx.as_ref(), &|| later.defer()),
+                    |sub, ev, later| self.deliver_to(py, &core, &topic, sub, ev, ctx, &|| later.defer()),
                 )
             };
-            let result = match &ctx {
+            let result = match ctx {
                 Some(c) => contexts.run(py, c, run).and_then(|r| r),
                 None => run(),
             };

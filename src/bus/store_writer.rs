@@ -17,7 +17,7 @@ use pyo3::types::{PyString, PyTuple};
 use crate::context::ContextRunner;
 use crate::dispatch::log_failure;
 use crate::errors::nova_err;
-use crate::queue::{NextItem, Sink};
+use crate::queue::{Items, Sink};
 
 /// How a bus with a store makes published events durable.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -147,9 +147,9 @@ impl StoreSink {
 }
 
 impl Sink for StoreSink {
-    fn deliver_batch(&self, py: Python<'_>, next: &mut NextItem<'_>, _contexts: &mut ContextRunner) {
-        while let Some(item) = next() {
-            self.gathered.lock().push(item.event);
+    fn deliver_batch(&self, py: Python<'_>, items: &mut Items<'_, '_>, _contexts: &mut ContextRunner) {
+        while let Some((event, _context)) = items.next(py) {
+            self.gathered.lock().push(event);
         }
         let events = std::mem::take(&mut *self.gathered.lock());
         self.append(py, events);

@@ -7,7 +7,9 @@
 //! publish again on the same thread, or let another thread run).
 //!
 //! What guards it depends on the build, chosen at compile time:
-//! - free-threaded (`Py_GIL_DISABLED`): a `parking_lot::RwLock` (`try_read`/`try_write`);
+//! - free-threaded (`Py_GIL_DISABLED`): a `parking_lot::RwLock` (`try_read`/`try_write`), on
+//!   cache lines of its own: a read writes the lock word, which must not share a line with
+//!   anything another core writes per event;
 //! - with a GIL: a `RefCell`'s borrow flag, touched only by a thread that holds the GIL (every
 //!   call takes the `Python` token, and a guard cannot leave the thread: it is not `Send`), so
 //!   the GIL serialises every change of the flag, and taking or giving back the GIL orders
@@ -17,7 +19,7 @@
 use pyo3::prelude::*;
 
 #[cfg(Py_GIL_DISABLED)]
-pub struct Memo<T>(parking_lot::RwLock<T>);
+pub struct Memo<T>(crossbeam_utils::CachePadded<parking_lot::RwLock<T>>);
 
 #[cfg(not(Py_GIL_DISABLED))]
 pub struct Memo<T>(std::cell::RefCell<T>);
@@ -39,7 +41,7 @@ impl<T: Default> Default for Memo<T> {
 impl<T> Memo<T> {
     #[cfg(Py_GIL_DISABLED)]
     pub fn new(value: T) -> Self {
-        Memo(parking_lot::RwLock::new(value))
+        Memo(crossbeam_utils::CachePadded::new(parking_lot::RwLock::new(value)))
     }
 
     #[cfg(not(Py_GIL_DISABLED))]

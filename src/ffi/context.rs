@@ -69,6 +69,39 @@ pub fn same_entries(py: Python<'_>, a: &Py<PyAny>, b: &Py<PyAny>) -> bool {
     })
 }
 
+/// What a context binds, as (variable, value) pairs, in its iteration order.
+pub fn entries(py: Python<'_>, ctx: &Py<PyAny>) -> PyResult<Vec<(Py<PyAny>, Py<PyAny>)>> {
+    let ctx = ctx.bind(py);
+    let mut out = Vec::with_capacity(ctx.len()?);
+    for var in ctx.try_iter()? {
+        let var = var?;
+        let value = ctx.get_item(&var)?;
+        out.push((var.unbind(), value.unbind()));
+    }
+    Ok(out)
+}
+
+/// Whether `ctx` binds exactly `entries` (as `entries` returned them), each variable to the
+/// identical object; reads only `ctx`. An error reads as "no".
+pub fn holds_exactly(py: Python<'_>, ctx: &Py<PyAny>, entries: &[(Py<PyAny>, Py<PyAny>)]) -> bool {
+    let ctx = ctx.bind(py);
+    let same = || -> PyResult<bool> {
+        if ctx.len()? != entries.len() {
+            return Ok(false);
+        }
+        for (var, value) in entries {
+            if !ctx.get_item(var)?.is(value) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    same().unwrap_or_else(|e| {
+        drop(e);
+        false
+    })
+}
+
 /// Run `f` inside a fresh copy of the snapshot `ctx`, as `ctx.copy().run(f)` would: each
 /// event gets its own context, so what one listener sets is not seen by the next event.
 pub fn run_in_copy<R>(py: Python<'_>, ctx: &Py<PyAny>, f: impl FnOnce() -> R) -> PyResult<R> {
