@@ -99,7 +99,7 @@ pub fn check_event(
 /// binds the same variables to the very same objects share one snapshot, so the queue does not
 /// hold a new GC-tracked object per event (and a worker can reuse its entered copy). Reuse is by
 /// identity only: a listener never sees another emit's objects, however equal they compare.
-/// Only ever used with the GIL held, which is all the locking it needs.
+/// The memo is an `ffi::cell::Memo`: a shortcut that a thread skips rather than wait for.
 pub struct ContextCapture {
     last: crate::ffi::cell::Memo<Option<Py<PyAny>>>,
 }
@@ -124,6 +124,13 @@ impl ContextCapture {
         let old = self.last.write(py).map(|mut last| last.replace(current.clone_ref(py)));
         drop(old);
         Ok(current)
+    }
+
+    /// Forget the last snapshot (at shutdown), so that what the last emit's context held is
+    /// not kept alive for as long as the component object lives.
+    pub fn clear(&self, py: Python<'_>) {
+        let old = self.last.write(py).and_then(|mut last| last.take());
+        drop(old);
     }
 }
 

@@ -634,6 +634,7 @@ impl Emitter {
         // Retries running now finish on their own: in flight, never also undelivered.
         let in_flight = in_flight + self.core.retries.running();
         self.core.dropped_shutdown.add(undelivered.len() as u64);
+        self.context.clear(py);
         self.life.finish(py, until, drained, undelivered, in_flight)
     }
 

@@ -552,6 +552,7 @@ impl Bus {
         left.retain(|e| seen.insert(e.as_ptr() as usize));
         self.core.dropped_shutdown.add(left.len() as u64);
         let drained = self.core.counters.processed.get() - before;
+        self.context.clear(py);
         self.store_the_rest(py);
         self.life.finish(py, until, drained, left, in_flight)
     }
