@@ -1,7 +1,7 @@
 //! How many workers are draining one lane, at most `limit` at once, without ever leaving a
 //! pushed item with nobody coming for it. (A managed listener's concurrency slots are counted
-//! apart, in `managed.rs`: they change only with the GIL held, which a lane's claim cannot
-//! assume.)
+//! apart, in `managed.rs`: they change only with the GIL held on a GIL build, and by
+//! compare-and-swap on a free-threaded one; a lane's claim is taken without the GIL.)
 //!
 //! Producers push, then `should_schedule`; a worker that finds the queue empty `release`s its
 //! slot and then looks at the queue once more, taking the slot back (`try_claim`) if an item

@@ -447,7 +447,8 @@ pub struct Registry {
     cache: RwLock<HashMap<String, Arc<Resolved>, FxBuildHasher>>,
     /// In front of `cache`: events of one type usually share one str object (a literal, or an
     /// interned name), so comparing addresses answers most emits without taking the cache
-    /// lock or hashing the name. Guarded by the GIL, which every caller holds anyway.
+    /// lock or hashing the name. An `ffi::cell::Memo`: on a GIL build the GIL guards it, on a
+    /// free-threaded build a lock of its own that a thread skips rather than wait for.
     last: LastMemo,
     type_counters: Mutex<HashMap<String, Arc<TypeCounters>>>,
     listener_metrics: Mutex<HashMap<String, Arc<ListenerMetrics>>>,
