@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::errors::{describe_event, type_name, validation_error};
-use crate::ffi::context::{copy_current, same_entries};
+use crate::ffi::context::{copy_current, Bindings};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum OnFull {
@@ -101,7 +101,8 @@ pub fn check_event(
 /// identity only: a listener never sees another emit's objects, however equal they compare.
 /// The memo is an `ffi::cell::Memo`: a shortcut that a thread skips rather than wait for.
 pub struct ContextCapture {
-    last: crate::ffi::cell::Memo<Option<Py<PyAny>>>,
+    /// The last snapshot handed out, with what it binds (read once, when it was captured).
+    last: crate::ffi::cell::Memo<Option<(Py<PyAny>, Bindings)>>,
 }
 
 impl Default for ContextCapture {
@@ -113,16 +114,20 @@ impl Default for ContextCapture {
 impl ContextCapture {
     pub fn capture(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let current = copy_current(py)?;
-        // No borrow is held while Python code may run (freeing the old snapshot can run a
-        // finaliser, which could emit again on this thread).
-        let prev = self.last.read(py).and_then(|last| last.as_ref().map(|p| p.clone_ref(py)));
-        if let Some(prev) = prev {
-            if same_entries(py, &prev, &current) {
-                return Ok(prev);
-            }
+        // The check runs no Python code, so it may run under the memo's borrow; freeing the
+        // old snapshot may (a finaliser, which could emit again on this thread), so that
+        // happens after the borrow ends.
+        let reused = self.last.read(py).and_then(|last| match &*last {
+            Some((snapshot, binds)) if binds.held_by(py, &current) => Some(snapshot.clone_ref(py)),
+            _ => None,
+        });
+        if let Some(snapshot) = reused {
+            return Ok(snapshot);
         }
-        let old = self.last.write(py).map(|mut last| last.replace(current.clone_ref(py)));
-        drop(old);
+        if let Ok(binds) = Bindings::of(py, &current) {
+            let old = self.last.write(py).map(|mut last| last.replace((current.clone_ref(py), binds)));
+            drop(old);
+        }
         Ok(current)
     }
 

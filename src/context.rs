@@ -20,14 +20,14 @@
 
 use pyo3::prelude::*;
 
-use crate::ffi::context::{copy, enter, entries, exit, holds_exactly};
+use crate::ffi::context::{copy, enter, exit, Bindings};
 
 /// A snapshot a worker has entered a copy of.
 struct Entered {
     snapshot: Py<PyAny>,
     copy: Py<PyAny>,
     /// What `snapshot` binds (see the module docs).
-    binds: Vec<(Py<PyAny>, Py<PyAny>)>,
+    binds: Bindings,
 }
 
 /// The context a worker has entered for the events it is running (see the module docs).
@@ -40,12 +40,12 @@ impl ContextRunner {
     /// Run `f` inside a copy of `snapshot` that holds just the snapshot's variables.
     pub fn run<R>(&mut self, py: Python<'_>, snapshot: &Py<PyAny>, f: impl FnOnce() -> R) -> PyResult<R> {
         let reusable = match &self.entered {
-            Some(e) => e.snapshot.is(snapshot) && holds_exactly(py, &e.copy, &e.binds),
+            Some(e) => e.snapshot.is(snapshot) && e.binds.held_by(py, &e.copy),
             None => false,
         };
         if !reusable {
             self.leave(py)?;
-            let binds = entries(py, snapshot)?;
+            let binds = Bindings::of(py, snapshot)?;
             let fresh = copy(py, snapshot)?;
             enter(py, &fresh)?;
             self.entered = Some(Entered { snapshot: snapshot.clone_ref(py), copy: fresh, binds });

@@ -38,68 +38,42 @@ pub fn exit(py: Python<'_>, ctx: &Py<PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// Whether two contexts hold the same variables, each bound to the identical object. Reads
-/// only (a context's mapping methods run no user code); an error reads as "not the same".
-pub fn same_entries(py: Python<'_>, a: &Py<PyAny>, b: &Py<PyAny>) -> bool {
-    if a.is(b) {
-        return true;
-    }
-    let (a, b) = (a.bind(py), b.bind(py));
-    let same = || -> PyResult<bool> {
-        let n = a.len()?;
-        if n != b.len()? {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-        for var in a.try_iter()? {
+/// What a context binds: its variables, each with its value, read once. A captured snapshot
+/// is never entered, so this stays true of it; other contexts are compared against it by
+/// identity of the values (never `==`, which could call user code and call two distinct but
+/// equal request objects the same).
+pub struct Bindings(Vec<(Py<PyAny>, Py<PyAny>)>);
+
+impl Bindings {
+    /// Read what `ctx` binds (its mapping methods run no user code).
+    pub fn of(py: Python<'_>, ctx: &Py<PyAny>) -> PyResult<Bindings> {
+        let ctx = ctx.bind(py);
+        let mut out = Vec::with_capacity(ctx.len()?);
+        for var in ctx.try_iter()? {
             let var = var?;
-            let ours = a.get_item(&var)?;
-            match b.get_item(&var) {
-                Ok(theirs) if theirs.is(&ours) => {}
-                _ => return Ok(false),
-            }
+            let value = ctx.get_item(&var)?;
+            out.push((var.unbind(), value.unbind()));
         }
-        Ok(true)
-    };
-    same().unwrap_or_else(|e| {
-        drop(e);
-        false
-    })
-}
-
-/// What a context binds, as (variable, value) pairs, in its iteration order.
-pub fn entries(py: Python<'_>, ctx: &Py<PyAny>) -> PyResult<Vec<(Py<PyAny>, Py<PyAny>)>> {
-    let ctx = ctx.bind(py);
-    let mut out = Vec::with_capacity(ctx.len()?);
-    for var in ctx.try_iter()? {
-        let var = var?;
-        let value = ctx.get_item(&var)?;
-        out.push((var.unbind(), value.unbind()));
+        Ok(Bindings(out))
     }
-    Ok(out)
-}
 
-/// Whether `ctx` binds exactly `entries` (as `entries` returned them), each variable to the
-/// identical object; reads only `ctx`. An error reads as "no".
-pub fn holds_exactly(py: Python<'_>, ctx: &Py<PyAny>, entries: &[(Py<PyAny>, Py<PyAny>)]) -> bool {
-    let ctx = ctx.bind(py);
-    let same = || -> PyResult<bool> {
-        if ctx.len()? != entries.len() {
-            return Ok(false);
-        }
-        for (var, value) in entries {
-            if !ctx.get_item(var)?.is(value) {
+    /// Whether `ctx` binds exactly these variables, each to the identical object; reads only
+    /// `ctx`, and runs no user code. An error reads as "no".
+    pub fn held_by(&self, py: Python<'_>, ctx: &Py<PyAny>) -> bool {
+        let ctx = ctx.bind(py);
+        let same = || -> PyResult<bool> {
+            if ctx.len()? != self.0.len() {
                 return Ok(false);
             }
-        }
-        Ok(true)
-    };
-    same().unwrap_or_else(|e| {
-        drop(e);
-        false
-    })
+            for (var, value) in &self.0 {
+                if !ctx.get_item(var)?.is(value) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        same().unwrap_or(false)
+    }
 }
 
 /// Run `f` inside a fresh copy of the snapshot `ctx`, as `ctx.copy().run(f)` would: each
