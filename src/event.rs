@@ -299,6 +299,26 @@ impl Event {
     pub fn micros(&self) -> i64 {
         self.micros
     }
+    /// The generated UUIDv7 while its text has not been made yet (None once it has, or when
+    /// the caller gave the id): a writer can spell it without making the str.
+    pub fn unmade_id(&self, py: Python<'_>) -> Option<u128> {
+        (self.uuid != 0 && self.id.get(py).is_none()).then_some(self.uuid)
+    }
+    pub fn data_obj<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.data.bind(py)
+    }
+    /// Nova's own copy of the metadata (None when empty): to read, never to hand out.
+    pub fn metadata_ref<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyDict>> {
+        self.metadata.as_ref().map(|m| m.bind(py))
+    }
+    /// Whether the timestamp is shown in UTC (`timezone.utc`): always, unless the caller gave a
+    /// datetime with another zone or offset.
+    pub fn timestamp_is_utc(&self, py: Python<'_>) -> PyResult<bool> {
+        match self.timestamp.get(py) {
+            None => Ok(true),
+            Some(ts) => Ok(ts.bind(py).getattr(pyo3::intern!(py, "tzinfo"))?.is(&helpers(py)?.utc)),
+        }
+    }
     /// Start loading the metadata dict into the cache (for an ordering key
     /// read soon after: events published in a batch are often out of cache by then).
     #[inline]

@@ -12,6 +12,7 @@ mod dispatch;
 mod emitter;
 mod errors;
 mod event;
+mod event_json;
 mod ffi;
 mod handoff;
 mod holdback;
@@ -31,6 +32,7 @@ mod watchdog;
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     event::register(m)?;
+    event_json::register(m)?;
     listener::register(m)?;
     pool::register(m)?;
     m.add_class::<lifecycle::Component>()?;

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import hypothesis
+from hypothesis import strategies as st
 
 import nova
 from nova import _codec
@@ -34,15 +36,26 @@ if not FREE_THREADED:
     import orjson  # noqa: F401
 
 KEYS = ["id", "type", "data", "metadata", "timestamp"]
-BACKENDS = ["json"] if FREE_THREADED else ["orjson", "json"]
+LIBRARIES = ["json"] if FREE_THREADED else ["orjson", "json"]
+# "native": the Rust core's writer for plain data first (what runs by default), the library
+# for what it declines; the others: that library for every event.
+BACKENDS = ["native", *LIBRARIES]
 
 
 def test_the_backend_is_orjson_where_it_has_wheels_else_json() -> None:
-    assert _codec.backend() == BACKENDS[0]
+    assert _codec.backend() == LIBRARIES[0]
+
+
+def _declined(event: nova.Event, allow_nan: bool) -> None:
+    return None
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "native":
+        yield request.param
+        return
+    monkeypatch.setattr(_codec, "_native", _declined)
     if request.param == "orjson":
         monkeypatch.setattr(_codec, "_orjson", None)  # looked up again: found
     else:
@@ -354,3 +367,69 @@ def test_import_nova_does_not_import_orjson() -> None:
     code = "import sys, nova; nova.Event('a'); print('orjson' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"
+
+
+# -- the Rust core's writer for plain data -----------------------------------------------------
+
+_plain_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text()
+)
+_plain_data = st.recursive(
+    _plain_leaves,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    data=_plain_data,
+    metadata=st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3),
+    allow_nan=st.booleans(),
+    ts=st.one_of(st.none(), st.sampled_from(TIMESTAMPS)),
+)
+def test_native_writer_writes_the_bytes_json_writes_or_declines(
+    data: Any, metadata: dict[str, str], allow_nan: bool, ts: datetime | None
+) -> None:
+    event = nova.Event("a.b\u00e9", data, metadata=metadata, timestamp=ts)
+    native = _codec._event_json(event, allow_nan)
+    try:
+        want: Any = (
+            _codec._micros(event.timestamp),
+            _codec._json_text(event, _codec._micros(event.timestamp), allow_nan),
+        )
+    except (TypeError, ValueError):
+        want = None  # json refuses it (NaN in a store): the writer must leave it to json
+    if native is None:
+        # Declined only where it must be: json refuses the data, a str has a lone surrogate
+        # (no UTF-8 form), or the timestamp is in another zone (isoformat spells it).
+        spelt = json.dumps([data, metadata], ensure_ascii=False, allow_nan=True)
+        has_surrogate = any(0xD800 <= ord(c) <= 0xDFFF for c in spelt)
+        other_zone = ts is not None and ts.tzinfo not in (None, timezone.utc)
+        assert want is None or has_surrogate or other_zone
+        return
+    assert native == want
+
+
+def test_native_writer_takes_plain_events_and_declines_the_rest() -> None:
+    plain = nova.Event("order.created", {"n": [1, 2.5, None, True, "x"]}, metadata={"customer_id": "c1"})
+    assert _codec._event_json(plain, False) is not None
+    assert _codec._event_json(nova.Event("a.b", "\ud800"), False) is None  # lone surrogate
+    assert _codec._event_json(nova.Event("a.b", float("nan")), False) is None  # json's error
+    assert _codec._event_json(nova.Event("a.b", Level.HIGH), False) is None  # a subclass
+    assert _codec._event_json(nova.Event("a.b", {1: "x"}), False) is None  # a key json converts
+    assert _codec._event_json(nova.Event("a.b", nested(65)), False) is None  # deep: json's limit
+    assert _codec._event_json(nova.Event("a.b", nested(63)), False) is not None
+    offset = datetime(2024, 5, 1, tzinfo=timezone(timedelta(hours=2)))
+    assert _codec._event_json(nova.Event("a.b", 1, timestamp=offset), False) is None  # isoformat's
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    assert _codec._event_json(nova.Event("a.b", cycle), False) is None
