@@ -52,6 +52,7 @@ def main() -> None:
             ("nova-bus-16(keyed)", w.bus_16, n),
             ("nova-bus-16(keyed)+MemoryStore", partial(w.bus_16_stored, kind="memory"), n // 4),
             ("nova-bus-16(keyed)+SqliteStore", partial(w.bus_16_stored, kind="sqlite"), n // 4),
+            ("[AT_MOST_ONCE] nova-bus-16(keyed)", partial(w.bus_16, at_most_once=True), n),
             (
                 "[prebuilt, buffer 10k] nova-emit_async+flush",
                 partial(w.emitter_async, prebuilt=True, buffer_size=10_000),
@@ -67,12 +68,16 @@ def main() -> None:
                 partial(w.bus_16, ordering_key=None, at_most_once=True, prebuilt=True, buffer_size=10_000),
                 n,
             ),
+            ("[floor: no dispatcher] handler(slice(type, i))", w.floor_sync, n),
+            ("[floor: no dispatcher] handler(slice(type, i, {key}))", w.floor_keyed, n),
             ("compat-pyee-emit", partial(w.pyee_emit, module="nova.compat.pyee"), n),
             ("compat-blinker-send", partial(w.blinker_send, module="nova.compat.blinker"), n),
         ],
         args.rounds,
     )
     amo = "[AT_MOST_ONCE, prebuilt, buffer 10k] nova-bus-16"
+    floor = "[floor: no dispatcher] handler(slice(type, i))"
+    floor_keyed = "[floor: no dispatcher] handler(slice(type, i, {key}))"
     ratios = {
         "nova sync emit / pyee emit (target >= 5)": rates["nova-emit(new Event)"] / rates["pyee-emit"],
         "nova sync emit / python loop (target >= 0.3)": rates["nova-emit(new Event)"] / rates["python-loop"],
@@ -81,11 +86,20 @@ def main() -> None:
         "nova async / pyee executor (target >= 25)": rates["nova-emit_async+flush"] / rates["pyee-executor"],
         "nova bus-16 keyed, default / queue.Queue worker (target >= 6)": rates["nova-bus-16(keyed)"]
         / rates["queue-worker"],
+        "bus managed (default) / AT_MOST_ONCE subscriber (target >= 0.9)": rates["nova-bus-16(keyed)"]
+        / rates["[AT_MOST_ONCE] nova-bus-16(keyed)"],
         "bus + MemoryStore / bus (target >= 0.8)": rates["nova-bus-16(keyed)+MemoryStore"]
         / rates["nova-bus-16(keyed)"],
         "bus + SqliteStore, events/s (target >= 100k)": rates["nova-bus-16(keyed)+SqliteStore"],
         "bus cost of a metadata key vs none (target <= 1.15)": rates[f"{amo}(no key)"]
         / rates[f"{amo}(keyed)"],
+        # What no dispatcher can pass on this interpreter and machine (see floor_sync): the
+        # ceiling of the three ratios above whose targets are >= 5, >= 12 and >= 6.
+        "[floor] no dispatcher / pyee emit (ceiling of sync emit / pyee)": rates[floor] / rates["pyee-emit"],
+        "[floor] no dispatcher / queue.Queue worker (ceiling of emit_async / queue)": rates[floor]
+        / rates["queue-worker"],
+        "[floor] keyed, no dispatcher / queue.Queue worker (ceiling of bus / queue)": rates[floor_keyed]
+        / rates["queue-worker"],
         "compat.pyee emit / pyee emit (target >= 2)": rates["compat-pyee-emit"] / rates["pyee-emit"],
         "compat.blinker send / blinker send (target >= 2)": rates["compat-blinker-send"]
         / rates["blinker-send"],

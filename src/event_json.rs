@@ -63,7 +63,7 @@ fn write_event(py: Python<'_>, event: &Event, allow_nan: bool, out: &mut String)
     write_value(event.data_obj(py), allow_nan, 0, out)?;
     out.push_str(",\"metadata\":");
     match event.metadata_ref(py) {
-        Some(m) => write_dict(m, allow_nan, 0, out)?,
+        Some(m) => write_metadata(m, out)?,
         None => out.push_str("{}"),
     }
     out.push_str(",\"timestamp\":\"");
@@ -95,16 +95,16 @@ fn write_value(value: &Bound<'_, PyAny>, allow_nan: bool, depth: usize, out: &mu
         if depth + 1 > MAX_NATIVE_DEPTH {
             return Err(Decline);
         }
+        // GIL off: a snapshot, as for a dict (see write_dict). Declining a list another thread
+        // shortened would hand it to json's C encoder, which 3.13t's can crash on.
+        #[cfg(Py_GIL_DISABLED)]
+        let l = &l.get_slice(0, l.len());
         out.push('[');
-        // By index, each length read afresh: a list another thread changes meanwhile (GIL
-        // off) gives some state of it, never a dangling item.
-        let mut i = 0;
-        while let Ok(item) = l.get_item(i) {
+        for (i, item) in l.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
             write_value(&item, allow_nan, depth + 1, out)?;
-            i += 1;
         }
         out.push(']');
     } else if let Ok(t) = value.downcast_exact::<PyTuple>() {
@@ -125,26 +125,38 @@ fn write_value(value: &Bound<'_, PyAny>, allow_nan: bool, depth: usize, out: &mu
     Ok(())
 }
 
-/// A dict with str keys (any other key: declined, json converts or refuses it), in order.
+/// A dict of the data with str keys (any other key: declined, json converts or refuses it), in
+/// order.
 fn write_dict(d: &Bound<'_, PyDict>, allow_nan: bool, depth: usize, out: &mut String) -> Written {
     if depth > MAX_NATIVE_DEPTH {
         return Err(Decline);
     }
+    // With the GIL, nothing changes the dict while it is written: the writer runs no Python
+    // code. Without it another thread may, and iterating a dict that changes size is an error
+    // (a panic in PyO3's iterator), which a critical section does not rule out (it is
+    // suspended while the thread waits for another one): write a snapshot, taken atomically.
+    #[cfg(Py_GIL_DISABLED)]
+    let d = &d.copy()?;
+    write_items(d, allow_nan, depth, out)
+}
+
+/// The event's own metadata: a private copy nothing changes.
+fn write_metadata(m: &Bound<'_, PyDict>, out: &mut String) -> Written {
+    write_items(m, false, 0, out)
+}
+
+/// `{"key":value,...}` of a dict nothing changes while it is written.
+fn write_items(d: &Bound<'_, PyDict>, allow_nan: bool, depth: usize, out: &mut String) -> Written {
     out.push('{');
-    // Under the dict's critical section (GIL off: no other thread changes it meanwhile); the
-    // writer runs no Python code that could change it either.
-    pyo3::sync::with_critical_section(d, || -> Written {
-        for (i, (key, value)) in d.iter().enumerate() {
-            let key = key.downcast_exact::<PyString>().map_err(|_| Decline)?;
-            if i > 0 {
-                out.push(',');
-            }
-            write_str(key, out)?;
-            out.push(':');
-            write_value(&value, allow_nan, depth, out)?;
+    for (i, (key, value)) in d.iter().enumerate() {
+        let key = key.downcast_exact::<PyString>().map_err(|_| Decline)?;
+        if i > 0 {
+            out.push(',');
         }
-        Ok(())
-    })?;
+        write_str(key, out)?;
+        out.push(':');
+        write_value(&value, allow_nan, depth, out)?;
+    }
     out.push('}');
     Ok(())
 }

@@ -433,3 +433,39 @@ def test_native_writer_takes_plain_events_and_declines_the_rest() -> None:
     cycle: list[Any] = []
     cycle.append(cycle)
     assert _codec._event_json(nova.Event("a.b", cycle), False) is None
+
+
+def test_native_writer_with_data_changed_by_other_threads() -> None:
+    # With the GIL off another thread can change the data while it is written: the writer
+    # writes a snapshot of each list and dict (never declining for that: json's C encoder, the
+    # route a declined event takes, can crash on 3.13t when its data changes under it), and
+    # each text is some state of the data, never a crash or a torn text.
+    import threading
+
+    shared_list: list[Any] = list(range(50))
+    shared_dict: dict[str, Any] = {str(i): i for i in range(50)}
+    event = nova.Event("a.b", {"l": shared_list, "d": shared_dict})
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            shared_list.append(i)
+            shared_dict[f"k{i % 100}"] = i
+            if len(shared_list) > 100:
+                del shared_list[:60]
+            shared_dict.pop(f"k{(i + 50) % 100}", None)
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(2000):
+            written = _codec._event_json(event, False)
+            assert written is not None
+            assert set(json.loads(written[1])["data"]) == {"l", "d"}
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()

@@ -306,6 +306,29 @@ def python_loop(n: int) -> float:
     return _perf() - t
 
 
+def floor_sync(n: int) -> float:
+    """The ceiling of any in-process dispatcher, for the targets' sake: the loop builds a
+    minimal C object of the event's two fields (a ``slice``, among the cheapest objects CPython
+    makes) and calls the handler with it, with no dispatch at all. Under the GIL a queued
+    dispatcher's producer and worker take turns, so this is its ceiling too."""
+    handler, make = noop, slice
+    t = _perf()
+    for i in range(n):
+        handler(make("order.created", i))
+    return _perf() - t
+
+
+def floor_keyed(n: int) -> float:
+    """``floor_sync`` for an event with a metadata key (a bus's ordering key): the dict, the
+    object, the handler call; nothing routed, queued or accounted."""
+    handler, make = noop, slice
+    keys = [f"c{i}" for i in range(1000)]
+    t = _perf()
+    for i in range(n):
+        handler(make("order.created", i, {"customer_id": keys[i % 1000]}))
+    return _perf() - t
+
+
 def queue_worker(n: int) -> float:
     """``queue.Queue`` to one consumer thread."""
     q: queue.Queue[Any] = queue.Queue(maxsize=1000)
