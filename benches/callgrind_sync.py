@@ -103,8 +103,16 @@ def compat_blinker_send(n: int) -> None:
     blinker_send(n, "nova.compat.blinker")
 
 
+def floor_slice(n: int) -> None:
+    # What a dispatcher that cost nothing would run (see _workloads.floor_sync).
+    make = slice
+    for i in range(n):
+        noop(make("order.created", i))
+
+
 CASES: dict[str, Callable[[int], None]] = {
     "loop-only": loop_only,
+    "floor: handler(slice(type, i))": floor_slice,
     "nova emit(Event(...))": nova_emit_new_event,
     "nova Event(...) only": nova_event_only,
     "nova Event(..., metadata)": nova_event_with_metadata,
