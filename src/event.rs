@@ -205,13 +205,18 @@ fn copy_metadata<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Op
         return Ok(None);
     }
     if let Ok(dict) = value.downcast_exact::<PyDict>() {
-        // The common case: check in place, then one C-level copy.
-        for (k, v) in dict.iter() {
+        // The common case: one C-level copy, then the check, on the copy. Checking the
+        // caller's dict instead could see it change under the check when the GIL is off
+        // (another thread's write: PyO3's iterator panics on that); the copy is taken
+        // atomically and nothing else can reach it.
+        let copy = dict.copy()?;
+        for (k, v) in copy.iter() {
             if !k.is_instance_of::<PyString>() || !v.is_instance_of::<PyString>() {
-                return copy_metadata_slow(py, value);
+                // The error names what the copy holds, the state the check saw.
+                return copy_metadata_slow(py, copy.as_any());
             }
         }
-        return Ok(if dict.is_empty() { None } else { Some(dict.copy()?.unbind()) });
+        return Ok(if copy.is_empty() { None } else { Some(copy.unbind()) });
     }
     copy_metadata_slow(py, value)
 }
