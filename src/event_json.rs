@@ -4,12 +4,13 @@
 //!
 //! Why: without orjson (an optional extra, with no free-threaded wheels) the `json` route runs
 //! several `JSONEncoder.encode` calls and builds a `datetime` for every event, about 6 µs; a
-//! bus with a `SqliteStore` spends most of its time there. This writer takes only data of the
-//! exact types `json` writes without choices (None, bool, int, float, str, list, tuple, dict
-//! with str keys), runs no Python code of the data's own, and declines everything else
-//! (subclasses, other keys, lone surrogates, NaN where refused, very deep data): those go to
-//! `nova._codec` as before, which writes them or raises its located error. Declining is never
-//! an error; it only means "let json do it".
+//! bus with a `SqliteStore` spends most of its time there. This writer takes only events of
+//! the `Event` class itself whose data is of the exact types `json` writes without choices
+//! (None, bool, int, float, str, list, tuple, dict with str keys). It runs no Python code of
+//! the data's own, and declines everything else (subclasses of those types or of `Event`,
+//! other keys, lone surrogates, NaN where refused, very deep data): those go to `nova._codec`
+//! as before, which writes them or raises its located error. Declining is never an error; it
+//! only means "let json do it".
 
 use std::fmt::Write as _;
 
@@ -37,6 +38,11 @@ impl From<PyErr> for Decline {
 /// the infinities are written (as `NaN`, `Infinity`, `-Infinity`) rather than declined.
 #[pyfunction]
 pub fn _event_json(py: Python<'_>, event: &Bound<'_, Event>, allow_nan: bool) -> Option<(i64, Py<PyString>)> {
+    // A subclass may override a field's getter, which this writer would not see (it reads the
+    // fields themselves): subclasses' events are for `nova._codec`, which asks the getters.
+    if !event.is_exact_instance_of::<Event>() {
+        return None;
+    }
     let event = event.get();
     let mut out = String::with_capacity(160);
     write_event(py, event, allow_nan, &mut out).ok()?;
@@ -92,36 +98,37 @@ fn write_value(value: &Bound<'_, PyAny>, allow_nan: bool, depth: usize, out: &mu
     } else if let Ok(d) = value.downcast_exact::<PyDict>() {
         write_dict(d, allow_nan, depth + 1, out)?;
     } else if let Ok(l) = value.downcast_exact::<PyList>() {
-        if depth + 1 > MAX_NATIVE_DEPTH {
-            return Err(Decline);
-        }
         // GIL off: a snapshot, as for a dict (see write_dict). Declining a list another thread
         // shortened would hand it to json's C encoder, which 3.13t's can crash on.
         #[cfg(Py_GIL_DISABLED)]
         let l = &l.get_slice(0, l.len());
-        out.push('[');
-        for (i, item) in l.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_value(&item, allow_nan, depth + 1, out)?;
-        }
-        out.push(']');
+        write_array(l.iter(), allow_nan, depth + 1, out)?;
     } else if let Ok(t) = value.downcast_exact::<PyTuple>() {
-        if depth + 1 > MAX_NATIVE_DEPTH {
-            return Err(Decline);
-        }
-        out.push('[');
-        for (i, item) in t.iter_borrowed().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_value(&item, allow_nan, depth + 1, out)?;
-        }
-        out.push(']');
+        write_array(t.iter(), allow_nan, depth + 1, out)?;
     } else {
         return Err(Decline);
     }
+    Ok(())
+}
+
+/// `[item,...]` of a list or tuple (json writes both alike).
+fn write_array<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    allow_nan: bool,
+    depth: usize,
+    out: &mut String,
+) -> Written {
+    if depth > MAX_NATIVE_DEPTH {
+        return Err(Decline);
+    }
+    out.push('[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_value(&item, allow_nan, depth, out)?;
+    }
+    out.push(']');
     Ok(())
 }
 

@@ -25,9 +25,10 @@ everywhere else, so the value written and the errors raised do not depend on whi
   make a float) and texts orjson refuses (``NaN``, lone surrogates, more than 1024 levels,
   errors) are read by json, for its value or its error.
 
-Most events never reach either library: when ``data`` is plain JSON (None, bool, int, float,
-str, and lists, tuples and str-keyed dicts of them, each of exactly that type) and the timestamp
-is in UTC, the Rust core writes the text json would, byte for byte (``nova._core._event_json``);
+Most events never reach either library: for an event of the ``Event`` class itself (a
+subclass may override a getter) whose ``data`` is plain JSON (None, bool, int, float, str, and
+lists, tuples and str-keyed dicts of them, each of exactly that type) and whose timestamp is in
+UTC, the Rust core writes the text json would, byte for byte (``nova._core._event_json``);
 everything else comes here. orjson is imported on the first encode or decode that needs it, not
 by ``import nova``.
 

@@ -430,6 +430,15 @@ def test_native_writer_takes_plain_events_and_declines_the_rest() -> None:
     assert _codec._event_json(nova.Event("a.b", nested(63)), False) is not None
     offset = datetime(2024, 5, 1, tzinfo=timezone(timedelta(hours=2)))
     assert _codec._event_json(nova.Event("a.b", 1, timestamp=offset), False) is None  # isoformat's
+
+    class Overriding(nova.Event):
+        @property
+        def data(self) -> Any:
+            return "what the getter says"
+
+    # A subclass's getters decide what it holds: its events take the library's route.
+    assert _codec._event_json(Overriding("a.b", 1), False) is None
+    assert json.loads(_codec.encode(Overriding("a.b", 1))[1])["data"] == "what the getter says"
     cycle: list[Any] = []
     cycle.append(cycle)
     assert _codec._event_json(nova.Event("a.b", cycle), False) is None
