@@ -66,8 +66,13 @@ pub struct Event {
     id: GILOnceCell<Py<PyString>>,
     type_: Held<PyString>,
     data: Held<PyAny>,
-    /// Nova's private copy; never handed out mutable. `None` means empty.
-    metadata: Option<Py<PyDict>>,
+    /// Nova's own copy of the metadata: its (key, value) pairs, both str, in the caller's
+    /// order; never handed out mutable. A compact list rather than a dict: most events carry
+    /// a key or two, read by key in Rust (an ordering key), and copying a dict and freeing it
+    /// cost each such event about as much as the rest of making it.
+    metadata: Pairs,
+    /// What `metadata` shows: a read-only view of a dict of the pairs, made on first access.
+    metadata_view: GILOnceCell<Py<PyAny>>,
     micros: i64,
     /// The `datetime` for `timestamp`, made on first access or given by the caller.
     timestamp: GILOnceCell<Py<PyAny>>,
@@ -199,30 +204,59 @@ fn non_empty_str<'py>(py: Python<'py>, field: &str, value: &Bound<'py, PyAny>) -
     }
 }
 
-/// Copy a `Mapping[str, str]` into a fresh dict, checking every key and value.
-fn copy_metadata<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Option<Py<PyDict>>> {
+/// A metadata (key, value) pair: both str.
+type Pair = (Held<PyString>, Held<PyString>);
+
+/// The pairs of an event's metadata, in order. The first is kept inline: most events with
+/// metadata carry one key (an ordering key), and a heap block of its own cost such an event
+/// an allocation and a free.
+#[derive(Default)]
+struct Pairs {
+    first: Option<Pair>,
+    rest: Box<[Pair]>,
+}
+
+impl Pairs {
+    fn iter(&self) -> impl Iterator<Item = &Pair> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+/// Copy a `Mapping[str, str]`, checking every key and value.
+fn copy_metadata<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Pairs> {
     if value.is_none() {
-        return Ok(None);
+        return Ok(Pairs::default());
     }
     if let Ok(dict) = value.downcast_exact::<PyDict>() {
-        // The common case: one C-level copy, then the check, on the copy. Checking the
-        // caller's dict instead could see it change under the check when the GIL is off
-        // (another thread's write: PyO3's iterator panics on that); the copy is taken
-        // atomically and nothing else can reach it.
-        let copy = dict.copy()?;
-        for (k, v) in copy.iter() {
-            if !k.is_instance_of::<PyString>() || !v.is_instance_of::<PyString>() {
-                // The error names what the copy holds, the state the check saw.
-                return copy_metadata_slow(py, copy.as_any());
+        // The common case. With the GIL nothing changes the dict while it is read here (no
+        // Python code runs); without it another thread may (PyO3's iterator panics on that),
+        // so the pairs are read from a copy, taken atomically.
+        #[cfg(Py_GIL_DISABLED)]
+        let dict = &dict.copy()?;
+        let (mut first, mut rest) = (None, Vec::new());
+        for (k, v) in dict.iter() {
+            let pair = match (k.downcast_into::<PyString>(), v.downcast_into::<PyString>()) {
+                (Ok(k), Ok(v)) => (Held::new(k.unbind()), Held::new(v.unbind())),
+                // The error names what was read, the state the check saw.
+                _ => return copy_metadata_slow(py, dict.as_any()),
+            };
+            if first.is_none() {
+                first = Some(pair);
+            } else {
+                rest.push(pair);
             }
         }
-        return Ok(if copy.is_empty() { None } else { Some(copy.unbind()) });
+        return Ok(Pairs { first, rest: rest.into_boxed_slice() });
     }
     copy_metadata_slow(py, value)
 }
 
 /// Any mapping, with an error naming the first bad key or value.
-fn copy_metadata_slow<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Option<Py<PyDict>>> {
+fn copy_metadata_slow<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Pairs> {
     let items = match value.call_method0("items") {
         Ok(items) => items,
         Err(_) => {
@@ -232,6 +266,7 @@ fn copy_metadata_slow<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResu
             ))
         }
     };
+    // Through a dict: a later value for an equal key replaces the earlier one, as in a dict.
     let out = PyDict::new(py);
     for item in items.try_iter()? {
         let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
@@ -249,11 +284,7 @@ fn copy_metadata_slow<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResu
         }
         out.set_item(k, v)?;
     }
-    if out.is_empty() {
-        Ok(None)
-    } else {
-        Ok(Some(out.unbind()))
-    }
+    copy_metadata(py, out.as_any())
 }
 
 /// Microseconds since the epoch of an aware (or naive, meaning UTC) datetime, and the aware
@@ -312,9 +343,12 @@ impl Event {
     pub fn data_obj<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
         self.data.bind(py)
     }
-    /// Nova's own copy of the metadata (None when empty): to read, never to hand out.
-    pub fn metadata_ref<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyDict>> {
-        self.metadata.as_ref().map(|m| m.bind(py))
+    /// The metadata's (key, value) pairs, in order: to read, never to hand out.
+    pub fn metadata_pairs<'a, 'py: 'a>(
+        &'a self,
+        py: Python<'py>,
+    ) -> impl Iterator<Item = (&'a Bound<'py, PyString>, &'a Bound<'py, PyString>)> + 'a {
+        self.metadata.iter().map(move |(k, v)| (k.bind(py), v.bind(py)))
     }
     /// Whether the timestamp is shown in UTC (`timezone.utc`): always, unless the caller gave a
     /// datetime with another zone or offset.
@@ -324,40 +358,41 @@ impl Event {
             Some(ts) => Ok(ts.bind(py).getattr(pyo3::intern!(py, "tzinfo"))?.is(&helpers(py)?.utc)),
         }
     }
-    /// Start loading the metadata dict into the cache (for an ordering key
-    /// read soon after: events published in a batch are often out of cache by then).
+    /// Start loading the first metadata value into the cache (an ordering key's value, read
+    /// soon after: events published in a batch are often out of cache by then; the keys are
+    /// compared by identity first, which reads only the event).
     #[inline]
     pub fn prefetch_metadata(&self) {
         #[cfg(all(target_arch = "x86_64", target_pointer_width = "64"))]
-        if let Some(m) = &self.metadata {
+        if let Some((_, value)) = &self.metadata.first {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
             // SAFETY: a prefetch is only a hint and never faults; nothing is read.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(m.as_ptr() as *const i8) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(value.as_ptr() as *const i8) };
         }
     }
 
-    /// The partition (of `partitions`) of the metadata value under `key`, "" when absent
-    /// (metadata values are str, checked when the event is made). Reads the value borrowed
-    /// from the dict, without calling Python code: it is the event's own copy, which nothing
-    /// changes, and lives as long as the event.
-    pub fn metadata_partition(&self, py: Python<'_>, key: &Bound<'_, PyString>, partitions: usize) -> PyResult<usize> {
-        let Some(m) = &self.metadata else {
-            return Ok(crate::partition::partition_of("", partitions));
-        };
-        // Borrowed: the event's own dict, which nothing changes and which outlives this read.
-        let Some(value) = crate::ffi::object::dict_get_borrowed(m.bind(py), key.as_any())? else {
-            return Ok(crate::partition::partition_of("", partitions));
-        };
-        let key = match value.downcast::<PyString>() {
-            Ok(s) => s.to_str()?,
-            Err(_) => "",
-        };
-        Ok(crate::partition::partition_of(key, partitions))
+    /// The metadata value under `key`, without calling Python code. Keys are compared by
+    /// identity first: a topic's ordering key and the events' keys are usually one interned
+    /// str (a literal in the code).
+    fn metadata_value<'a, 'py: 'a>(
+        &'a self,
+        py: Python<'py>,
+        key: &Bound<'py, PyString>,
+    ) -> Option<&'a Bound<'py, PyString>> {
+        let pairs = || self.metadata_pairs(py);
+        pairs()
+            .find(|(k, _)| k.is(key))
+            .or_else(|| pairs().find(|(k, _)| k.as_any().eq(key).unwrap_or(false)))
+            .map(|(_, v)| v)
     }
 
-    /// A metadata value, read without calling Python code.
-    pub fn metadata_get<'py>(&self, py: Python<'py>, key: &str) -> Option<Bound<'py, PyAny>> {
-        self.metadata.as_ref().and_then(|m| m.bind(py).get_item(key).ok().flatten())
+    /// The partition (of `partitions`) of the metadata value under `key`, "" when absent.
+    pub fn metadata_partition(&self, py: Python<'_>, key: &Bound<'_, PyString>, partitions: usize) -> PyResult<usize> {
+        let value = match self.metadata_value(py, key) {
+            Some(v) => v.to_str()?,
+            None => "",
+        };
+        Ok(crate::partition::partition_of(value, partitions))
     }
 
     fn timestamp_obj<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
@@ -369,11 +404,13 @@ impl Event {
         Ok(obj.bind(py))
     }
 
+    /// A new dict of the metadata, the caller's to change.
     fn metadata_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        Ok(match &self.metadata {
-            Some(m) => m.bind(py).copy()?,
-            None => PyDict::new(py),
-        })
+        let dict = PyDict::new(py);
+        for (k, v) in self.metadata_pairs(py) {
+            dict.set_item(k, v)?;
+        }
+        Ok(dict)
     }
 
     /// Build an event of class `cls` through `Event.__new__`, so subclasses keep their class
@@ -427,7 +464,7 @@ impl Event {
         };
         let metadata = match metadata {
             Some(m) => copy_metadata(py, m)?,
-            None => None,
+            None => Pairs::default(),
         };
         let cell = GILOnceCell::new();
         if let Some(aware) = given_ts {
@@ -439,6 +476,7 @@ impl Event {
             type_: Held::new(type_),
             data: Held::new(data.unwrap_or_else(|| py.None())),
             metadata,
+            metadata_view: GILOnceCell::new(),
             micros,
             timestamp: cell,
         })
@@ -459,15 +497,15 @@ impl Event {
         self.data.clone_ref(py)
     }
 
-    /// A read-only view (`types.MappingProxyType`) of the metadata.
+    /// A read-only view (`types.MappingProxyType`) of the metadata, made on first access.
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let h = helpers(py)?;
-        let dict = match &self.metadata {
-            Some(m) => m.bind(py).clone(),
-            None => h.empty.bind(py).clone(),
-        };
-        h.mapping_proxy.bind(py).call1((dict,))
+        let view = self.metadata_view.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            let h = helpers(py)?;
+            let dict = if self.metadata.is_empty() { h.empty.bind(py).clone() } else { self.metadata_dict(py)? };
+            Ok(h.mapping_proxy.bind(py).call1((dict,))?.unbind())
+        })?;
+        Ok(view.bind(py).clone())
     }
 
     #[getter]

@@ -68,10 +68,16 @@ fn write_event(py: Python<'_>, event: &Event, allow_nan: bool, out: &mut String)
     out.push_str(",\"data\":");
     write_value(event.data_obj(py), allow_nan, 0, out)?;
     out.push_str(",\"metadata\":");
-    match event.metadata_ref(py) {
-        Some(m) => write_metadata(m, out)?,
-        None => out.push_str("{}"),
+    out.push('{');
+    for (i, (key, value)) in event.metadata_pairs(py).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(key, out)?;
+        out.push(':');
+        write_str(value, out)?;
     }
+    out.push('}');
     out.push_str(",\"timestamp\":\"");
     write_utc(event.micros(), out)?;
     out.push_str("\"}");
@@ -145,11 +151,6 @@ fn write_dict(d: &Bound<'_, PyDict>, allow_nan: bool, depth: usize, out: &mut St
     #[cfg(Py_GIL_DISABLED)]
     let d = &d.copy()?;
     write_items(d, allow_nan, depth, out)
-}
-
-/// The event's own metadata: a private copy nothing changes.
-fn write_metadata(m: &Bound<'_, PyDict>, out: &mut String) -> Written {
-    write_items(m, false, 0, out)
 }
 
 /// `{"key":value,...}` of a dict nothing changes while it is written.

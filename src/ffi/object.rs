@@ -1,33 +1,10 @@
-//! Object-level calls the hot paths make without PyO3's checks: a dict lookup that borrows,
-//! calls with a prepared tuple and dict, weak references, a type check by type object, a
-//! plain reference release, and a coroutine step.
+//! Object-level calls the hot paths make without PyO3's checks: a dict lookup, calls with a
+//! prepared tuple and dict, weak references, a type check by type object, a plain reference
+//! release, and a coroutine step.
 
 use pyo3::ffi::PyTypeObject;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-
-/// `dict[key]` borrowed for as long as `dict` keeps it (`PyDict_GetItemWithError`): `None`
-/// when absent, `Err` when the lookup raised. The caller must not let Python code change the
-/// dict while it holds the result.
-#[inline]
-pub fn dict_get_borrowed<'a, 'py>(
-    dict: &'a Bound<'py, PyDict>,
-    key: &Bound<'py, PyAny>,
-) -> PyResult<Option<Borrowed<'a, 'py, PyAny>>> {
-    let py = dict.py();
-    // SAFETY: GIL held (the Bound tokens); both are live; the result is borrowed from `dict`,
-    // which outlives 'a.
-    unsafe {
-        let item = pyo3::ffi::PyDict_GetItemWithError(dict.as_ptr(), key.as_ptr());
-        if item.is_null() {
-            return match PyErr::take(py) {
-                Some(e) => Err(e),
-                None => Ok(None),
-            };
-        }
-        Ok(Some(Borrowed::from_ptr(py, item)))
-    }
-}
 
 /// `dict[key]` as a new reference (`PyDict_GetItemRef`, with pyo3-ffi's fallback before
 /// 3.13): `None` when absent, `Err` when the lookup raised. Safe against a dict another thread

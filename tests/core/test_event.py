@@ -62,6 +62,40 @@ def test_metadata_is_copied_from_the_caller() -> None:
     assert ev.metadata["k"] == "v"
 
 
+def test_metadata_keeps_order_and_is_read_only() -> None:
+    ev = Event("a.b", metadata={"z": "1", "a": "2", "m": "3"})
+    assert list(ev.metadata) == ["z", "a", "m"]
+    assert ev.metadata == {"z": "1", "a": "2", "m": "3"}
+    with pytest.raises(TypeError):
+        ev.metadata["z"] = "x"  # type: ignore[index]
+    assert Event("a.b").metadata == {} and Event("a.b", metadata={}).metadata == {}
+    # any Mapping[str, str], a later value for an equal key winning as in a dict
+    assert Event("a.b", metadata=_Pairs([("k", "1"), ("k", "2")])).metadata == {"k": "2"}
+
+
+class _Pairs(dict[str, str]):
+    """A dict subclass built from pairs: the mapping route, not the exact-dict one."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._pairs = pairs
+
+    def items(self) -> Any:
+        return iter(self._pairs)
+
+
+def test_ordering_key_found_by_equal_key_not_only_the_same_object() -> None:
+    # Keys are compared by identity first (interned literals), then by value: a key built at
+    # run time routes the event as the literal does.
+    built = "".join(["customer", "_id"])
+    assert built == "customer_id" and built is not "customer_id"  # noqa: F632
+    same = nova._core.event_partition(Event("a.b", metadata={built: "c-42"}), "customer_id", 16, "t")
+    assert same == nova._core.partition("c-42", 16)
+    assert nova._core.event_partition(Event("a.b", metadata={"other": "c-42"}), "customer_id", 16, "t") == (
+        nova._core.partition("", 16)
+    )
+
+
 def test_with_metadata_merges_and_keeps_identity() -> None:
     ev = Event("a.b", 1, metadata={"a": "1", "b": "2"})
     ev2 = ev.with_metadata(b="3", c="4")
