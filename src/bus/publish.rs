@@ -154,12 +154,27 @@ impl Bus {
         if let Some(err) = self.core.store_failures.take(py, &self.core.name) {
             return Err(err);
         }
-        let mut need = vec![0usize; topic.lanes.len()];
-        for (_, p) in batch {
-            need[*p] += 1;
-        }
-        let mut keep = vec![true; batch.len()];
-        for (p, n) in need.iter().enumerate().filter(|(_, n)| **n > 0) {
+        // (partition, events for it): a publish of one event, the usual call, allocates
+        // nothing here.
+        let one;
+        let mut many = Vec::new();
+        let need: &[(usize, usize)] = match batch {
+            [(_, p)] => {
+                one = [(*p, 1)];
+                &one
+            }
+            _ => {
+                let mut counts = vec![0usize; topic.lanes.len()];
+                for (_, p) in batch {
+                    counts[*p] += 1;
+                }
+                many.extend(counts.into_iter().enumerate().filter(|(_, n)| *n > 0));
+                &many
+            }
+        };
+        // Which events DROP_NEWEST drops (made only when it drops any).
+        let mut keep: Vec<bool> = Vec::new();
+        for &(p, ref n) in need {
             let lane = &topic.lanes[p];
             if lane.len() + n <= lane.capacity() {
                 continue;
@@ -178,6 +193,9 @@ impl Bus {
                 }
                 OnFull::DropNewest => {
                     // The newest of this partition's events beyond its free room are dropped.
+                    if keep.is_empty() {
+                        keep = vec![true; batch.len()];
+                    }
                     let mut free = lane.capacity().saturating_sub(lane.len());
                     for (i, (ev, q)) in batch.iter().enumerate() {
                         if *q == p {
@@ -212,15 +230,15 @@ impl Bus {
                 }
             }
         }
-        let accepted: Vec<&(Bound<'_, PyAny>, usize)> =
-            batch.iter().zip(&keep).filter(|(_, k)| **k).map(|(b, _)| b).collect();
-        if accepted.is_empty() {
+        let accepted =
+            || batch.iter().enumerate().filter(|(i, _)| keep.get(*i).copied().unwrap_or(true)).map(|(_, b)| b);
+        if accepted().next().is_none() {
             return Ok(());
         }
         match &topic.store {
             // Group commit: queued for the topic's store writer, in publish order.
             Some((lane, _)) => {
-                for (ev, _) in &accepted {
+                for (ev, _) in accepted() {
                     let item = Item { event: ev.clone().unbind(), context: None };
                     if let Pushed::Full(item) = lane.try_push(item) {
                         let lane = lane.clone();
@@ -239,11 +257,11 @@ impl Bus {
             // durability="event": stored before publish returns.
             None => {
                 let mut args = vec![PyString::new(py, &topic.name).into_any()];
-                args.extend(accepted.iter().map(|(ev, _)| ev.clone()));
+                args.extend(accepted().map(|(ev, _)| ev.clone()));
                 store.bind(py).call_method1("append", PyTuple::new(py, args)?)?;
             }
         }
-        for (ev, p) in accepted {
+        for (ev, p) in accepted() {
             // Room was made sure of under the lock (workers only ever make more).
             self.enqueue(py, topic, ev, *p, context.clone_ref(py))?;
         }

@@ -148,10 +148,16 @@ impl StoreSink {
 
 impl Sink for StoreSink {
     fn deliver_batch(&self, py: Python<'_>, items: &mut Items<'_, '_>, _contexts: &mut ContextRunner) {
-        while let Some((event, _context)) = items.next(py) {
-            self.gathered.lock().push(event);
-        }
-        let events = std::mem::take(&mut *self.gathered.lock());
+        let events = {
+            // One lock for the batch (taking items never calls back into this sink; a panic
+            // among them releases it while unwinding, before `internal_failure` takes what
+            // was gathered).
+            let mut gathered = self.gathered.lock();
+            while let Some((event, _context)) = items.next(py) {
+                gathered.push(event);
+            }
+            std::mem::take(&mut *gathered)
+        };
         self.append(py, events);
     }
 
