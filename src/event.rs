@@ -371,9 +371,9 @@ impl Event {
         }
     }
 
-    /// The metadata value under `key`, without calling Python code. Keys are compared by
-    /// identity first: a topic's ordering key and the events' keys are usually one interned
-    /// str (a literal in the code).
+    /// The metadata value under `key`. Keys are compared by identity first (a topic's ordering
+    /// key and the events' keys are usually one interned str, a literal in the code), then by
+    /// value (where, as in a dict lookup, a str subclass's own `__eq__` may run).
     fn metadata_value<'a, 'py: 'a>(
         &'a self,
         py: Python<'py>,
