@@ -150,11 +150,6 @@ fn write_dict(d: &Bound<'_, PyDict>, allow_nan: bool, depth: usize, out: &mut St
     // suspended while the thread waits for another one): write a snapshot, taken atomically.
     #[cfg(Py_GIL_DISABLED)]
     let d = &d.copy()?;
-    write_items(d, allow_nan, depth, out)
-}
-
-/// `{"key":value,...}` of a dict nothing changes while it is written.
-fn write_items(d: &Bound<'_, PyDict>, allow_nan: bool, depth: usize, out: &mut String) -> Written {
     out.push('{');
     for (i, (key, value)) in d.iter().enumerate() {
         let key = key.downcast_exact::<PyString>().map_err(|_| Decline)?;
@@ -186,8 +181,8 @@ fn write_float(f: &Bound<'_, PyFloat>, allow_nan: bool, out: &mut String) -> Wri
 }
 
 /// A JSON string as json's `ensure_ascii` writes it: printable ASCII as is, `"` and `\`
-/// escaped, the five short escapes, everything else `\uXXXX` (lowercase hex; a surrogate
-/// pair past U+FFFF). A str with a lone surrogate has no UTF-8 form: declined.
+/// escaped, the five short escapes, everything else `\u` and four lowercase hex digits (a
+/// surrogate pair past U+FFFF). A str with a lone surrogate has no UTF-8 form: declined.
 fn write_str(s: &Bound<'_, PyString>, out: &mut String) -> Written {
     let text = s.to_str()?;
     out.push('"');
